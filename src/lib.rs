@@ -1,2 +1,22 @@
 //! handoff: a mail filter for Postfix that decides, at delivery time, what happens to mail for
 //! departed, disabled, frozen and deleted accounts and for aliases.
+//!
+//! The crate is laid out so that the architecture is visible:
+//! - [`address`], [`policy`] and [`engine`] are pure: data in, decisions out. The policy module
+//!   reads the policy files and nothing else; the engine does no I/O at all.
+//! - [`runtime`] holds the I/O edges: the reloadable policy store, the file watcher and SIGHUP
+//!   handling, the metrics endpoint, and `serve`.
+//! - [`cli`] turns command lines into calls of the above; `main.rs` only maps the outcome to an
+//!   exit code.
+//!
+//! Logging policy: `error` only when handoff cannot serve (a listener fails, the journal cannot be
+//! written); `warn` for misbehaving peers and refused reloads; `info` for one line per decision
+//! and for lifecycle events (start, reload, shutdown); `debug` for protocol detail. Metric names
+//! live in [`runtime::metrics`] only.
+
+pub mod address;
+pub mod cli;
+pub mod engine;
+pub mod explain;
+pub mod policy;
+pub mod runtime;

@@ -1,0 +1,264 @@
+//! Mail addresses as the policy and the engine compare them.
+//!
+//! An [`Address`] is always in *lookup form*: no angle brackets, no surrounding space, and folded to
+//! lower case. Postfix folds case in every lookup table (`postmap -q` is case-insensitive), and
+//! admins expect `User1@Corp.Example` to hit the entry for `user1@corp.example`, so handoff does the
+//! same for the whole address, not only the domain.
+//!
+//! This module owns two parsers with different jobs:
+//! - [`Address::parse_strict`] for what an admin writes in the policy: a malformed address there is
+//!   a load error, reported with its line.
+//! - [`Address::from_envelope`] for what arrives on the wire: never fails, because the MTA has
+//!   already accepted the envelope; anything odd simply matches no policy entry.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A normalised mail address (`local@domain`, lower case). Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address(Arc<str>);
+
+/// Why a policy address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("empty address")]
+    Empty,
+    #[error("`{0}` has no `@domain` part")]
+    NoDomain(String),
+    #[error("`{0}` has an empty local part")]
+    EmptyLocal(String),
+    #[error("`{0}` contains a space or control character")]
+    BadChar(String),
+    #[error("`{0}` has more than one `@`")]
+    TwoAts(String),
+    #[error(
+        "`{0}` has an invalid domain (labels are letters, digits and inner hyphens, separated by dots)"
+    )]
+    BadDomain(String),
+    #[error("`{0}` is longer than 254 characters (RFC 5321 section 4.5.3.1.3)")]
+    TooLong(String),
+}
+
+impl Address {
+    /// Parses an address written by an admin. Angle brackets are not allowed here: the policy
+    /// names mailboxes, not SMTP path syntax.
+    pub fn parse_strict(input: &str) -> Result<Address, AddressError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        if s.len() > 254 {
+            return Err(AddressError::TooLong(s.to_string()));
+        }
+        if s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(AddressError::BadChar(s.to_string()));
+        }
+        let Some((local, domain)) = s.rsplit_once('@') else {
+            return Err(AddressError::NoDomain(s.to_string()));
+        };
+        if local.contains('@') {
+            return Err(AddressError::TwoAts(s.to_string()));
+        }
+        if local.is_empty() {
+            return Err(AddressError::EmptyLocal(s.to_string()));
+        }
+        if !valid_domain(domain) {
+            return Err(AddressError::BadDomain(s.to_string()));
+        }
+        Ok(Address(Arc::from(s.to_lowercase())))
+    }
+
+    /// Normalises an envelope address as the MTA sent it (`<a@b>`, `a@b`, `<>`, or a bare local
+    /// name from `sendmail`). Returns `None` for the null sender.
+    pub fn from_envelope(input: &str) -> Option<Address> {
+        let s = input.trim();
+        let s = s.strip_prefix('<').unwrap_or(s);
+        let s = s.strip_suffix('>').unwrap_or(s);
+        // A source route (`<@a,@b:user@c>`, RFC 5321 section 4.1.2) is obsolete; the mailbox is
+        // what follows the colon.
+        let s = match s.starts_with('@') {
+            true => s.split_once(':').map_or(s, |(_, rest)| rest),
+            false => s,
+        };
+        let s = s.trim();
+        if s.is_empty() {
+            return None;
+        }
+        Some(Address(Arc::from(s.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the last `@` (the whole address when there is none).
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or(&self.0, |(l, _)| l)
+    }
+
+    /// The part after the last `@`, empty when there is none.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+
+    /// The address without its `+detail` extension, if it has one: `user+tag@d` → `user@d`.
+    /// Mirrors Postfix's `recipient_delimiter` lookup order: the full address first, then the base.
+    pub fn without_detail(&self, delimiter: char) -> Option<Address> {
+        let (local, domain) = self.0.rsplit_once('@')?;
+        let (base, _) = local.split_once(delimiter)?;
+        if base.is_empty() {
+            return None;
+        }
+        Some(Address(Arc::from(format!("{base}@{domain}"))))
+    }
+}
+
+fn valid_domain(domain: &str) -> bool {
+    // An address literal (`user@[192.0.2.1]`) never names a local mailbox in a policy.
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+impl AsRef<str> for Address {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Address {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_parse_table() {
+        let ok = [
+            ("user1@corp.example", "user1@corp.example"),
+            ("User1@CORP.Example", "user1@corp.example"),
+            (" a.b+c@x-y.example ", "a.b+c@x-y.example"),
+            ("用户@例子.example", "用户@例子.example"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(
+                Address::parse_strict(input).unwrap().as_str(),
+                want,
+                "{input}"
+            );
+        }
+        let bad = [
+            ("", AddressError::Empty),
+            ("user", AddressError::NoDomain("user".into())),
+            (
+                "@corp.example",
+                AddressError::EmptyLocal("@corp.example".into()),
+            ),
+            (
+                "a b@corp.example",
+                AddressError::BadChar("a b@corp.example".into()),
+            ),
+            (
+                "<a@corp.example>",
+                AddressError::BadChar("<a@corp.example>".into()),
+            ),
+            (
+                "a@b@corp.example",
+                AddressError::TwoAts("a@b@corp.example".into()),
+            ),
+            (
+                "a@corp..example",
+                AddressError::BadDomain("a@corp..example".into()),
+            ),
+            (
+                "a@-corp.example",
+                AddressError::BadDomain("a@-corp.example".into()),
+            ),
+            ("a@", AddressError::BadDomain("a@".into())),
+        ];
+        for (input, want) in bad {
+            assert_eq!(Address::parse_strict(input), Err(want), "{input:?}");
+        }
+        let long = format!("{}@corp.example", "a".repeat(250));
+        assert!(matches!(
+            Address::parse_strict(&long),
+            Err(AddressError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn envelope_forms() {
+        let cases = [
+            ("<User@Corp.Example>", Some("user@corp.example")),
+            ("user@corp.example", Some("user@corp.example")),
+            ("<>", None),
+            ("", None),
+            ("  <  >  ", None),
+            (
+                "<@relay.example:user@corp.example>",
+                Some("user@corp.example"),
+            ),
+            ("root", Some("root")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                Address::from_envelope(input).as_ref().map(Address::as_str),
+                want,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn detail_is_stripped_at_the_first_delimiter() {
+        let a = Address::parse_strict("user1+news+x@corp.example").unwrap();
+        assert_eq!(
+            a.without_detail('+').unwrap().as_str(),
+            "user1@corp.example"
+        );
+        assert_eq!(
+            Address::parse_strict("user1@corp.example")
+                .unwrap()
+                .without_detail('+'),
+            None
+        );
+        assert_eq!(
+            Address::parse_strict("+x@corp.example")
+                .unwrap()
+                .without_detail('+'),
+            None
+        );
+        assert_eq!(a.local_part(), "user1+news+x");
+        assert_eq!(a.domain(), "corp.example");
+    }
+}

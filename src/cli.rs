@@ -1,0 +1,186 @@
+//! The command line: clap definitions, and one function per command that returns an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::address::Address;
+use crate::policy::{self, LoadError};
+
+/// Where handoff looks for its policy when no `--config` is given, in order.
+pub const DEFAULT_CONFIGS: [&str; 2] = ["./handoff.toml", "/etc/handoff/handoff.toml"];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "handoff",
+    version,
+    about = "A mail filter for Postfix that hands off departed users' mail",
+    long_about = "handoff sits in Postfix's delivery path (as a milter or a content filter) and \
+                  applies one TOML policy: aliases, forwards for departed users, out-of-office \
+                  replies, and refusals for disabled, frozen and deleted accounts."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Policy file [default: ./handoff.toml, then /etc/handoff/handoff.toml]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "HANDOFF_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the filter: load the policy, listen, reload on change or SIGHUP
+    Serve,
+    /// Validate the policy and print a summary, or every error with its line (exit 1)
+    Check(CheckArgs),
+    /// Show what happens to mail for an address, step by step
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy file to check (same as --config)
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Recipient address
+    pub address: String,
+    /// Envelope sender (also checks whether it may send)
+    #[arg(long, value_name = "SENDER")]
+    pub from: Option<String>,
+    /// Decide as on this date (YYYY-MM-DD) [default: today]
+    #[arg(long, value_name = "DATE")]
+    pub at: Option<jiff::civil::Date>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(ref args) => check(resolve_config(
+            args.file.as_deref().or(cli.config.as_deref()),
+        )),
+        Command::Explain(ref args) => explain(resolve_config(cli.config.as_deref()), args),
+        Command::Serve => serve(resolve_config(cli.config.as_deref()), cli.log_format),
+    }
+}
+
+/// The policy path to use: the one given, else the first default that exists, else the first
+/// default (so the error names it).
+fn resolve_config(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    DEFAULT_CONFIGS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIGS[0]))
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match policy::load(&path) {
+        Ok(p) => {
+            println!("{}: ok: {}", path.display(), p.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_load_error(&e),
+    }
+}
+
+fn report_load_error(e: &LoadError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::FAILURE
+}
+
+fn explain(path: PathBuf, args: &ExplainArgs) -> ExitCode {
+    let policy = match policy::load(&path) {
+        Ok(p) => p,
+        Err(e) => return report_load_error(&e),
+    };
+    let Some(address) = Address::from_envelope(&args.address) else {
+        eprintln!("explain: `{}` is not an address", args.address);
+        return ExitCode::from(2);
+    };
+    let date = args.at.unwrap_or_else(crate::runtime::today);
+    let ex = crate::explain::explain(&policy, &address, args.from.as_deref(), date);
+    if args.json {
+        match serde_json::to_string_pretty(&ex) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("explain: cannot encode JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", ex.render(&policy));
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(path: PathBuf, format: LogFormat) -> ExitCode {
+    init_logging(format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::runtime::serve::run(&path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<LoadError>() {
+                Some(LoadError::Invalid(d)) => {
+                    for line in d.iter() {
+                        tracing::error!("{line}");
+                    }
+                    tracing::error!(
+                        "{}: the policy is invalid ({} errors); not starting",
+                        path.display(),
+                        d.len()
+                    );
+                }
+                _ => tracing::error!("{e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,1098 @@
+//! Stage two of loading: judge what the admin wrote and build the lookup tables.
+//!
+//! Everything that can be wrong with a policy is found here, before any mail sees it: addresses,
+//! states, replies of the wrong class, unknown templates and placeholders, `then` without
+//! `until`, forwards to oneself, alias and forward cycles, chains deeper than [`MAX_DEPTH`] or
+//! wider than [`MAX_WIDTH`]. Errors are collected, never returned early, so one run of
+//! `handoff check` shows them all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use jiff::civil::Date;
+use toml::Spanned;
+
+use super::diag::{Collector, FileId, Origin, SourceFile, Sources};
+use super::raw::{self, Entry, RawAccount, RawFile, SString};
+use super::reply::SmtpReply;
+use super::template::{TemplateError, Text};
+use super::{
+    Account, Alias, Diagnostics, ListenAddr, MAX_DEPTH, MAX_WIDTH, Node, Policy, Settings, State,
+    Template,
+};
+use crate::address::Address;
+
+/// Reads the files an include pattern names, relative to a base directory.
+pub(crate) type IncludeReader<'a> = &'a dyn Fn(&Path, &str) -> Result<Vec<SourceFile>, String>;
+
+const DEFAULT_MILTER: &str = "127.0.0.1:8891";
+const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+const DEFAULT_RELAY: &str = "127.0.0.1:10025";
+const DEFAULT_JOURNAL: &str = "/var/lib/handoff/journal";
+const DEFAULT_STATE: &str = "/var/lib/handoff/state";
+/// Five years, counting one leap day.
+const DEFAULT_RETENTION_DAYS: u32 = 1826;
+/// RFC 3834 section 3.1.1 suggests a week between replies to the same sender; Sieve vacation
+/// (RFC 5230 section 4.1) allows 1 day as a minimum, and handoff caps the setting at 60.
+const DEFAULT_AUTOREPLY_DAYS: u32 = 7;
+const DEFAULT_AUTOREPLY_MAX_PER_HOUR: u32 = 1000;
+
+/// Builds a policy from its main file (already in `sources`), reading includes through `includes`.
+pub(crate) fn compile(
+    mut sources: Sources,
+    includes: Option<IncludeReader<'_>>,
+) -> Result<Policy, Diagnostics> {
+    let mut errs = Collector::default();
+    let main_path = sources.files[0].path.clone();
+    let main = raw::parse_file(FileId(0), &sources.files[0].text, &mut errs);
+
+    let mut raws = vec![main];
+    let patterns = std::mem::take(&mut raws[0].include);
+    let include_patterns = patterns
+        .iter()
+        .map(|p| super::base_dir(&main_path).join(p.get_ref()))
+        .collect();
+    for pattern in patterns {
+        let Some(read) = includes else {
+            errs.error(
+                FileId(0),
+                pattern.span().start,
+                "`include` needs the policy to be loaded from a file",
+            );
+            continue;
+        };
+        match read(&super::base_dir(&main_path), pattern.get_ref()) {
+            Ok(files) => {
+                for file in files {
+                    if sources.files.iter().any(|f| f.path == file.path) {
+                        continue;
+                    }
+                    let id = FileId(sources.files.len());
+                    let raw = raw::parse_file(id, &file.text, &mut errs);
+                    sources.files.push(file);
+                    raws.push(raw);
+                }
+            }
+            Err(message) => errs.error(FileId(0), pattern.span().start, message),
+        }
+    }
+    for (i, raw) in raws.iter().enumerate().skip(1) {
+        only_entries_in_includes(FileId(i), raw, &mut errs);
+    }
+
+    let settings = settings(&main_path, &raws[0], &mut errs);
+    let (local_domains, delimiter) = domains(&raws, &mut errs);
+
+    let mut b = Builder {
+        sources: &sources,
+        errs,
+        accounts: Vec::new(),
+        aliases: Vec::new(),
+        templates: BTreeMap::new(),
+        template_origins: HashMap::new(),
+        index: HashMap::new(),
+        delimiter,
+    };
+    b.templates(&mut raws);
+    b.accounts_and_aliases(&mut raws, &local_domains);
+    b.check_graph();
+
+    if !b.errs.is_empty() {
+        let errs = std::mem::take(&mut b.errs);
+        return Err(errs.finish(&sources));
+    }
+    let Builder {
+        accounts,
+        aliases,
+        templates,
+        index,
+        ..
+    } = b;
+    let domain_set = local_domains.iter().cloned().collect();
+    Ok(Policy {
+        sources,
+        settings,
+        local_domains,
+        domain_set,
+        recipient_delimiter: delimiter,
+        accounts,
+        aliases,
+        templates,
+        include_patterns,
+        index,
+    })
+}
+
+fn only_entries_in_includes(file: FileId, raw: &RawFile, errs: &mut Collector) {
+    let sections = [
+        ("listen", raw.listen.as_ref().map(|(o, _)| o)),
+        ("relay", raw.relay.as_ref().map(|(o, _)| o)),
+        ("storage", raw.storage.as_ref().map(|(o, _)| o)),
+        ("domains", raw.domains.as_ref().map(|(o, _)| o)),
+        ("archive", raw.archive.as_ref().map(|(o, _)| o)),
+        ("autoreply", raw.autoreply.as_ref().map(|(o, _)| o)),
+    ];
+    for (name, origin) in sections {
+        if let Some(o) = origin {
+            errs.error(file, o.span.start, format!("`[{name}]` belongs in the main policy file; included files may hold only accounts, aliases and templates"));
+        }
+    }
+    if let Some(first) = raw.include.first() {
+        errs.error(
+            file,
+            first.span().start,
+            "included files cannot include further files",
+        );
+    }
+}
+
+fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
+    let f = FileId(0);
+    let base = super::base_dir(main_path);
+    let listen = raw.listen.as_ref().map(|(_, l)| l);
+    let storage = raw.storage.as_ref().map(|(_, s)| s);
+    let archive = raw.archive.as_ref().map(|(_, a)| a);
+    let autoreply = raw.autoreply.as_ref().map(|(_, a)| a);
+
+    let listen_addr =
+        |v: Option<&SString>, default: Option<&str>, errs: &mut Collector| -> Option<ListenAddr> {
+            let (text, at) = match v {
+                Some(s) => (s.get_ref().as_str(), s.span().start),
+                None => (default?, 0),
+            };
+            if text.is_empty() {
+                return None;
+            }
+            match parse_listen(text, &base) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errs.error(f, at, e);
+                    None
+                }
+            }
+        };
+    let milter = listen_addr(
+        listen.and_then(|l| l.milter.as_ref()),
+        Some(DEFAULT_MILTER),
+        errs,
+    );
+    let lmtp = listen_addr(listen.and_then(|l| l.lmtp.as_ref()), None, errs);
+    let metrics = match listen_addr(
+        listen.and_then(|l| l.metrics.as_ref()),
+        Some(DEFAULT_METRICS),
+        errs,
+    ) {
+        Some(ListenAddr::Tcp(a)) => Some(a),
+        Some(ListenAddr::Unix(_)) => {
+            let at = listen
+                .and_then(|l| l.metrics.as_ref())
+                .map_or(0, |s| s.span().start);
+            errs.error(
+                f,
+                at,
+                "`listen.metrics` must be a TCP address (Prometheus scrapes over HTTP)",
+            );
+            None
+        }
+        None => None,
+    };
+    let relay = match raw.relay.as_ref().and_then(|(_, r)| r.address.as_ref()) {
+        Some(s) => socket_addr(s.get_ref()).unwrap_or_else(|e| {
+            errs.error(f, s.span().start, e);
+            fallback_addr()
+        }),
+        None => socket_addr(DEFAULT_RELAY).unwrap_or_else(|_| fallback_addr()),
+    };
+    let path = |v: Option<&SString>, default: &str| -> PathBuf {
+        let p = PathBuf::from(v.map_or(default, |s| s.get_ref().as_str()));
+        if p.is_relative() { base.join(p) } else { p }
+    };
+    let journal_dir = path(storage.and_then(|s| s.journal.as_ref()), DEFAULT_JOURNAL);
+    let state_dir = path(storage.and_then(|s| s.state.as_ref()), DEFAULT_STATE);
+
+    let bounded = |v: Option<&Spanned<i64>>,
+                   default: u32,
+                   min: i64,
+                   max: i64,
+                   name: &str,
+                   errs: &mut Collector|
+     -> u32 {
+        let Some(v) = v else { return default };
+        let n = *v.get_ref();
+        if n < min || n > max {
+            errs.error(
+                f,
+                v.span().start,
+                format!("`{name}` is {n}; it must be between {min} and {max}"),
+            );
+            return default;
+        }
+        n as u32
+    };
+    let retention_days = bounded(
+        archive.and_then(|a| a.retention_days.as_ref()),
+        DEFAULT_RETENTION_DAYS,
+        1,
+        100 * 366,
+        "archive.retention_days",
+        errs,
+    );
+    let autoreply_days = bounded(
+        autoreply.and_then(|a| a.days.as_ref()),
+        DEFAULT_AUTOREPLY_DAYS,
+        1,
+        60,
+        "autoreply.days",
+        errs,
+    );
+    let autoreply_max_per_hour = bounded(
+        autoreply.and_then(|a| a.max_per_hour.as_ref()),
+        DEFAULT_AUTOREPLY_MAX_PER_HOUR,
+        1,
+        1_000_000,
+        "autoreply.max_per_hour",
+        errs,
+    );
+    Settings {
+        milter,
+        lmtp,
+        metrics,
+        relay,
+        journal_dir,
+        state_dir,
+        archive_enabled: archive.and_then(|a| a.enabled).unwrap_or(true),
+        retention_days,
+        autoreply_days,
+        autoreply_max_per_hour,
+    }
+}
+
+fn fallback_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// `unix:/path`, `inet:host:port` (Postfix's spelling) or `host:port`.
+fn parse_listen(text: &str, base: &Path) -> Result<ListenAddr, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("`unix:` needs a socket path".into());
+        }
+        let p = PathBuf::from(path);
+        return Ok(ListenAddr::Unix(if p.is_relative() {
+            base.join(p)
+        } else {
+            p
+        }));
+    }
+    socket_addr(text.strip_prefix("inet:").unwrap_or(text)).map(ListenAddr::Tcp)
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    // `localhost:8891` resolves through /etc/hosts; a name that needs DNS is refused so that
+    // start-up never depends on a resolver.
+    match text.rsplit_once(':') {
+        Some(("localhost", port)) => {
+            let port: u16 = port.parse().map_err(|_| format!("`{text}`: bad port"))?;
+            ("localhost", port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("`{text}`: localhost does not resolve"))
+        }
+        _ => Err(format!(
+            "`{text}` is not an address with a port, like 127.0.0.1:8891, [::1]:8891 or unix:/path"
+        )),
+    }
+}
+
+fn domains(raws: &[RawFile], errs: &mut Collector) -> (Vec<String>, Option<char>) {
+    let f = FileId(0);
+    let raw = raws[0].domains.as_ref().map(|(_, d)| d);
+    let delimiter = match raw.and_then(|d| d.recipient_delimiter.as_ref()) {
+        None => Some('+'),
+        Some(s) => {
+            let mut chars = s.get_ref().chars();
+            match (chars.next(), chars.next()) {
+                (None, _) => None,
+                (Some(c), None) if !c.is_alphanumeric() && c != '@' => Some(c),
+                _ => {
+                    errs.error(f, s.span().start, format!("`recipient_delimiter` must be one non-alphanumeric character or empty, not `{}`", s.get_ref()));
+                    Some('+')
+                }
+            }
+        }
+    };
+    let mut local = Vec::new();
+    match raw.and_then(|d| d.local.as_ref()) {
+        Some(list) => {
+            for d in list {
+                let name = d.get_ref().trim().to_lowercase();
+                match Address::parse_strict(&format!("x@{name}")) {
+                    Ok(_) if !local.contains(&name) => local.push(name),
+                    Ok(_) => {}
+                    Err(_) => errs.error(
+                        f,
+                        d.span().start,
+                        format!("`{}` is not a domain name", d.get_ref()),
+                    ),
+                }
+            }
+        }
+        None => {
+            // No list given: the domains of the addresses the policy names are the local ones.
+            for raw in raws {
+                let keys = raw
+                    .accounts
+                    .iter()
+                    .map(|e| &e.key)
+                    .chain(raw.aliases.iter().map(|e| &e.key));
+                for key in keys {
+                    if let Ok(a) = Address::parse_strict(key) {
+                        let d = a.domain().to_string();
+                        if !local.contains(&d) {
+                            local.push(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (local, delimiter)
+}
+
+struct Builder<'s> {
+    sources: &'s Sources,
+    errs: Collector,
+    accounts: Vec<Account>,
+    aliases: Vec<Alias>,
+    templates: BTreeMap<String, Template>,
+    template_origins: HashMap<String, Origin>,
+    index: HashMap<Address, Node>,
+    delimiter: Option<char>,
+}
+
+impl Builder<'_> {
+    fn templates(&mut self, raws: &mut [RawFile]) {
+        for raw in raws.iter_mut() {
+            for Entry { key, origin, value } in std::mem::take(&mut raw.templates) {
+                if let Some(first) = self.template_origins.get(&key) {
+                    let msg = format!(
+                        "template `{key}` is defined twice (first at {})",
+                        self.sources.describe(first)
+                    );
+                    self.errs.at(&origin, msg);
+                    continue;
+                }
+                let subject = self.template_text(origin.file, &value.subject, &key, "subject");
+                let body = self.template_text(origin.file, &value.body, &key, "body");
+                if value.subject.get_ref().contains(['\r', '\n']) {
+                    self.errs.error(
+                        origin.file,
+                        value.subject.span().start,
+                        format!("template `{key}`: the subject must be one line"),
+                    );
+                }
+                let from = value
+                    .from
+                    .as_ref()
+                    .and_then(|f| self.address(origin.file, f));
+                self.template_origins.insert(key.clone(), origin);
+                if let (Some(subject), Some(body)) = (subject, body) {
+                    self.templates.insert(
+                        key.clone(),
+                        Template {
+                            name: key,
+                            subject,
+                            body,
+                            from,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn template_text(
+        &mut self,
+        file: FileId,
+        s: &SString,
+        template: &str,
+        field: &str,
+    ) -> Option<Text> {
+        match Text::parse(s.get_ref()) {
+            Ok(t) => Some(t),
+            Err(errors) => {
+                for e in errors {
+                    let at = self.locate_in_string(file, s, &e);
+                    self.errs
+                        .error(file, at, format!("template `{template}` {field}: {e}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// Points at the offending placeholder itself when the source spells it the same way as the
+    /// parsed string (no escapes in between), else at the start of the string.
+    fn locate_in_string(&self, file: FileId, s: &SString, e: &TemplateError) -> usize {
+        let span = s.span();
+        let src = &self.sources.files[file.0].text;
+        let Some(literal) = src.get(span.clone()) else {
+            return span.start;
+        };
+        let value = s.get_ref();
+        let needle_end = value[e.offset()..]
+            .find('}')
+            .map_or(value.len(), |i| e.offset() + i + 1);
+        let needle = &value[e.offset()
+            ..needle_end
+                .min(e.offset() + 40)
+                .max(e.offset() + 1)
+                .min(value.len())];
+        literal.find(needle).map_or(span.start, |i| span.start + i)
+    }
+
+    fn address(&mut self, file: FileId, s: &SString) -> Option<Address> {
+        match Address::parse_strict(s.get_ref()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.errs
+                    .error(file, s.span().start, format!("bad address: {e}"));
+                None
+            }
+        }
+    }
+
+    fn accounts_and_aliases(&mut self, raws: &mut [RawFile], local: &[String]) {
+        let mut origins: HashMap<Address, Origin> = HashMap::new();
+        for raw in raws.iter_mut() {
+            for entry in std::mem::take(&mut raw.accounts) {
+                let origin = entry.origin.clone();
+                let Some(address) =
+                    self.key_address(&entry.key, &origin, local, &origins, "account")
+                else {
+                    continue;
+                };
+                origins.insert(address.clone(), origin);
+                if let Some(account) = self.account(address.clone(), entry) {
+                    self.index
+                        .insert(address, Node::Account(self.accounts.len()));
+                    self.accounts.push(account);
+                }
+            }
+        }
+        for raw in raws.iter_mut() {
+            for Entry { key, origin, value } in std::mem::take(&mut raw.aliases) {
+                let Some(address) = self.key_address(&key, &origin, local, &origins, "alias")
+                else {
+                    continue;
+                };
+                origins.insert(address.clone(), origin.clone());
+                let mut members = Vec::with_capacity(value.len());
+                for m in &value {
+                    if let Some(a) = self.address(origin.file, m)
+                        && !members.contains(&a)
+                    {
+                        members.push(a);
+                    }
+                }
+                if value.is_empty() {
+                    self.errs
+                        .at(&origin, format!("alias `{address}` has no members"));
+                    continue;
+                }
+                if !members.is_empty() {
+                    self.index
+                        .insert(address.clone(), Node::Alias(self.aliases.len()));
+                    self.aliases.push(Alias {
+                        address,
+                        members,
+                        origin,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Checks an account or alias key: a valid address, in a local domain, named once.
+    fn key_address(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+        local: &[String],
+        seen: &HashMap<Address, Origin>,
+        what: &str,
+    ) -> Option<Address> {
+        let address = match Address::parse_strict(key) {
+            Ok(a) => a,
+            Err(e) => {
+                self.errs.at(origin, format!("bad {what} address: {e}"));
+                return None;
+            }
+        };
+        if !local.iter().any(|d| d == address.domain()) {
+            let msg = format!(
+                "{what} `{address}` is not in a local domain ([domains] local = {local:?}); handoff would never see its mail"
+            );
+            self.errs.at(origin, msg);
+            return None;
+        }
+        if let Some(first) = seen.get(&address) {
+            let other = match self.index.get(&address) {
+                Some(Node::Account(_)) => "an account",
+                _ => "an alias",
+            };
+            let msg = format!(
+                "`{address}` is already {other} at {}",
+                self.sources.describe(first)
+            );
+            self.errs.at(origin, msg);
+            return None;
+        }
+        Some(address)
+    }
+
+    fn account(&mut self, address: Address, entry: Entry<RawAccount>) -> Option<Account> {
+        let Entry {
+            origin, value: raw, ..
+        } = entry;
+        let file = origin.file;
+        let state = self.state(file, &raw.state, "state");
+        let then = raw.then.as_ref().and_then(|t| self.state(file, t, "then"));
+        let until = raw.until.as_ref().and_then(|u| self.date(file, u));
+        match (&raw.until, &raw.then) {
+            (None, Some(t)) => self.errs.error(
+                file,
+                t.span().start,
+                "`then` needs `until` (the date from which it applies)",
+            ),
+            (Some(u), None) => self.errs.error(
+                file,
+                u.span().start,
+                "`until` needs `then` (the state from that date on)",
+            ),
+            _ => {}
+        }
+        let state = state?;
+        let states: Vec<State> = [Some(state), then].into_iter().flatten().collect();
+        let ever_departed = states.contains(&State::Departed);
+
+        let successor = raw.successor.as_ref().and_then(|s| self.address(file, s));
+        let mut forward = Vec::new();
+        if let Some(list) = &raw.forward {
+            for f in list.get_ref() {
+                if let Some(a) = self.address(file, f) {
+                    if a == address {
+                        self.errs.error(
+                            file,
+                            f.span().start,
+                            format!("`{address}` forwards to itself"),
+                        );
+                    } else if !forward.contains(&a) {
+                        forward.push(a);
+                    }
+                }
+            }
+        } else if let Some(s) = &successor {
+            forward.push(s.clone());
+        }
+        if let Some(s) = &successor
+            && *s == address
+        {
+            let at = raw
+                .successor
+                .as_ref()
+                .map_or(origin.span.start, |s| s.span().start);
+            self.errs
+                .error(file, at, format!("`{address}` names itself as successor"));
+        }
+        let keep_copy = raw.keep_copy.as_ref().is_none_or(|k| *k.get_ref());
+        let autoreply = raw.autoreply.as_ref().map(|t| t.get_ref().clone());
+
+        if ever_departed {
+            if raw.forward.is_some() && forward.is_empty() && !keep_copy {
+                let at = raw
+                    .keep_copy
+                    .as_ref()
+                    .map_or(origin.span.start, |k| k.span().start);
+                self.errs.error(file, at, "a departed account with `keep_copy = false` needs somewhere to forward to: mail would go nowhere");
+            } else if raw.forward.is_none() && successor.is_none() && !keep_copy {
+                let at = raw
+                    .keep_copy
+                    .as_ref()
+                    .map_or(origin.span.start, |k| k.span().start);
+                self.errs.error(
+                    file,
+                    at,
+                    "a departed account with `keep_copy = false` needs `successor` or `forward`",
+                );
+            }
+        } else {
+            let only_departed: [(&str, Option<usize>); 3] = [
+                ("forward", raw.forward.as_ref().map(|f| f.span().start)),
+                ("keep_copy", raw.keep_copy.as_ref().map(|k| k.span().start)),
+                ("autoreply", raw.autoreply.as_ref().map(|a| a.span().start)),
+            ];
+            for (name, at) in only_departed {
+                if let Some(at) = at {
+                    self.errs.error(
+                        file,
+                        at,
+                        format!(
+                            "`{name}` has no effect: the account is `{state}` and never `departed`"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &raw.autoreply
+            && !self.templates.contains_key(t.get_ref())
+            && !self.template_origins.contains_key(t.get_ref())
+        {
+            let known: Vec<&String> = self.template_origins.keys().collect();
+            self.errs.error(
+                file,
+                t.span().start,
+                format!("unknown template `{}` (defined: {known:?})", t.get_ref()),
+            );
+        }
+        let reply = raw
+            .reply
+            .as_ref()
+            .and_then(|r| self.reply(file, r, &states));
+        let name = raw
+            .name
+            .as_ref()
+            .map_or_else(|| address.local_part().to_string(), |n| n.get_ref().clone());
+        if raw
+            .name
+            .as_ref()
+            .is_some_and(|n| n.get_ref().contains(['\r', '\n']))
+        {
+            self.errs.at(&origin, "`name` must be one line");
+        }
+        Some(Account {
+            address,
+            state,
+            name,
+            department: raw.department.map(Spanned::into_inner),
+            successor,
+            forward,
+            keep_copy,
+            autoreply,
+            until,
+            then,
+            reply,
+            origin,
+        })
+    }
+
+    fn state(&mut self, file: FileId, s: &SString, field: &str) -> Option<State> {
+        let st = State::parse(s.get_ref().trim());
+        if st.is_none() {
+            let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+            let msg = format!(
+                "unknown {field} `{}` (expected one of: {})",
+                s.get_ref(),
+                known.join(", ")
+            );
+            self.errs.error(file, s.span().start, msg);
+        }
+        st
+    }
+
+    fn date(&mut self, file: FileId, v: &Spanned<toml::Value>) -> Option<Date> {
+        let parsed = match v.get_ref() {
+            toml::Value::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => dt
+                .date
+                .and_then(|d| Date::new(d.year as i16, d.month as i8, d.day as i8).ok()),
+            toml::Value::String(s) => s.trim().parse::<Date>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.errs.error(
+                file,
+                v.span().start,
+                format!(
+                    "`until` must be a date like 2027-05-01, not `{}`",
+                    v.get_ref()
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn reply(&mut self, file: FileId, r: &SString, states: &[State]) -> Option<SmtpReply> {
+        let at = r.span().start;
+        let reply = match SmtpReply::parse(r.get_ref()) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.errs.error(file, at, format!("bad reply: {e}"));
+                return None;
+            }
+        };
+        let classes: Vec<_> = states
+            .iter()
+            .filter_map(|s| s.refusal().map(|c| (*s, c)))
+            .collect();
+        if classes.is_empty() {
+            let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+            self.errs.error(
+                file,
+                at,
+                format!(
+                    "`reply` has no effect: the account is {} and never refuses mail",
+                    names.join(" then ")
+                ),
+            );
+            return None;
+        }
+        for (state, class) in classes {
+            if let Err(e) = reply.clone().require(class) {
+                self.errs
+                    .error(file, at, format!("bad reply for a {state} account: {e}"));
+                return None;
+            }
+        }
+        Some(reply)
+    }
+
+    /// Alias and forward chains must end, stay within [`MAX_DEPTH`] hops and expand to at most
+    /// [`MAX_WIDTH`] addresses. Checked over every edge that can exist on any date (an account's
+    /// forwards count if it is ever departed), so a date can never turn a valid policy into a
+    /// looping one.
+    fn check_graph(&mut self) {
+        let n_acc = self.accounts.len();
+        let total = n_acc + self.aliases.len();
+        let id = |node: Node| match node {
+            Node::Account(i) => i,
+            Node::Alias(i) => n_acc + i,
+        };
+        let delimiter = self.delimiter;
+        let lookup = |index: &HashMap<Address, Node>, a: &Address| -> Option<Node> {
+            index.get(a).copied().or_else(|| {
+                let base = a.without_detail(delimiter?)?;
+                index.get(&base).copied()
+            })
+        };
+        // Edges to other policy nodes, and the count of plain addresses reached directly.
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); total];
+        let mut leaves: Vec<usize> = vec![0; total];
+        for (i, acc) in self.accounts.iter().enumerate() {
+            let departs = acc.state == State::Departed || acc.then == Some(State::Departed);
+            if !departs {
+                continue;
+            }
+            if acc.keep_copy {
+                leaves[i] += 1;
+            }
+            for f in &acc.forward {
+                match lookup(&self.index, f) {
+                    Some(n) if id(n) != i => edges[i].push(id(n)),
+                    Some(_) => {}
+                    None => leaves[i] += 1,
+                }
+            }
+        }
+        for (j, alias) in self.aliases.iter().enumerate() {
+            let i = n_acc + j;
+            for m in &alias.members {
+                match lookup(&self.index, m) {
+                    Some(n) => edges[i].push(id(n)),
+                    None => leaves[i] += 1,
+                }
+            }
+        }
+        let name = |i: usize| -> (&Address, &Origin) {
+            if i < n_acc {
+                (&self.accounts[i].address, &self.accounts[i].origin)
+            } else {
+                (
+                    &self.aliases[i - n_acc].address,
+                    &self.aliases[i - n_acc].origin,
+                )
+            }
+        };
+
+        // Iterative DFS: colour 0 unseen, 1 on the stack, 2 done. `depth[i]` is the longest chain
+        // of expansions below i; `width[i]` an upper bound on the addresses it expands to.
+        let mut colour = vec![0u8; total];
+        let mut depth = vec![0usize; total];
+        let mut width = vec![0usize; total];
+        let mut reported_cycles: HashSet<Vec<usize>> = HashSet::new();
+        let mut cyclic = vec![false; total];
+        for root in 0..total {
+            if colour[root] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            colour[root] = 1;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if *next < edges[node].len() {
+                    let child = edges[node][*next];
+                    *next += 1;
+                    match colour[child] {
+                        0 => {
+                            colour[child] = 1;
+                            stack.push((child, 0));
+                        }
+                        1 => {
+                            let pos = stack.iter().position(|(n, _)| *n == child).unwrap_or(0);
+                            let cycle: Vec<usize> = stack[pos..].iter().map(|(n, _)| *n).collect();
+                            for &c in &cycle {
+                                cyclic[c] = true;
+                            }
+                            let mut key = cycle.clone();
+                            key.sort_unstable();
+                            if reported_cycles.insert(key) {
+                                let mut path: Vec<String> =
+                                    cycle.iter().map(|&c| name(c).0.to_string()).collect();
+                                path.push(name(child).0.to_string());
+                                let (_, origin) = name(cycle[0]);
+                                self.errs.at(
+                                    origin,
+                                    format!("alias/forward cycle: {}", path.join(" -> ")),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    stack.pop();
+                    colour[node] = 2;
+                    let kids = &edges[node];
+                    depth[node] = 1 + kids.iter().map(|&k| depth[k]).max().unwrap_or(0);
+                    width[node] = kids
+                        .iter()
+                        .fold(leaves[node], |w, &k| w.saturating_add(width[k]));
+                }
+            }
+        }
+        for i in 0..total {
+            if cyclic[i] || edges[i].is_empty() && leaves[i] == 0 {
+                continue;
+            }
+            let (address, origin) = name(i);
+            if depth[i] > MAX_DEPTH {
+                let msg = format!(
+                    "`{address}` expands through {} levels of aliases and forwards (at most {MAX_DEPTH})",
+                    depth[i]
+                );
+                self.errs.at(origin, msg);
+            } else if width[i] > MAX_WIDTH {
+                // The bound counts an address once per path; count exactly before refusing.
+                let exact = self.exact_width(i, &edges, n_acc);
+                if exact > MAX_WIDTH {
+                    let msg =
+                        format!("`{address}` expands to {exact} addresses (at most {MAX_WIDTH})");
+                    self.errs.at(origin, msg);
+                }
+            }
+        }
+    }
+
+    /// The number of distinct addresses node `i` delivers to (acyclic graph, checked depth).
+    fn exact_width(&self, root: usize, edges: &[Vec<usize>], n_acc: usize) -> usize {
+        let mut out: HashSet<&Address> = HashSet::new();
+        let mut stack = vec![root];
+        let mut seen = HashSet::new();
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            stack.extend(edges[i].iter().copied());
+            let targets: Vec<&Address> = if i < n_acc {
+                let a = &self.accounts[i];
+                let own = a.keep_copy.then_some(&a.address);
+                own.into_iter().chain(a.forward.iter()).collect()
+            } else {
+                self.aliases[i - n_acc].members.iter().collect()
+            };
+            for t in targets {
+                let is_node = self.index.contains_key(t)
+                    && Some(t) != (i < n_acc).then(|| &self.accounts[i].address);
+                if !is_node {
+                    out.insert(t);
+                }
+            }
+        }
+        out.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Policy::from_text("p.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_policy_loads_with_defaults() {
+        let p = Policy::from_text("p.toml", "").unwrap();
+        assert_eq!(
+            p.settings.milter,
+            Some(ListenAddr::Tcp("127.0.0.1:8891".parse().unwrap()))
+        );
+        assert_eq!(p.settings.retention_days, 1826);
+        assert_eq!(p.settings.autoreply_days, 7);
+        assert_eq!(p.recipient_delimiter, Some('+'));
+        assert!(p.accounts.is_empty());
+    }
+
+    #[test]
+    fn relative_storage_paths_follow_the_policy_file() {
+        let p = Policy::from_text(
+            "/etc/handoff/h.toml",
+            "[storage]\njournal = \"j\"\nstate = \"/abs\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.settings.journal_dir, PathBuf::from("/etc/handoff/j"));
+        assert_eq!(p.settings.state_dir, PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn listen_forms() {
+        let base = Path::new("/x");
+        assert_eq!(
+            parse_listen("unix:/run/h.sock", base),
+            Ok(ListenAddr::Unix("/run/h.sock".into()))
+        );
+        assert_eq!(
+            parse_listen("inet:127.0.0.1:1", base),
+            Ok(ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen("[::1]:2", base),
+            Ok(ListenAddr::Tcp("[::1]:2".parse().unwrap()))
+        );
+        assert!(parse_listen("mail.example:25", base).is_err());
+        assert!(parse_listen("127.0.0.1", base).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_everywhere() {
+        let errs = errors(
+            "colour = 1\n[listen]\nmilterr = \"x\"\n[accounts.\"a@corp.example\"]\nstate = \"active\"\nkeep_cpy = true\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("p.toml:1:1: unknown key `colour`"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("p.toml:3:1:") && errs[1].contains("milterr"),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].starts_with("p.toml:6:1:") && errs[2].contains("keep_cpy"),
+            "{}",
+            errs[2]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errs = errors(
+            "[domains]\nlocal = [\"corp.example\"]\n[accounts.\"a@corp.example\"]\nstate = departed\n",
+        );
+        assert!(!errs.is_empty());
+        assert!(errs[0].starts_with("p.toml:4:9:"), "{errs:#?}");
+        assert!(errs[0].contains("TOML syntax"), "{errs:#?}");
+    }
+
+    #[test]
+    fn cycles_are_printed() {
+        let errs = errors(
+            r#"
+[aliases]
+"a@corp.example" = ["b@corp.example"]
+"b@corp.example" = ["c@corp.example"]
+"c@corp.example" = ["a@corp.example", "x@corp.example"]
+"#,
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].contains(
+                "cycle: a@corp.example -> b@corp.example -> c@corp.example -> a@corp.example"
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].starts_with("p.toml:3:1:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn forward_cycles_through_departed_accounts_are_found() {
+        let errs = errors(
+            r#"
+[accounts."a@corp.example"]
+state = "departed"
+successor = "b@corp.example"
+[accounts."b@corp.example"]
+state = "active"
+until = 2030-01-01
+then = "departed"
+forward = ["a+old@corp.example"]
+"#,
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("cycle"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn depth_and_width_bounds() {
+        let mut chain = String::from("[aliases]\n");
+        for i in 0..10 {
+            chain.push_str(&format!(
+                "\"l{i}@corp.example\" = [\"l{}@corp.example\"]\n",
+                i + 1
+            ));
+        }
+        let errs = errors(&chain);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`l0@corp.example` expands through 10 levels")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`l1@corp.example` expands through 9 levels")),
+            "{errs:#?}"
+        );
+        assert_eq!(
+            errs.len(),
+            2,
+            "l2 has exactly 8 levels and is fine: {errs:#?}"
+        );
+
+        let members: Vec<String> = (0..1001)
+            .map(|i| format!("\"m{i}@corp.example\""))
+            .collect();
+        let wide = format!(
+            "[aliases]\n\"all@corp.example\" = [{}]\n",
+            members.join(",")
+        );
+        let errs = errors(&wide);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("expands to 1001 addresses"), "{}", errs[0]);
+
+        // Two halves sharing their 600 members: the bound says 1200, the real width is 600.
+        let shared: Vec<String> = (0..600).map(|i| format!("\"m{i}@corp.example\"")).collect();
+        let diamond = format!(
+            "[aliases]\n\"all@corp.example\" = [\"h1@corp.example\", \"h2@corp.example\"]\n\"h1@corp.example\" = [{s}]\n\"h2@corp.example\" = [{s}]\n",
+            s = shared.join(",")
+        );
+        assert_eq!(errors(&diamond), Vec::<String>::new());
+    }
+}

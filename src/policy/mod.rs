@@ -1,0 +1,358 @@
+//! The policy: what the admin wrote in the TOML file, compiled into lookup tables the engine reads.
+//!
+//! Loading has two stages (see [`raw`] and [`compile`]): a serde model of exactly what was written,
+//! then a validated [`Policy`] in which bad states cannot be represented: every address parses,
+//! every template exists, no alias or forward chain loops or grows past its bounds. Any problem is
+//! reported with `FILE:LINE:COL`, all problems at once.
+//!
+//! This module reads files (the policy and its includes) and nothing else; the engine that uses a
+//! [`Policy`] lives in [`crate::engine`] and does no I/O at all.
+
+mod compile;
+pub mod diag;
+mod raw;
+pub mod reply;
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jiff::civil::Date;
+
+use crate::address::Address;
+pub use diag::{Diagnostic, Diagnostics, Origin, SourceFile, Sources};
+pub use reply::{ReplyClass, SmtpReply};
+
+/// How deep alias and forward chains may nest, and how many addresses one recipient may expand
+/// to. Postfix's own `virtual_alias_recursion_limit` and `virtual_alias_expansion_limit` default
+/// to 1000 each; handoff is stricter on depth because an offboarding chain deeper than a few
+/// hops is almost always a mistake.
+pub const MAX_DEPTH: usize = 8;
+pub const MAX_WIDTH: usize = 1000;
+
+/// An account's state, as admins write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Active,
+    Departed,
+    Disabled,
+    Frozen,
+    Deleted,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Active,
+        State::Departed,
+        State::Disabled,
+        State::Frozen,
+        State::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Departed => "departed",
+            State::Disabled => "disabled",
+            State::Frozen => "frozen",
+            State::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The reply class a state refuses mail with, if it refuses mail.
+    pub fn refusal(self) -> Option<ReplyClass> {
+        match self {
+            State::Active | State::Departed => None,
+            State::Disabled | State::Deleted => Some(ReplyClass::Permanent),
+            State::Frozen => Some(ReplyClass::Temporary),
+        }
+    }
+
+    /// Whether an account in this state may send mail.
+    pub fn may_send(self) -> bool {
+        matches!(self, State::Active | State::Departed)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[accounts."…"]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub address: Address,
+    pub state: State,
+    pub name: String,
+    pub department: Option<String>,
+    pub successor: Option<Address>,
+    /// Where mail goes while departed; defaults to the successor.
+    pub forward: Vec<Address>,
+    /// Departed: whether the account's own mailbox keeps a copy.
+    pub keep_copy: bool,
+    /// Name of the auto-reply template, if any.
+    pub autoreply: Option<String>,
+    /// From this date on the account behaves as `then`.
+    pub until: Option<Date>,
+    pub then: Option<State>,
+    /// The admin's reply for refused mail, replacing the state's default.
+    pub reply: Option<SmtpReply>,
+    pub origin: Origin,
+}
+
+impl Account {
+    /// The state in force on `today`: `then` once `until` has come.
+    pub fn state_on(&self, today: Date) -> State {
+        match (self.until, self.then) {
+            (Some(until), Some(then)) if today >= until => then,
+            _ => self.state,
+        }
+    }
+}
+
+/// One `[aliases]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct Alias {
+    pub address: Address,
+    pub members: Vec<Address>,
+    pub origin: Origin,
+}
+
+/// One auto-reply template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub subject: template::Text,
+    pub body: template::Text,
+    /// The `From:` of replies; the departed address when absent.
+    pub from: Option<Address>,
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Process-level settings: listeners and storage take effect at start-up only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub milter: Option<ListenAddr>,
+    pub lmtp: Option<ListenAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub relay: SocketAddr,
+    pub journal_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub archive_enabled: bool,
+    pub retention_days: u32,
+    pub autoreply_days: u32,
+    pub autoreply_max_per_hour: u32,
+}
+
+impl Settings {
+    /// The settings that only a restart can change, by name, when they differ.
+    pub fn restart_needed(&self, new: &Settings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.milter != new.milter {
+            out.push("listen.milter");
+        }
+        if self.lmtp != new.lmtp {
+            out.push("listen.lmtp");
+        }
+        if self.metrics != new.metrics {
+            out.push("listen.metrics");
+        }
+        if self.journal_dir != new.journal_dir {
+            out.push("storage.journal");
+        }
+        if self.state_dir != new.state_dir {
+            out.push("storage.state");
+        }
+        out
+    }
+}
+
+/// What an address names in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Account(usize),
+    Alias(usize),
+}
+
+/// A loaded, validated policy. Immutable: a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub sources: Sources,
+    pub settings: Settings,
+    pub local_domains: Vec<String>,
+    domain_set: HashSet<String>,
+    pub recipient_delimiter: Option<char>,
+    pub accounts: Vec<Account>,
+    pub aliases: Vec<Alias>,
+    pub templates: BTreeMap<String, Template>,
+    /// The `include` patterns, made absolute, so a watcher can see new files appear.
+    pub include_patterns: Vec<PathBuf>,
+    index: HashMap<Address, Node>,
+}
+
+/// A lookup hit: the node, and the base address when the hit came from stripping `+detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub node: Node,
+    pub key: Address,
+    pub via_detail: bool,
+}
+
+impl Policy {
+    /// Whether mail for this domain is handoff's to decide.
+    pub fn is_local(&self, domain: &str) -> bool {
+        self.domain_set.contains(domain)
+    }
+
+    /// Looks an address up the way Postfix's virtual tables do with `recipient_delimiter`: the
+    /// full address first, then without its `+detail`.
+    pub fn lookup(&self, addr: &Address) -> Option<Hit> {
+        if let Some(node) = self.index.get(addr) {
+            return Some(Hit {
+                node: *node,
+                key: addr.clone(),
+                via_detail: false,
+            });
+        }
+        let base = addr.without_detail(self.recipient_delimiter?)?;
+        let node = *self.index.get(&base)?;
+        Some(Hit {
+            node,
+            key: base,
+            via_detail: true,
+        })
+    }
+
+    pub fn account(&self, addr: &Address) -> Option<&Account> {
+        match self.lookup(addr)?.node {
+            Node::Account(i) => Some(&self.accounts[i]),
+            Node::Alias(_) => None,
+        }
+    }
+
+    /// Accounts per configured state, in [`State::ALL`] order.
+    pub fn accounts_by_state(&self) -> [(State, usize); 5] {
+        State::ALL.map(|s| (s, self.accounts.iter().filter(|a| a.state == s).count()))
+    }
+
+    /// The one-line summary `handoff check` prints.
+    pub fn summary(&self) -> String {
+        let states: Vec<String> = self
+            .accounts_by_state()
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        format!(
+            "{} accounts ({}), {} aliases, {} templates, {} files",
+            self.accounts.len(),
+            states.join(", "),
+            self.aliases.len(),
+            self.templates.len(),
+            self.sources.files.len()
+        )
+    }
+
+    /// Parses a policy from text (no includes: those need files on disk). For tests and fuzzing.
+    pub fn from_text(path: impl Into<PathBuf>, text: &str) -> Result<Policy, Diagnostics> {
+        let sources = Sources {
+            files: vec![SourceFile {
+                path: path.into(),
+                text: text.to_string(),
+            }],
+        };
+        compile::compile(sources, None)
+    }
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read policy file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Loads and validates the policy file at `path` and the files it includes.
+pub fn load(path: &Path) -> Result<Policy, LoadError> {
+    let text = read(path)?;
+    let sources = Sources {
+        files: vec![SourceFile {
+            path: path.to_path_buf(),
+            text,
+        }],
+    };
+    compile::compile(sources, Some(&read_includes)).map_err(LoadError::Invalid)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Expands one `include` pattern, relative to the including file's directory, into the files it
+/// names, in sorted order. A pattern with no wildcard must name an existing file; a wildcard
+/// pattern may match nothing (an empty `accounts.d/` is normal).
+fn read_includes(base: &Path, pattern: &str) -> Result<Vec<SourceFile>, String> {
+    let full = base.join(pattern);
+    let full_str = full.to_string_lossy();
+    let mut out = Vec::new();
+    let paths =
+        glob::glob(&full_str).map_err(|e| format!("bad include pattern `{pattern}`: {e}"))?;
+    for entry in paths {
+        let path = entry
+            .map_err(|e| format!("cannot read include {}: {}", e.path().display(), e.error()))?;
+        if path.is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read include {}: {e}", path.display()))?;
+        out.push(SourceFile { path, text });
+    }
+    let has_wildcard = pattern.contains(['*', '?', '[']);
+    if out.is_empty() && !has_wildcard {
+        return Err(format!(
+            "include `{pattern}`: no such file ({})",
+            full.display()
+        ));
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The directory that relative paths in a policy file are taken from.
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -1,0 +1,114 @@
+//! The operator endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is up) and
+//! `/readyz` (able to serve mail). A deliberately small HTTP/1.1 server: one request per
+//! connection, a bounded request head, a read timeout, no keep-alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Reports whether handoff can serve mail, and if not, why.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+const MAX_HEAD: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the endpoints until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    ready: ReadyCheck,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, ready) = (metrics.clone(), ready.clone());
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &metrics, &ready).await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &PrometheusHandle,
+    ready: &ReadyCheck,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                return Ok(true);
+            }
+            if head.len() > MAX_HEAD {
+                return Ok(false);
+            }
+        }
+    })
+    .await;
+    let (status, content_type, body) = match complete {
+        Ok(Ok(true)) => route(&head, metrics, ready),
+        Ok(Ok(false)) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => ("408 Request Timeout", "text/plain", "timeout\n".to_string()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn route(
+    head: &[u8],
+    metrics: &PrometheusHandle,
+    ready: &ReadyCheck,
+) -> (&'static str, &'static str, String) {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", "text/plain", "only GET\n".into());
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+        "/readyz" => match ready() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,57 @@
+//! Every metric handoff exports, by name, in one place. Labels come from small fixed sets
+//! (states, outcomes); never addresses.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::policy::{Policy, State};
+
+pub const POLICY_RELOADS: &str = "handoff_policy_reloads_total";
+pub const POLICY_GENERATION: &str = "handoff_policy_generation";
+pub const POLICY_LAST_RELOAD: &str = "handoff_policy_last_reload_success_timestamp_seconds";
+pub const POLICY_ACCOUNTS: &str = "handoff_policy_accounts";
+pub const POLICY_ALIASES: &str = "handoff_policy_aliases";
+
+/// Installs the process-wide Prometheus recorder. Call once, at start-up.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe_counter!(
+        POLICY_RELOADS,
+        "Policy reload attempts by result (applied, unchanged, refused)."
+    );
+    describe_gauge!(
+        POLICY_GENERATION,
+        "Generation of the policy in force (1 at start-up, +1 per applied reload)."
+    );
+    describe_gauge!(
+        POLICY_LAST_RELOAD,
+        "Unix time of the last successful policy load."
+    );
+    describe_gauge!(
+        POLICY_ACCOUNTS,
+        "Accounts in the policy in force, by configured state."
+    );
+    describe_gauge!(POLICY_ALIASES, "Aliases in the policy in force.");
+    for result in ["applied", "unchanged", "refused"] {
+        counter!(POLICY_RELOADS, "result" => result).absolute(0);
+    }
+    Ok(handle)
+}
+
+/// Publishes the gauges that describe the policy now in force.
+pub fn policy_in_force(policy: &Policy, generation: u64, loaded_at: jiff::Timestamp) {
+    gauge!(POLICY_GENERATION).set(generation as f64);
+    gauge!(POLICY_LAST_RELOAD).set(loaded_at.as_millisecond() as f64 / 1000.0);
+    for (state, n) in policy.accounts_by_state() {
+        gauge!(POLICY_ACCOUNTS, "state" => state_label(state)).set(n as f64);
+    }
+    gauge!(POLICY_ALIASES).set(policy.aliases.len() as f64);
+}
+
+pub fn reload(result: &'static str) {
+    counter!(POLICY_RELOADS, "result" => result).increment(1);
+}
+
+fn state_label(state: State) -> &'static str {
+    state.as_str()
+}

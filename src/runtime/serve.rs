@@ -1,0 +1,114 @@
+//! `handoff serve`: load the policy, start the listeners, reload on change or SIGHUP, stop
+//! cleanly on SIGTERM or SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use super::reload::{self, Trigger};
+use super::store::PolicyStore;
+use super::{http, metrics};
+use crate::policy;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: &Path) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    run_until(config, stop_rx).await
+}
+
+/// Runs the daemon until `stop` turns true.
+pub async fn run_until(config: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let config: PathBuf =
+        std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
+    let policy = policy::load(&config)?;
+    let handle = metrics::install().context("cannot install the metrics recorder")?;
+    let store = Arc::new(PolicyStore::new(policy));
+    let snap = store.snapshot();
+    metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
+    tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
+    let settings = snap.policy.settings.clone();
+    drop(snap);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = settings.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
+        let store = store.clone();
+        let ready: http::ReadyCheck = Arc::new(move || {
+            let _policy = store.snapshot();
+            Ok(())
+        });
+        tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
+    }
+
+    let (tx, rx) = mpsc::channel(1);
+    tasks.spawn(reload::run(
+        config.clone(),
+        store.clone(),
+        tx.clone(),
+        rx,
+        stopped(stop.clone()),
+    ));
+    tasks.spawn(forward_sighup(tx, stopped(stop.clone())));
+
+    stopped(stop).await;
+    tracing::info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves when the stop flag turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn forward_sighup(
+    tx: mpsc::Sender<Trigger>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}); reload by editing the file");
+            return;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the policy");
+                // A reload already pending will read the same files.
+                let _ = tx.try_send(Trigger::Signal);
+            }
+        }
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
