@@ -1,0 +1,164 @@
+//! The example policies load, and a broken policy reports every mistake with its line.
+
+use std::path::Path;
+use std::process::Command;
+
+fn handoff() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_handoff"))
+}
+
+/// Every `.toml` file under `policy/` (the examples admins copy) passes `handoff check`.
+#[test]
+fn every_example_policy_passes_check() {
+    let mut checked = 0;
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("policy")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            // Included fragments are checked through the file that includes them.
+            if path
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().ends_with(".d"))
+            {
+                continue;
+            }
+            let out = handoff().arg("check").arg(&path).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{}:\n{stdout}{stderr}",
+                path.display()
+            );
+            assert!(stdout.contains(": ok: "), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected the example policies under policy/, checked {checked}"
+    );
+}
+
+#[test]
+fn example_summary_counts_states() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/example.toml");
+    let out = handoff()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("4 accounts (0 active, 1 departed, 1 disabled, 1 frozen, 1 deleted), 1 aliases, 1 templates"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn broken_policy_reports_every_error_with_its_line() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broken.toml");
+    let out = handoff().arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p = path.display().to_string();
+    let expected = [
+        format!("{p}:7:25: template `departed` body: unknown placeholder `{{sucessor}}`"),
+        format!(
+            "{p}:10:1: alias/forward cycle: loop-a@corp.example -> loop-b@corp.example -> loop-a@corp.example"
+        ),
+        format!("{p}:16:13: unknown template `gone`"),
+        format!(
+            "{p}:20:9: bad reply for a disabled account: `450 4.2.1 please wait` is a 4xx (temporary) reply, but this account needs a 5xx (permanent) one"
+        ),
+        format!(
+            "{p}:23:9: unknown state `depated` (expected one of: active, departed, disabled, frozen, deleted)"
+        ),
+        format!("{p}:27:8: `then` needs `until`"),
+        format!("{p}:29:11: account `user5@corp` is not in a local domain"),
+        format!("{p}:35:34: bad address: `not an address` contains a space or control character"),
+        format!("{p}:35:12: `user6@corp.example` forwards to itself"),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line.as_str())),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with(&format!("{} errors", expected.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_policy_file_is_a_clear_error() {
+    let out = handoff()
+        .args(["check", "/nonexistent/handoff.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read policy file /nonexistent/handoff.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn includes_merge_and_duplicates_name_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("accounts.d")).unwrap();
+    std::fs::write(
+        dir.path().join("main.toml"),
+        "include = [\"accounts.d/*.toml\"]\n[domains]\nlocal = [\"corp.example\"]\n[accounts.\"a@corp.example\"]\nstate = \"frozen\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("accounts.d/one.toml"),
+        "[accounts.\"b@corp.example\"]\nstate = \"deleted\"\n",
+    )
+    .unwrap();
+    let out = handoff()
+        .arg("check")
+        .arg(dir.path().join("main.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 accounts"));
+
+    std::fs::write(
+        dir.path().join("accounts.d/two.toml"),
+        "\n[accounts.\"A@corp.example\"]\nstate = \"active\"\n",
+    )
+    .unwrap();
+    let out = handoff()
+        .arg("check")
+        .arg(dir.path().join("main.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let two = dir.path().join("accounts.d/two.toml");
+    let main = dir.path().join("main.toml");
+    let want = format!(
+        "{}:2:11: `a@corp.example` is already an account at {}:4",
+        two.display(),
+        main.display()
+    );
+    assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+}
