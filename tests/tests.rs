@@ -1,4 +1,5 @@
 //! The one integration test binary: every module below shares a build and a harness.
 
+mod alias_graphs;
 mod engine_cases;
 mod policy_files;
