@@ -1201,6 +1201,8 @@ impl fmt::Display for FrameCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
 
     /// A frame built by hand, independently of `encode`: BE length, code byte, payload.
     fn raw(code: u8, payload: &[u8]) -> Vec<u8> {
@@ -1209,6 +1211,24 @@ mod tests {
         frame.push(code);
         frame.extend_from_slice(payload);
         frame
+    }
+
+    /// NUL-terminated strings end to end, as lists travel on the wire.
+    fn strs(parts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            out.extend_from_slice(part);
+            out.push(0);
+        }
+        out
+    }
+
+    fn macro_payload(stage: u8, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = vec![stage];
+        for (name, value) in pairs {
+            out.extend(strs(&[name.as_bytes(), value.as_bytes()]));
+        }
+        out
     }
 
     fn macros(stage: u8, pairs: &[(&str, &str)]) -> Command {
@@ -1515,6 +1535,161 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes, b"+-24Oabcdehimpqrsty");
+    }
+
+    /// A Postfix smtpd session as milter8.c sends it, built by hand, and the commands it holds.
+    fn postfix_session() -> (Vec<u8>, Vec<Command>) {
+        // 64-byte lines, so the first chunk of exactly MILTER_CHUNK_SIZE (65535) bytes ends
+        // between a CR and its LF: Postfix's chunks are not line-aligned.
+        let line = format!("{:<62}\r\n", "The quarterly numbers are attached.");
+        let body = line.repeat(1100).into_bytes();
+        let (chunk1, chunk2) = body.split_at(65_535);
+        let (chunk1, chunk2) = (chunk1.to_vec(), chunk2.to_vec());
+        assert_eq!(
+            (chunk1.last(), chunk2.first()),
+            (Some(&b'\r'), Some(&b'\n'))
+        );
+        assert_eq!(chunk1.len(), 65_535);
+
+        let latin1_value: &[u8] = b"caf\xe9 cr\xe8me";
+        let folded_value: &[u8] = b"Quarterly report\n\tfor Q3";
+        let connect_macros = [
+            ("j", "mx.example.org"),
+            ("{daemon_name}", "smtpd"),
+            ("{daemon_addr}", "192.0.2.1"),
+            ("v", "Postfix 3.8.6"),
+            ("_", "mail.example.net [198.51.100.7]"),
+        ];
+
+        let mut s = Vec::new();
+        let mut want = Vec::new();
+        let mut both = |bytes: Vec<u8>, command: Command| {
+            s.extend(bytes);
+            want.push(command);
+        };
+        both(
+            raw(b'O', b"\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff"),
+            Command::OptNeg {
+                version: 6,
+                actions: Actions::from_bits(0x1FF),
+                protocol: Protocol::from_bits(0x1F_FFFF),
+            },
+        );
+        both(
+            raw(b'D', &macro_payload(b'C', &connect_macros)),
+            macros(b'C', &connect_macros),
+        );
+        let mut connect = strs(&[b"mail.example.net"]);
+        connect.extend_from_slice(b"4\xa1\x12");
+        connect.extend(strs(&[b"198.51.100.7"]));
+        both(
+            raw(b'C', &connect),
+            Command::Connect {
+                hostname: "mail.example.net".into(),
+                family: Family::Inet4,
+                port: 0xa112,
+                address: "198.51.100.7".into(),
+            },
+        );
+        both(
+            raw(b'H', &strs(&[b"mail.example.net"])),
+            Command::Helo("mail.example.net".into()),
+        );
+        let mail_macros = [
+            ("{mail_addr}", "alice@example.net"),
+            ("{mail_mailer}", "smtp"),
+        ];
+        both(
+            raw(b'D', &macro_payload(b'M', &mail_macros)),
+            macros(b'M', &mail_macros),
+        );
+        both(
+            raw(
+                b'M',
+                &strs(&[b"<alice@example.net>", b"SIZE=70123", b"BODY=8BITMIME"]),
+            ),
+            Command::Mail(strings(&[
+                "<alice@example.net>",
+                "SIZE=70123",
+                "BODY=8BITMIME",
+            ])),
+        );
+        for (rcpt, extra) in [
+            ("bob@example.org", None),
+            ("carol@example.org", Some("NOTIFY=NEVER")),
+        ] {
+            let pairs = [("{rcpt_addr}", rcpt), ("{rcpt_mailer}", "local")];
+            both(
+                raw(b'D', &macro_payload(b'R', &pairs)),
+                macros(b'R', &pairs),
+            );
+            let typed = format!("<{rcpt}>");
+            let mut args = vec![typed.as_str()];
+            args.extend(extra);
+            let parts: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            both(raw(b'R', &strs(&parts)), Command::Rcpt(strings(&args)));
+        }
+        both(
+            raw(b'D', &macro_payload(b'T', &[("i", "4XyZ1c2d3")])),
+            macros(b'T', &[("i", "4XyZ1c2d3")]),
+        );
+        both(raw(b'T', b""), Command::Data);
+        let headers: [(&str, &[u8]); 3] = [
+            ("From", b"Alice <alice@example.net>"),
+            ("Subject", folded_value),
+            ("X-Legacy", latin1_value),
+        ];
+        for (name, value) in headers {
+            both(
+                raw(b'D', &macro_payload(b'L', &[("i", "4XyZ1c2d3")])),
+                macros(b'L', &[("i", "4XyZ1c2d3")]),
+            );
+            both(
+                raw(b'L', &strs(&[name.as_bytes(), value])),
+                Command::Header {
+                    name: name.into(),
+                    value: value.to_vec(),
+                },
+            );
+        }
+        both(raw(b'N', b""), Command::Eoh);
+        for chunk in [chunk1, chunk2] {
+            both(raw(b'D', &macro_payload(b'B', &[])), macros(b'B', &[]));
+            both(raw(b'B', &chunk), Command::Body(chunk));
+        }
+        both(
+            raw(b'D', &macro_payload(b'E', &[("i", "4XyZ1c2d3")])),
+            macros(b'E', &[("i", "4XyZ1c2d3")]),
+        );
+        both(raw(b'E', b""), Command::BodyEob);
+        both(raw(b'A', b""), Command::Abort);
+        both(raw(b'Q', b""), Command::Quit);
+        (s, want)
+    }
+
+    #[test]
+    fn postfix_session_decodes_the_same_at_every_chunk_size() {
+        let (stream, want) = postfix_session();
+        assert_eq!(decode_all_commands(&stream), want);
+        for size in 1..=stream.len() {
+            let mut decoder = FrameDecoder::new();
+            let mut got = 0;
+            for chunk in stream.chunks(size) {
+                decoder.feed(chunk);
+                loop {
+                    match decoder.decode_command() {
+                        Ok(Decoded::Frame(command)) => {
+                            assert_eq!(command, want[got], "frame {got} at chunk size {size}");
+                            got += 1;
+                        }
+                        Ok(Decoded::Incomplete) => break,
+                        other => panic!("chunk size {size}: {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(got, want.len(), "frames at chunk size {size}");
+            assert_eq!(decoder.buffered(), 0, "leftover at chunk size {size}");
+        }
     }
 
     #[test]
@@ -1935,5 +2110,157 @@ mod tests {
             escape_reply_text("550 5.7.1 100% gone, 50%% off"),
             "550 5.7.1 100%% gone, 50%%%% off"
         );
+    }
+
+    // --- property tests -------------------------------------------------------------------
+
+    /// Strings the wire can carry: any Unicode without NUL.
+    fn text() -> impl Strategy<Value = String> {
+        "[^\\x00]{0,12}"
+    }
+
+    /// Header values and UNKNOWN lines: any bytes but NUL.
+    fn nul_free_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(1u8..=255, 0..24)
+    }
+
+    fn any_command() -> impl Strategy<Value = Command> {
+        let family = prop_oneof![Just(Family::Inet4), Just(Family::Inet6), Just(Family::Unix)];
+        prop_oneof![
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(version, a, p)| {
+                Command::OptNeg {
+                    version,
+                    actions: Actions::from_bits(a),
+                    protocol: Protocol::from_bits(p),
+                }
+            }),
+            (any::<u8>(), prop::collection::vec((text(), text()), 0..4))
+                .prop_map(|(stage, pairs)| Command::Macro { stage, pairs }),
+            (text(), family, any::<u16>(), text()).prop_map(|(hostname, family, port, address)| {
+                Command::Connect {
+                    hostname,
+                    family,
+                    port,
+                    address,
+                }
+            }),
+            text().prop_map(|hostname| Command::Connect {
+                hostname,
+                family: Family::Unknown,
+                port: 0,
+                address: String::new(),
+            }),
+            text().prop_map(Command::Helo),
+            prop::collection::vec(text(), 1..4).prop_map(Command::Mail),
+            prop::collection::vec(text(), 1..4).prop_map(Command::Rcpt),
+            Just(Command::Data),
+            (text(), nul_free_bytes()).prop_map(|(name, value)| Command::Header { name, value }),
+            Just(Command::Eoh),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(Command::Body),
+            Just(Command::BodyEob),
+            Just(Command::Abort),
+            Just(Command::Quit),
+            Just(Command::QuitNc),
+            nul_free_bytes().prop_map(Command::Unknown),
+        ]
+    }
+
+    fn any_reply() -> impl Strategy<Value = Reply> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                prop::collection::vec((any::<u32>(), text()), 0..4)
+            )
+                .prop_map(|(version, a, p, macros)| Reply::OptNeg {
+                    version,
+                    actions: Actions::from_bits(a),
+                    protocol: Protocol::from_bits(p),
+                    macros,
+                }),
+            Just(Reply::Accept),
+            Just(Reply::Continue),
+            Just(Reply::Reject),
+            Just(Reply::Tempfail),
+            Just(Reply::Discard),
+            Just(Reply::Shutdown),
+            text().prop_map(Reply::ReplyCode),
+            text().prop_map(Reply::AddRcpt),
+            (text(), prop::option::of(text()))
+                .prop_map(|(rcpt, args)| Reply::AddRcptPar { rcpt, args }),
+            text().prop_map(Reply::DelRcpt),
+            (text(), nul_free_bytes()).prop_map(|(name, value)| Reply::AddHeader { name, value }),
+            (any::<u32>(), text(), nul_free_bytes())
+                .prop_map(|(index, name, value)| Reply::InsHeader { index, name, value }),
+            (any::<u32>(), text(), nul_free_bytes())
+                .prop_map(|(index, name, value)| Reply::ChgHeader { index, name, value }),
+            (text(), prop::option::of(text()))
+                .prop_map(|(sender, args)| Reply::ChgFrom { sender, args }),
+            text().prop_map(Reply::Quarantine),
+            Just(Reply::Progress),
+            Just(Reply::Skip),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(Reply::ReplBody),
+        ]
+    }
+
+    /// Feeds `stream` cut at `cuts` (indices into it, any order) and decodes after each piece.
+    fn decode_split<T>(
+        stream: &[u8],
+        cuts: &[Index],
+        decode: fn(&mut FrameDecoder) -> Result<Decoded<T>, CodecError>,
+    ) -> Vec<T> {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.push(0);
+        points.push(stream.len());
+        points.sort_unstable();
+        let mut decoder = FrameDecoder::new();
+        let mut out = Vec::new();
+        for pair in points.windows(2) {
+            decoder.feed(&stream[pair[0]..pair[1]]);
+            while let Decoded::Frame(frame) = decode(&mut decoder).expect("valid stream") {
+                out.push(frame);
+            }
+        }
+        assert_eq!(decoder.buffered(), 0);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn prop_command_round_trips(command in any_command()) {
+            let bytes = command_bytes(&command);
+            prop_assert_eq!(decode_one_command(&bytes), Ok(Decoded::Frame(command)));
+        }
+
+        #[test]
+        fn prop_reply_round_trips(reply in any_reply()) {
+            let bytes = reply_bytes(&reply);
+            prop_assert_eq!(decode_one_reply(&bytes), Ok(Decoded::Frame(reply)));
+        }
+
+        #[test]
+        fn prop_commands_split_anywhere_decode_the_same(
+            commands in prop::collection::vec(any_command(), 0..12),
+            cuts in prop::collection::vec(any::<Index>(), 0..16),
+        ) {
+            let mut stream = Vec::new();
+            for command in &commands {
+                command.encode(&mut stream);
+            }
+            prop_assert_eq!(decode_split(&stream, &cuts, FrameDecoder::decode_command), commands);
+        }
+
+        #[test]
+        fn prop_replies_split_anywhere_decode_the_same(
+            replies in prop::collection::vec(any_reply(), 0..12),
+            cuts in prop::collection::vec(any::<Index>(), 0..16),
+        ) {
+            let mut stream = Vec::new();
+            for reply in &replies {
+                reply.encode(&mut stream);
+            }
+            prop_assert_eq!(decode_split(&stream, &cuts, FrameDecoder::decode_reply), replies);
+        }
     }
 }
