@@ -18,5 +18,6 @@ pub mod address;
 pub mod cli;
 pub mod engine;
 pub mod explain;
+pub mod milter;
 pub mod policy;
 pub mod runtime;
