@@ -46,11 +46,19 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the filter: load the policy, listen, reload on change or SIGHUP
-    Serve,
+    Serve(ServeArgs),
     /// Validate the policy and print a summary, or every error with its line (exit 1)
     Check(CheckArgs),
     /// Show what happens to mail for an address, step by step
     Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Do not watch the policy files; reload only on SIGHUP (for file systems without inotify,
+    /// or when a deployment tool should decide when a change goes live)
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +91,9 @@ pub fn main() -> ExitCode {
             args.file.as_deref().or(cli.config.as_deref()),
         )),
         Command::Explain(ref args) => explain(resolve_config(cli.config.as_deref()), args),
-        Command::Serve => serve(resolve_config(cli.config.as_deref()), cli.log_format),
+        Command::Serve(ref args) => {
+            serve(resolve_config(cli.config.as_deref()), cli.log_format, args)
+        }
     }
 }
 
@@ -140,7 +150,7 @@ fn explain(path: PathBuf, args: &ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: PathBuf, format: LogFormat) -> ExitCode {
+fn serve(path: PathBuf, format: LogFormat, args: &ServeArgs) -> ExitCode {
     init_logging(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,7 +162,10 @@ fn serve(path: PathBuf, format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::runtime::serve::run(&path)) {
+    let options = crate::runtime::serve::Options {
+        watch: !args.no_watch,
+    };
+    match runtime.block_on(crate::runtime::serve::run(&path, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<LoadError>() {

@@ -72,7 +72,15 @@ pub fn emit(trigger: Trigger, outcome: &Outcome) {
         }
         Outcome::Unchanged => {
             metrics::reload("unchanged");
-            tracing::debug!(?trigger, "policy files unchanged; nothing to reload");
+            // An operator who sent SIGHUP wants to hear back; editor noise does not need a line.
+            match trigger {
+                Trigger::Signal => {
+                    tracing::info!(?trigger, "policy files unchanged; nothing to reload")
+                }
+                Trigger::FileChanged => {
+                    tracing::debug!(?trigger, "policy files unchanged; nothing to reload")
+                }
+            }
         }
         Outcome::Refused(err) => {
             metrics::reload("refused");
@@ -96,16 +104,16 @@ pub fn emit(trigger: Trigger, outcome: &Outcome) {
     }
 }
 
-/// Runs reloads until `shutdown` completes. `tx` feeds the file watcher; SIGHUP handling sends on
-/// a clone of it too.
+/// Runs reloads until `shutdown` completes. `watch`, when given, feeds a file watcher; SIGHUP
+/// handling sends on another sender of the same channel.
 pub async fn run(
     path: PathBuf,
     store: Arc<PolicyStore>,
-    tx: mpsc::Sender<Trigger>,
+    watch: Option<mpsc::Sender<Trigger>>,
     mut triggers: mpsc::Receiver<Trigger>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut watcher = PolicyWatcher::new(&path, tx);
+    let mut watcher = watch.and_then(|tx| PolicyWatcher::new(&path, tx));
     if let Some(w) = watcher.as_mut() {
         w.follow(&store.snapshot().policy);
     }

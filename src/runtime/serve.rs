@@ -12,18 +12,29 @@ use super::store::PolicyStore;
 use super::{http, metrics};
 use crate::policy;
 
+/// How `serve` runs, beyond what the policy file says.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch the policy files for changes (SIGHUP always works).
+    pub watch: bool,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: &Path) -> anyhow::Result<()> {
+pub async fn run(config: &Path, options: Options) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         let _ = stop_tx.send(true);
     });
-    run_until(config, stop_rx).await
+    run_until(config, options, stop_rx).await
 }
 
 /// Runs the daemon until `stop` turns true.
-pub async fn run_until(config: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_until(
+    config: &Path,
+    options: Options,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let config: PathBuf =
         std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
     let policy = policy::load(&config)?;
@@ -50,10 +61,11 @@ pub async fn run_until(config: &Path, stop: watch::Receiver<bool>) -> anyhow::Re
     }
 
     let (tx, rx) = mpsc::channel(1);
+    let watch_tx = options.watch.then(|| tx.clone());
     tasks.spawn(reload::run(
         config.clone(),
         store.clone(),
-        tx.clone(),
+        watch_tx,
         rx,
         stopped(stop.clone()),
     ));
