@@ -65,20 +65,20 @@ fn decision_table() {
                 problems.push(format!("deliver {got:?}, want {want:?}"));
             }
         }
-        if let Some(want) = &c.rule {
-            if r.rule.as_str() != want {
-                problems.push(format!("rule {}, want {want}", r.rule.as_str()));
-            }
+        if let Some(want) = &c.rule
+            && r.rule.as_str() != want
+        {
+            problems.push(format!("rule {}, want {want}", r.rule.as_str()));
         }
         let got_auto: Vec<&str> = r.autoreplies.iter().map(|p| p.account.as_str()).collect();
         let want_auto: Vec<&str> = c.autoreply.iter().flatten().map(String::as_str).collect();
         if c.verdict.is_some() && got_auto != want_auto {
             problems.push(format!("autoreplies {got_auto:?}, want {want_auto:?}"));
         }
-        if let Some(want) = c.rewritten {
-            if r.rewritten() != want {
-                problems.push(format!("rewritten {}, want {want}", r.rewritten()));
-            }
+        if let Some(want) = c.rewritten
+            && r.rewritten() != want
+        {
+            problems.push(format!("rewritten {}, want {want}", r.rewritten()));
         }
         if let Some(want) = &c.sender {
             let from = c.from.as_deref().and_then(Address::from_envelope);
