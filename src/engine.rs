@@ -135,6 +135,11 @@ pub enum Step {
         account: Address,
         template: String,
     },
+    /// The message already carries handoff's loop marker for this departed account: it stays in
+    /// the account's mailbox and is not forwarded again.
+    LoopMarked {
+        account: Address,
+    },
 }
 
 /// The decision for one recipient.

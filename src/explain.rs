@@ -141,5 +141,8 @@ fn describe(step: &Step, policy: &Policy) -> String {
         Step::AutoReply { account, template } => {
             format!("{account}: auto-reply with template `{template}`")
         }
+        Step::LoopMarked { account } => {
+            format!("{account}: already forwarded once (loop marker): kept, not forwarded again")
+        }
     }
 }

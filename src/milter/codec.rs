@@ -92,6 +92,11 @@ macro_rules! flags {
             }
 
             /// Whether no bit is set.
+            /// Both sets together; `const` so that flag sets can be constants.
+            pub const fn union(self, other: Self) -> Self {
+                Self(self.0 | other.0)
+            }
+
             pub const fn is_empty(self) -> bool {
                 self.0 == 0
             }

@@ -1,14 +1,15 @@
-//! The milter protocol (version 6, as Postfix 3.x speaks it).
+//! The milter front end (protocol version 6, as Postfix 2.6+ and Sendmail 8.14 speak it).
 //!
-//! This module owns what the milter protocol *is*: how its bytes are framed and what each frame
-//! means. It does no I/O, imports no async runtime and keeps no session state; sockets, timeouts
-//! and the order in which commands may arrive belong to the adapter that drives it. Everything
-//! here is a pure function of its input, so it can be tested byte by byte and fuzzed.
+//! - [`codec`]: how the bytes are framed and what each frame means. Sans-IO: bytes in, typed
+//!   [`codec::Command`]s out, typed [`codec::Reply`]s in, bytes out (and back, for a fake MTA in
+//!   tests).
+//! - [`session`]: one connection as a state machine, also sans-IO: the order commands may come
+//!   in, and which policy decision is applied at which stage.
+//! - [`server`]: the only part that does I/O: sockets, timeouts, connection limits, shutdown.
 //!
-//! - [`codec`]: bytes in, typed [`codec::Command`]s out (and back, for a fake MTA in tests);
-//!   typed [`codec::Reply`]s in, bytes out (and back).
-//!
-//! The protocol facts this module relies on, with their sources (libmilter `mfdef.h` and
-//! `engine.c`, Postfix `milter8.c`), are collected in the project's milter protocol notes.
+//! The protocol facts relied on here, with their sources (libmilter `mfdef.h` and `engine.c`,
+//! Postfix `milter8.c` and MILTER_README), are cited where they are used.
 
 pub mod codec;
+pub mod server;
+pub mod session;

@@ -1,7 +1,9 @@
 //! Every metric handoff exports, by name, in one place. Labels come from small fixed sets
 //! (states, outcomes); never addresses.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::policy::{Policy, State};
@@ -11,6 +13,12 @@ pub const POLICY_GENERATION: &str = "handoff_policy_generation";
 pub const POLICY_LAST_RELOAD: &str = "handoff_policy_last_reload_success_timestamp_seconds";
 pub const POLICY_ACCOUNTS: &str = "handoff_policy_accounts";
 pub const POLICY_ALIASES: &str = "handoff_policy_aliases";
+pub const MILTER_SESSIONS_ACTIVE: &str = "handoff_milter_sessions_active";
+pub const MILTER_SESSIONS: &str = "handoff_milter_sessions_total";
+pub const MESSAGES: &str = "handoff_messages_total";
+pub const MESSAGE_SECONDS: &str = "handoff_message_finish_seconds";
+pub const RECIPIENTS: &str = "handoff_recipients_total";
+pub const SENDERS_BLOCKED: &str = "handoff_senders_blocked_total";
 
 /// Installs the process-wide Prometheus recorder. Call once, at start-up.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -32,6 +40,24 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Accounts in the policy in force, by configured state."
     );
     describe_gauge!(POLICY_ALIASES, "Aliases in the policy in force.");
+    describe_gauge!(MILTER_SESSIONS_ACTIVE, "Milter connections open now.");
+    describe_counter!(MILTER_SESSIONS, "Milter connections accepted.");
+    describe_counter!(
+        MESSAGES,
+        "Messages at end of data, by outcome (accepted, rejected, tempfailed)."
+    );
+    describe_histogram!(
+        MESSAGE_SECONDS,
+        "Time from end of data to the answer (storing included), in seconds."
+    );
+    describe_counter!(
+        RECIPIENTS,
+        "Recipients by decision (deliver, forward, alias, reject, defer)."
+    );
+    describe_counter!(
+        SENDERS_BLOCKED,
+        "Senders refused because their account may not send."
+    );
     for result in ["applied", "unchanged", "refused"] {
         counter!(POLICY_RELOADS, "result" => result).absolute(0);
     }
@@ -46,6 +72,28 @@ pub fn policy_in_force(policy: &Policy, generation: u64, loaded_at: jiff::Timest
         gauge!(POLICY_ACCOUNTS, "state" => state_label(state)).set(n as f64);
     }
     gauge!(POLICY_ALIASES).set(policy.aliases.len() as f64);
+}
+
+pub fn milter_session_started() {
+    counter!(MILTER_SESSIONS).increment(1);
+    gauge!(MILTER_SESSIONS_ACTIVE).increment(1.0);
+}
+
+pub fn milter_session_ended() {
+    gauge!(MILTER_SESSIONS_ACTIVE).decrement(1.0);
+}
+
+pub fn message(outcome: &'static str, finish: Duration) {
+    counter!(MESSAGES, "outcome" => outcome).increment(1);
+    histogram!(MESSAGE_SECONDS).record(finish.as_secs_f64());
+}
+
+pub fn recipient(decision: &'static str) {
+    counter!(RECIPIENTS, "decision" => decision).increment(1);
+}
+
+pub fn sender_blocked() {
+    counter!(SENDERS_BLOCKED).increment(1);
 }
 
 pub fn reload(result: &'static str) {

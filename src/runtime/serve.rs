@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, watch};
 use super::reload::{self, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
+use crate::milter;
+use crate::milter::server::{Limits, Listener};
 use crate::policy;
 
 /// How `serve` runs, beyond what the policy file says.
@@ -58,6 +60,19 @@ pub async fn run_until(
             Ok(())
         });
         tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
+    }
+
+    if let Some(addr) = &settings.milter {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for milter connections on {addr}"))?;
+        tracing::info!(address = %listener.describe(), "milter listening");
+        tasks.spawn(milter::server::serve(
+            listener,
+            store.clone(),
+            Limits::default(),
+            stop.clone(),
+        ));
     }
 
     let (tx, rx) = mpsc::channel(1);

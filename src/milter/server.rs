@@ -1,0 +1,365 @@
+//! The milter listener: sockets, timeouts, a connection cap and graceful shutdown around the
+//! sans-IO [`Session`]. One task per connection; a connection's error stays in its task.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::codec::{Command, Decoded, FrameDecoder, Reply};
+use super::session::{Context, Message, MessageOutcome, Session, Step};
+use crate::engine::{Rule, Verdict};
+use crate::policy::ListenAddr;
+use crate::runtime::metrics;
+use crate::runtime::store::{PolicyStore, Snapshot};
+
+/// Limits of the listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the kernel's accept queue. Postfix opens
+    /// one milter connection per SMTP session, so this bounds handoff's share of a mail storm.
+    pub max_connections: usize,
+    /// How long a connection may stay silent. Postfix's own milter timeouts are 30 s per command
+    /// and 300 s per content step (milter_command_timeout, milter_content_timeout); an SMTP
+    /// client may idle up to smtpd_timeout (300 s) between messages, so 600 s is never too short
+    /// for a live MTA and still frees sockets of dead ones.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long sessions in the middle of a message may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            idle_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bound milter socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr`. A unix socket replaces a stale socket file and gets mode 0660, so the
+    /// `postfix` group can connect when the socket's directory gives it access.
+    pub async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path)?;
+                let l = UnixListener::bind(path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+                Ok(Listener::Unix(l))
+            }
+        }
+    }
+
+    /// Where it listens, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp (unknown: {e})"), |a| a.to_string()),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The policy and clock a session sees.
+struct LiveContext {
+    store: Arc<PolicyStore>,
+}
+
+impl Context for LiveContext {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.store.snapshot()
+    }
+
+    fn today(&self) -> jiff::civil::Date {
+        crate::runtime::today()
+    }
+}
+
+/// Serves milter connections until `stop` turns true, then lets sessions in the middle of a
+/// message finish (up to [`Limits::shutdown_grace`]) and returns.
+pub async fn serve(
+    listener: Listener,
+    store: Arc<PolicyStore>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let cx = Arc::new(LiveContext { store });
+    let mut tasks = JoinSet::new();
+    loop {
+        // Take a permit before accepting: at the cap, new connections wait in the backlog.
+        let permit = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            a = accept(&listener) => a,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!("milter listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
+        tasks.spawn(async move {
+            metrics::milter_session_started();
+            let result = match stream {
+                Stream::Tcp(s) => {
+                    let _ = s.set_nodelay(true);
+                    connection(s, &*cx, idle, stop).await
+                }
+                Stream::Unix(s) => connection(s, &*cx, idle, stop).await,
+            };
+            metrics::milter_session_ended();
+            if let Err(e) = result {
+                tracing::warn!("milter connection closed: {e}");
+            }
+            drop(permit);
+        });
+        // Reap finished tasks so the set does not grow with the connection count.
+        while tasks.try_join_next().is_some() {}
+    }
+    let deadline = tokio::time::sleep(limits.shutdown_grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                tracing::warn!(remaining = tasks.len(), "milter sessions still busy at shutdown; closing them (the MTA retries)");
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> io::Result<Stream> {
+    match l {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+    }
+}
+
+/// Why a connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed frame from the MTA: {0}")]
+    Codec(#[from] super::codec::CodecError),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] super::session::ProtocolError),
+    #[error("frame of {0} bytes is over the {max} byte limit", max = super::codec::MAX_FRAME_LEN)]
+    TooLarge(usize),
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+}
+
+/// Runs one connection to its end.
+async fn connection<S, C>(
+    stream: S,
+    cx: &C,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Context + Sync,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut decoder = FrameDecoder::new();
+    let mut session = Session::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(256);
+    loop {
+        loop {
+            let cmd = match decoder.decode_command()? {
+                Decoded::Frame(cmd) => cmd,
+                Decoded::Incomplete => break,
+                Decoded::TooLarge { declared } => return Err(ConnectionError::TooLarge(declared)),
+            };
+            let stage = match &cmd {
+                Command::Mail(_) => Some("mail"),
+                Command::Rcpt(_) => Some("rcpt"),
+                _ => None,
+            };
+            match session.handle(cmd, cx)? {
+                Step::Reply(replies) => {
+                    if let (Some(stage), Some(Reply::ReplyCode(text))) = (stage, replies.first()) {
+                        count_refusal(stage, text);
+                    }
+                    replies.iter().for_each(|r| r.encode(&mut out));
+                }
+                Step::EndOfMessage(msg) => {
+                    let started = Instant::now();
+                    let stored = store(&msg).await;
+                    let replies = session.finish(&msg, stored);
+                    record(&msg, &replies, started);
+                    replies.iter().for_each(|r| r.encode(&mut out));
+                }
+                Step::Close => {
+                    if !out.is_empty() {
+                        wr.write_all(&out).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+        if *stop.borrow() && !session.in_transaction() {
+            // Between messages: closing now loses nothing; Postfix reconnects for the next one.
+            return Ok(());
+        }
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(&mut buf)) => match r {
+                Ok(n) => n?,
+                Err(_) => return Err(ConnectionError::Idle(idle)),
+            },
+            _ = stop.changed(), if !*stop.borrow() => continue,
+        };
+        if n == 0 {
+            // EOF anywhere ends the session; an unfinished message was never acknowledged.
+            return Ok(());
+        }
+        decoder.feed(&buf[..n]);
+    }
+}
+
+/// Stores a finished message before it is acknowledged. The archive journal hooks in here; until
+/// it does, there is nothing to store and the message counts as stored.
+async fn store(_msg: &Message) -> bool {
+    true
+}
+
+/// Logs the decision for one message and counts it.
+fn record(msg: &Message, replies: &[Reply], started: Instant) {
+    let outcome = match replies.last() {
+        Some(Reply::Continue | Reply::Accept) => "accepted",
+        Some(Reply::Tempfail) => "tempfailed",
+        Some(Reply::ReplyCode(code)) if code.starts_with('4') => "tempfailed",
+        _ => "rejected",
+    };
+    metrics::message(outcome, started.elapsed());
+    for r in &msg.recipients {
+        metrics::recipient(decision_label(
+            r.resolution.rule,
+            &r.resolution.verdict,
+            r.resolution.rewritten(),
+        ));
+    }
+    if msg.client.local_submission {
+        // Refused at end of message, not at RCPT (see the session docs), so counted here.
+        for (_, reply) in &msg.refused {
+            metrics::recipient(if reply.code() >= 500 {
+                "reject"
+            } else {
+                "defer"
+            });
+        }
+    }
+    if matches!(msg.outcome, MessageOutcome::CannotRewrite) {
+        tracing::error!(
+            queue_id = msg.queue_id.as_deref().unwrap_or("-"),
+            "the MTA did not allow recipient edits (milter actions ADDRCPT/DELRCPT); message tempfailed"
+        );
+    }
+    let decisions: Vec<String> = msg
+        .recipients
+        .iter()
+        .map(|r| {
+            let to: Vec<&str> = r.resolution.deliver.iter().map(|a| a.as_str()).collect();
+            format!(
+                "{}={}->{}",
+                r.resolution.recipient,
+                r.resolution.rule.as_str(),
+                to.join("+")
+            )
+        })
+        .chain(
+            msg.refused
+                .iter()
+                .map(|(raw, reply)| format!("{raw}=refused:{}", reply.code())),
+        )
+        .collect();
+    tracing::info!(
+        queue_id = msg.queue_id.as_deref().unwrap_or("-"),
+        message_id = msg.message_id().as_deref().unwrap_or("-"),
+        from = msg.sender.as_ref().map_or("<>", |a| a.as_str()),
+        generation = msg.snapshot.generation,
+        outcome,
+        decisions = %decisions.join(" "),
+        "message"
+    );
+}
+
+/// Counts a refusal answered at MAIL (a blocked sender) or RCPT (a refused recipient).
+fn count_refusal(stage: &str, reply_text: &str) {
+    match stage {
+        "mail" => metrics::sender_blocked(),
+        _ => metrics::recipient(if reply_text.starts_with('5') {
+            "reject"
+        } else {
+            "defer"
+        }),
+    }
+}
+
+/// The recipient decision label for metrics (a small fixed set).
+fn decision_label(rule: Rule, verdict: &Verdict, rewritten: bool) -> &'static str {
+    match (rule, verdict) {
+        (_, Verdict::Reject(_)) => "reject",
+        (_, Verdict::Defer(_)) => "defer",
+        (Rule::Alias, _) => "alias",
+        (Rule::Departed, _) if rewritten => "forward",
+        _ => "deliver",
+    }
+}

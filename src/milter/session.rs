@@ -1,0 +1,1339 @@
+//! One milter connection as a state machine, sans-IO: typed commands in, typed replies out.
+//!
+//! The session applies the policy at the stage Postfix can act on:
+//! - **MAIL**: a disabled, frozen or deleted account may not send when the SMTP session
+//!   authenticated as it (`{auth_authen}`) or the mail was submitted locally.
+//! - **RCPT**: refused recipients get their 4xx/5xx here, each on its own, so the other recipients
+//!   of the same message are unaffected.
+//! - **End of message**: departed and alias recipients are rewritten with DELRCPT/ADDRCPT and the
+//!   loop marker is added. The session hands the finished message to the caller first
+//!   ([`Step::EndOfMessage`]); only when the caller reports it stored does it answer with the
+//!   edits and CONTINUE ([`Session::finish`]). Anything else answers TEMPFAIL.
+//!
+//! Local submission (`non_smtpd_milters`: sendmail(1), qmqpd) is special: Postfix treats a reject
+//! of its *simulated* MAIL or RCPT as a configuration error (MILTER_README, "Milter
+//! applications for local submission"), so for those messages every refusal waits for the end of
+//! the message, where it refuses the whole message: a permanent refusal bounces it to the
+//! sender, a temporary one keeps it in Postfix's queue to be retried.
+//!
+//! The session takes one policy snapshot per transaction (at MAIL) and uses it to the end.
+//! It never emits an action that was not negotiated: if a message needs recipient edits that
+//! Postfix did not allow, the answer is TEMPFAIL, never a silently unrewritten ACCEPT.
+
+use std::sync::Arc;
+
+use jiff::civil::Date;
+
+use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
+use crate::address::Address;
+use crate::engine::{self, Resolution, SenderVerdict, Verdict};
+use crate::policy::SmtpReply;
+use crate::runtime::store::Snapshot;
+
+/// The header that marks a message handoff has already forwarded for an account. A message that
+/// comes back carrying the marker for a departed account is kept in that account's mailbox and
+/// not forwarded again, so two systems that forward to each other cannot loop.
+pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
+
+/// The milter protocol version handoff speaks (Sendmail 8.14, Postfix 2.6+).
+pub const VERSION: u32 = 6;
+
+/// The actions handoff may ask for: recipient edits and the loop marker header.
+pub const WANTED_ACTIONS: Actions = Actions::ADDHDRS
+    .union(Actions::ADDRCPT)
+    .union(Actions::DELRCPT);
+
+/// Events handoff does not need (HELO, DATA, EOH, unknown commands), and events it never answers
+/// (CONNECT, each header, each body chunk): asking Postfix to skip them saves a round trip each.
+pub const WANTED_PROTOCOL: Protocol = Protocol::NOHELO
+    .union(Protocol::NODATA)
+    .union(Protocol::NOEOH)
+    .union(Protocol::NOUNKNOWN)
+    .union(Protocol::NR_CONN)
+    .union(Protocol::NR_HDR)
+    .union(Protocol::NR_BODY);
+
+/// Headers kept per message, for loop detection, the log line and the auto-reply rules. Postfix
+/// caps one header at `header_size_limit` (102400); the sum is bounded here so a message with
+/// thousands of headers cannot grow memory without bound. Headers past the cap are not kept.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// What the session needs from its surroundings: the policy in force and the date.
+pub trait Context {
+    fn snapshot(&self) -> Arc<Snapshot>;
+    fn today(&self) -> Date;
+}
+
+/// What the caller must do after a command.
+#[derive(Debug)]
+pub enum Step {
+    /// Send these replies (possibly none: a no-reply event).
+    Reply(Vec<Reply>),
+    /// A message is complete: store it, then call [`Session::finish`] for the replies.
+    EndOfMessage(Box<Message>),
+    /// The MTA ended the session; close the connection.
+    Close,
+}
+
+/// The peer broke the protocol; the connection must be closed (Postfix then applies
+/// `milter_default_action`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("{command} is not allowed {state}")]
+    OutOfOrder {
+        command: &'static str,
+        state: &'static str,
+    },
+    #[error("the MTA offered milter protocol version {0}; handoff needs 2 or later")]
+    OldVersion(u32),
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for OPTNEG.
+    Start,
+    /// Negotiated; waiting for CONNECT (or HELO/MAIL when CONNECT was skipped).
+    Negotiated,
+    /// Between messages.
+    Ready,
+    /// MAIL seen.
+    Mail,
+    /// At least one RCPT seen; headers and body may follow.
+    Rcpt,
+    /// Headers or body seen.
+    Content,
+}
+
+impl Stage {
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Start => "before option negotiation",
+            Stage::Negotiated => "before CONNECT",
+            Stage::Ready => "outside a transaction",
+            Stage::Mail => "before any RCPT",
+            Stage::Rcpt => "after RCPT",
+            Stage::Content => "during message content",
+        }
+    }
+}
+
+/// Facts about the SMTP client, from CONNECT.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    /// Local submission (sendmail(1) through `non_smtpd_milters`): Postfix simulates a CONNECT
+    /// from a loopback address with port 0, which a real TCP client never has.
+    pub local_submission: bool,
+}
+
+/// One accepted recipient and its decision.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// As the MTA sent it (with `<>`): DELRCPT must match it exactly.
+    pub raw: String,
+    pub resolution: Resolution,
+}
+
+/// A finished message, for the journal, the auto-reply component and the log.
+#[derive(Debug)]
+pub struct Message {
+    pub snapshot: Arc<Snapshot>,
+    pub client: Client,
+    /// Postfix queue id (`i` macro), when known.
+    pub queue_id: Option<String>,
+    pub sender: Option<Address>,
+    pub sender_raw: String,
+    pub auth_user: Option<String>,
+    pub recipients: Vec<Recipient>,
+    /// Recipients refused at RCPT (not part of the message), with their replies.
+    pub refused: Vec<(String, SmtpReply)>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers_truncated: bool,
+    pub body_bytes: u64,
+    /// The verdict for the whole message, decided before storing.
+    pub outcome: MessageOutcome,
+    /// The envelope edits to send once stored.
+    pub edits: Vec<Reply>,
+}
+
+/// What happens to the whole message at end of data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Accept with the edits in [`Message::edits`].
+    Accept,
+    /// Refuse the whole message (local submission only, or a blocked sender).
+    Refuse(SmtpReply),
+    /// The MTA did not allow the recipient edits this message needs.
+    CannotRewrite,
+}
+
+impl Message {
+    /// The Message-ID header, if present.
+    pub fn message_id(&self) -> Option<String> {
+        self.header("message-id")
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+    }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+#[derive(Debug)]
+struct Transaction {
+    snapshot: Arc<Snapshot>,
+    sender_raw: String,
+    sender: Option<Address>,
+    auth_user: Option<String>,
+    /// A sender refusal that waits for end of message (local submission).
+    blocked: Option<SmtpReply>,
+    recipients: Vec<Recipient>,
+    /// Refusals decided at RCPT: for SMTP sessions already told to the client; for local
+    /// submission they refuse the whole message at the end.
+    refused: Vec<(String, SmtpReply)>,
+    headers: Vec<(String, Vec<u8>)>,
+    header_bytes: usize,
+    headers_truncated: bool,
+    /// Accounts whose loop marker the message carries.
+    loop_marked: Vec<Address>,
+    body_bytes: u64,
+}
+
+/// One milter connection.
+#[derive(Debug)]
+pub struct Session {
+    stage: Stage,
+    actions: Actions,
+    protocol: Protocol,
+    client: Client,
+    /// Macros as (stage letter, name without braces, value); later ones win.
+    macros: Vec<(u8, String, String)>,
+    tx: Option<Transaction>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            stage: Stage::Start,
+            actions: Actions::empty(),
+            protocol: Protocol::empty(),
+            client: Client::default(),
+            macros: Vec::new(),
+            tx: None,
+        }
+    }
+
+    /// The actions negotiated with the MTA.
+    pub fn actions(&self) -> Actions {
+        self.actions
+    }
+
+    /// Whether a message is in progress (a graceful shutdown waits for it).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Handles one command from the MTA.
+    pub fn handle(&mut self, cmd: Command, cx: &dyn Context) -> Result<Step, ProtocolError> {
+        match cmd {
+            Command::OptNeg {
+                version,
+                actions,
+                protocol,
+            } => self.negotiate(version, actions, protocol),
+            Command::Macro { stage, pairs } => {
+                self.require_negotiated("MACRO")?;
+                for (name, value) in pairs {
+                    let name = name
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .to_string();
+                    self.macros.push((stage, name, value));
+                }
+                Ok(Step::Reply(Vec::new()))
+            }
+            Command::Connect {
+                hostname,
+                family,
+                port,
+                address,
+            } => {
+                self.expect("CONNECT", &[Stage::Negotiated])?;
+                let loopback = address == "127.0.0.1" || address == "::1";
+                let local_submission =
+                    matches!(family, Family::Inet4 | Family::Inet6) && port == 0 && loopback;
+                self.client = Client {
+                    hostname,
+                    address,
+                    port,
+                    local_submission,
+                };
+                self.stage = Stage::Ready;
+                Ok(self.continue_unless(Protocol::NR_CONN))
+            }
+            Command::Helo(_) => {
+                self.expect("HELO", &[Stage::Negotiated, Stage::Ready])?;
+                self.stage = Stage::Ready;
+                Ok(self.continue_unless(Protocol::NR_HELO))
+            }
+            Command::Mail(args) => {
+                self.expect("MAIL", &[Stage::Negotiated, Stage::Ready])?;
+                Ok(self.mail(args, cx))
+            }
+            Command::Rcpt(args) => {
+                self.expect("RCPT", &[Stage::Mail, Stage::Rcpt])?;
+                Ok(self.rcpt(args, cx))
+            }
+            Command::Data => {
+                self.expect("DATA", &[Stage::Rcpt])?;
+                Ok(self.continue_unless(Protocol::NR_DATA))
+            }
+            Command::Header { name, value } => {
+                self.expect("HEADER", &[Stage::Rcpt, Stage::Content])?;
+                self.stage = Stage::Content;
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.add_header(name, value);
+                }
+                Ok(self.continue_unless(Protocol::NR_HDR))
+            }
+            Command::Eoh => {
+                self.expect("EOH", &[Stage::Rcpt, Stage::Content])?;
+                self.stage = Stage::Content;
+                Ok(self.continue_unless(Protocol::NR_EOH))
+            }
+            Command::Body(chunk) => {
+                self.expect("BODY", &[Stage::Rcpt, Stage::Content])?;
+                self.stage = Stage::Content;
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.body_bytes += chunk.len() as u64;
+                }
+                Ok(self.continue_unless(Protocol::NR_BODY))
+            }
+            Command::BodyEob => {
+                self.expect("end of message", &[Stage::Rcpt, Stage::Content])?;
+                Ok(self.end_of_message())
+            }
+            Command::Unknown(_) => {
+                self.require_negotiated("UNKNOWN")?;
+                Ok(self.continue_unless(Protocol::NR_UNKN))
+            }
+            Command::Abort => {
+                // Postfix sends ABORT after every transaction and also outside one (STARTTLS,
+                // a repeated HELO, session end), so it is never out of order once negotiated.
+                self.require_negotiated("ABORT")?;
+                self.reset_transaction();
+                Ok(Step::Reply(Vec::new()))
+            }
+            Command::Quit => Ok(Step::Close),
+            Command::QuitNc => {
+                // The MTA reuses the connection for a new SMTP session (libmilter SMFIC_QUIT_NC).
+                self.reset_transaction();
+                self.client = Client::default();
+                self.macros.clear();
+                self.stage = Stage::Negotiated;
+                Ok(Step::Reply(Vec::new()))
+            }
+        }
+    }
+
+    /// The replies to send once the caller has tried to store `msg`: the envelope edits and
+    /// CONTINUE when it was stored, TEMPFAIL otherwise (the MTA keeps the message).
+    pub fn finish(&mut self, msg: &Message, stored: bool) -> Vec<Reply> {
+        match &msg.outcome {
+            MessageOutcome::Refuse(reply) => vec![reply_code(reply)],
+            MessageOutcome::CannotRewrite => vec![Reply::Tempfail],
+            MessageOutcome::Accept if !stored => vec![Reply::Tempfail],
+            MessageOutcome::Accept => {
+                let mut out = msg.edits.clone();
+                out.push(Reply::Continue);
+                out
+            }
+        }
+    }
+
+    fn negotiate(
+        &mut self,
+        version: u32,
+        actions: Actions,
+        protocol: Protocol,
+    ) -> Result<Step, ProtocolError> {
+        self.expect("OPTNEG", &[Stage::Start])?;
+        if version < 2 {
+            return Err(ProtocolError::OldVersion(version));
+        }
+        // Ask only for what the MTA offered: Postfix refuses a reply with more actions, or a
+        // higher version, than it offered (Postfix milter8.c milter8_negotiate).
+        self.actions = WANTED_ACTIONS & actions;
+        self.protocol = WANTED_PROTOCOL & protocol;
+        self.stage = Stage::Negotiated;
+        Ok(Step::Reply(vec![Reply::OptNeg {
+            version: version.min(VERSION),
+            actions: self.actions,
+            protocol: self.protocol,
+            macros: Vec::new(),
+        }]))
+    }
+
+    fn mail(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
+        let snapshot = cx.snapshot();
+        let today = cx.today();
+        let sender_raw = args.into_iter().next().unwrap_or_default();
+        let sender = Address::from_envelope(&sender_raw);
+        let auth_user = self.macro_value("auth_authen").map(str::to_string);
+        let mut blocked = None;
+        let checks_sender = auth_user.is_some() || self.client.local_submission;
+        if checks_sender {
+            let policy = &snapshot.policy;
+            let mut candidates: Vec<Address> = sender.iter().cloned().collect();
+            if let Some(login) = &auth_user {
+                match login.contains('@') {
+                    true => candidates.extend(Address::from_envelope(login)),
+                    // A bare SASL login names the user in one of the local domains.
+                    false => candidates.extend(
+                        policy
+                            .local_domains
+                            .iter()
+                            .filter_map(|d| Address::from_envelope(&format!("{login}@{d}"))),
+                    ),
+                }
+            }
+            blocked = candidates.iter().find_map(|a| {
+                match engine::check_sender(policy, Some(a), today) {
+                    SenderVerdict::Block { reply, .. } => Some(reply),
+                    SenderVerdict::Allow => None,
+                }
+            });
+        }
+        let immediate = match (&blocked, self.client.local_submission) {
+            (Some(reply), false) => Some(reply.clone()),
+            _ => None,
+        };
+        self.tx = Some(Transaction {
+            snapshot,
+            sender_raw,
+            sender,
+            auth_user,
+            blocked,
+            recipients: Vec::new(),
+            refused: Vec::new(),
+            headers: Vec::new(),
+            header_bytes: 0,
+            headers_truncated: false,
+            loop_marked: Vec::new(),
+            body_bytes: 0,
+        });
+        if let Some(reply) = immediate {
+            // The MTA aborts the transaction after a refused MAIL; no RCPT follows.
+            self.tx = None;
+            self.stage = Stage::Ready;
+            return Step::Reply(vec![reply_code(&reply)]);
+        }
+        self.stage = Stage::Mail;
+        self.continue_unless(Protocol::NR_MAIL)
+    }
+
+    fn rcpt(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
+        let local = self.client.local_submission;
+        let Some(tx) = self.tx.as_mut() else {
+            return Step::Reply(vec![Reply::Tempfail]);
+        };
+        let raw = args.into_iter().next().unwrap_or_default();
+        let Some(address) = Address::from_envelope(&raw) else {
+            // An empty RCPT TO: not ours to judge.
+            return self.continue_unless(Protocol::NR_RCPT);
+        };
+        let resolution = engine::resolve(&tx.snapshot.policy, &address, cx.today());
+        let refusal = match &resolution.verdict {
+            Verdict::Deliver => None,
+            Verdict::Reject(reply) | Verdict::Defer(reply) => Some(reply.clone()),
+        };
+        match refusal {
+            Some(reply) => {
+                tx.refused.push((raw, reply.clone()));
+                if local {
+                    // Refused at end of message instead; see the module docs.
+                    self.stage = Stage::Rcpt;
+                    self.continue_unless(Protocol::NR_RCPT)
+                } else {
+                    // Only this recipient is refused; if none is left, the MTA sends ABORT.
+                    Step::Reply(vec![reply_code(&reply)])
+                }
+            }
+            None => {
+                tx.recipients.push(Recipient { raw, resolution });
+                self.stage = Stage::Rcpt;
+                self.continue_unless(Protocol::NR_RCPT)
+            }
+        }
+    }
+
+    fn end_of_message(&mut self) -> Step {
+        let Some(mut tx) = self.tx.take() else {
+            return Step::Reply(vec![Reply::Tempfail]);
+        };
+        self.stage = Stage::Ready;
+        let queue_id = self.macro_value("i").map(str::to_string);
+        self.macros
+            .retain(|(stage, _, _)| matches!(stage, b'C' | b'H'));
+
+        tx.apply_loop_markers();
+        let outcome = match (&tx.blocked, tx.refused.first()) {
+            (Some(reply), _) => MessageOutcome::Refuse(reply.clone()),
+            (None, Some((_, reply))) if self.client.local_submission => {
+                // Temporary beats permanent: a frozen recipient keeps the message queued.
+                let temp = tx
+                    .refused
+                    .iter()
+                    .find(|(_, r)| r.code() < 500)
+                    .map(|(_, r)| r.clone());
+                MessageOutcome::Refuse(temp.unwrap_or_else(|| reply.clone()))
+            }
+            _ => MessageOutcome::Accept,
+        };
+        let edits = tx.edits();
+        let needs = edit_actions(&edits);
+        let outcome = match outcome {
+            MessageOutcome::Accept if !self.actions.contains(needs) => {
+                MessageOutcome::CannotRewrite
+            }
+            other => other,
+        };
+        let message = Message {
+            snapshot: tx.snapshot,
+            client: self.client.clone(),
+            queue_id,
+            sender: tx.sender,
+            sender_raw: tx.sender_raw,
+            auth_user: tx.auth_user,
+            recipients: tx.recipients,
+            refused: tx.refused,
+            headers: tx.headers,
+            headers_truncated: tx.headers_truncated,
+            body_bytes: tx.body_bytes,
+            outcome,
+            edits,
+        };
+        Step::EndOfMessage(Box::new(message))
+    }
+
+    fn reset_transaction(&mut self) {
+        self.tx = None;
+        if self.stage != Stage::Start && self.stage != Stage::Negotiated {
+            self.stage = Stage::Ready;
+        }
+        self.macros
+            .retain(|(stage, _, _)| matches!(stage, b'C' | b'H'));
+    }
+
+    fn macro_value(&self, name: &str) -> Option<&str> {
+        self.macros
+            .iter()
+            .rev()
+            .find(|(_, n, _)| n == name)
+            .map(|(_, _, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn continue_unless(&self, no_reply: Protocol) -> Step {
+        if self.protocol.contains(no_reply) {
+            Step::Reply(Vec::new())
+        } else {
+            Step::Reply(vec![Reply::Continue])
+        }
+    }
+
+    fn require_negotiated(&self, command: &'static str) -> Result<(), ProtocolError> {
+        match self.stage {
+            Stage::Start => Err(ProtocolError::OutOfOrder {
+                command,
+                state: self.stage.describe(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn expect(&self, command: &'static str, allowed: &[Stage]) -> Result<(), ProtocolError> {
+        if allowed.contains(&self.stage) {
+            Ok(())
+        } else {
+            Err(ProtocolError::OutOfOrder {
+                command,
+                state: self.stage.describe(),
+            })
+        }
+    }
+}
+
+impl Transaction {
+    fn add_header(&mut self, name: String, value: Vec<u8>) {
+        let size = name.len() + value.len();
+        if self.header_bytes + size > MAX_HEADER_BYTES {
+            self.headers_truncated = true;
+            return;
+        }
+        self.header_bytes += size;
+        if name.eq_ignore_ascii_case(LOOP_HEADER) {
+            let text = String::from_utf8_lossy(&value);
+            for part in text.split([',', ' ', '\t', '\n', '\r']) {
+                if let Some(a) = Address::from_envelope(part) {
+                    self.loop_marked.push(a);
+                }
+            }
+        }
+        self.headers.push((name, value));
+    }
+
+    /// A departed account whose marker the message already carries keeps the message and does
+    /// not forward it again.
+    fn apply_loop_markers(&mut self) {
+        if self.loop_marked.is_empty() {
+            return;
+        }
+        for r in &mut self.recipients {
+            let Some(acc) = r.resolution.steps.iter().find_map(|s| match s {
+                engine::Step::State {
+                    address,
+                    state: crate::policy::State::Departed,
+                    ..
+                } => Some(address.clone()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if r.resolution.rule == engine::Rule::Departed && self.loop_marked.contains(&acc) {
+                let original = r.resolution.recipient.clone();
+                r.resolution
+                    .steps
+                    .push(engine::Step::LoopMarked { account: acc });
+                r.resolution.deliver = vec![original];
+            }
+        }
+    }
+
+    /// DELRCPT for original recipients no longer in the envelope, ADDRCPT for new ones, and a
+    /// loop marker per departed account forwarded.
+    fn edits(&self) -> Vec<Reply> {
+        let originals: Vec<&Address> = self
+            .recipients
+            .iter()
+            .map(|r| &r.resolution.recipient)
+            .collect();
+        let mut finals: Vec<&Address> = Vec::new();
+        for r in &self.recipients {
+            for a in &r.resolution.deliver {
+                if !finals.contains(&a) {
+                    finals.push(a);
+                }
+            }
+        }
+        let mut edits = Vec::new();
+        let mut deleted: Vec<&str> = Vec::new();
+        for r in &self.recipients {
+            if !finals.contains(&&r.resolution.recipient) && !deleted.contains(&r.raw.as_str()) {
+                deleted.push(&r.raw);
+                edits.push(Reply::DelRcpt(r.raw.clone()));
+            }
+        }
+        for a in &finals {
+            if !originals.contains(a) {
+                edits.push(Reply::AddRcpt(format!("<{a}>")));
+            }
+        }
+        let mut marked: Vec<&Address> = Vec::new();
+        for r in &self.recipients {
+            for s in &r.resolution.steps {
+                if let engine::Step::Forward { from, .. } = s
+                    && !marked.contains(&from)
+                    && !self.loop_marked.contains(from)
+                {
+                    marked.push(from);
+                }
+            }
+        }
+        for m in marked {
+            edits.push(Reply::AddHeader {
+                name: LOOP_HEADER.to_string(),
+                value: m.as_str().as_bytes().to_vec(),
+            });
+        }
+        edits
+    }
+}
+
+/// The actions a list of edits needs.
+fn edit_actions(edits: &[Reply]) -> Actions {
+    edits.iter().fold(Actions::empty(), |acc, e| {
+        acc | match e {
+            Reply::AddRcpt(_) => Actions::ADDRCPT,
+            Reply::DelRcpt(_) => Actions::DELRCPT,
+            Reply::AddHeader { .. } => Actions::ADDHDRS,
+            _ => Actions::empty(),
+        }
+    })
+}
+
+/// A policy reply as a milter REPLYCODE; `%` is doubled because Postfix expands it.
+fn reply_code(reply: &SmtpReply) -> Reply {
+    Reply::ReplyCode(escape_reply_text(&reply.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::runtime::store::PolicyStore;
+
+    const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+[templates.departed]
+subject = "{name} left"
+body = "Write to {successor}; 100% sure."
+[aliases]
+"sales@corp.example" = ["alice@corp.example", "bob@corp.example"]
+[accounts."keep@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = true
+autoreply = "departed"
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = false
+[accounts."dis@corp.example"]
+state = "disabled"
+[accounts."pct@corp.example"]
+state = "disabled"
+reply = "550 5.2.1 100% gone"
+[accounts."frz@corp.example"]
+state = "frozen"
+[accounts."del@corp.example"]
+state = "deleted"
+"#;
+
+    struct Fixed(Arc<PolicyStore>);
+
+    impl Context for Fixed {
+        fn snapshot(&self) -> Arc<Snapshot> {
+            self.0.snapshot()
+        }
+        fn today(&self) -> Date {
+            jiff::civil::date(2026, 6, 1)
+        }
+    }
+
+    fn cx() -> Fixed {
+        Fixed(Arc::new(PolicyStore::new(
+            Policy::from_text("t.toml", POLICY).unwrap(),
+        )))
+    }
+
+    fn all_actions() -> Actions {
+        Actions::from_bits(0x1FF)
+    }
+
+    fn all_protocol() -> Protocol {
+        Protocol::from_bits(0x1F_FFFF)
+    }
+
+    /// A session after OPTNEG and CONNECT from a remote client (or a local submission).
+    fn connected(cx: &Fixed, local: bool) -> Session {
+        let mut s = Session::new();
+        s.handle(
+            Command::OptNeg {
+                version: 6,
+                actions: all_actions(),
+                protocol: all_protocol(),
+            },
+            cx,
+        )
+        .unwrap();
+        let (address, port) = if local {
+            ("127.0.0.1", 0)
+        } else {
+            ("192.0.2.7", 40000)
+        };
+        let connect = Command::Connect {
+            hostname: "client.example".into(),
+            family: Family::Inet4,
+            port,
+            address: address.into(),
+        };
+        s.handle(connect, cx).unwrap();
+        s
+    }
+
+    fn replies(step: Step) -> Vec<Reply> {
+        match step {
+            Step::Reply(r) => r,
+            other => panic!("expected replies, got {other:?}"),
+        }
+    }
+
+    fn mail(s: &mut Session, cx: &Fixed, from: &str) -> Vec<Reply> {
+        replies(
+            s.handle(Command::Mail(vec![from.into(), "SIZE=100".into()]), cx)
+                .unwrap(),
+        )
+    }
+
+    fn rcpt(s: &mut Session, cx: &Fixed, to: &str) -> Vec<Reply> {
+        replies(s.handle(Command::Rcpt(vec![to.into()]), cx).unwrap())
+    }
+
+    /// Headers, a body chunk and end of message; returns the message and the final replies.
+    fn finish(s: &mut Session, cx: &Fixed, headers: &[(&str, &str)]) -> (Box<Message>, Vec<Reply>) {
+        for (n, v) in headers {
+            let h = Command::Header {
+                name: n.to_string(),
+                value: v.as_bytes().to_vec(),
+            };
+            assert_eq!(
+                replies(s.handle(h, cx).unwrap()),
+                vec![],
+                "NR_HDR was negotiated"
+            );
+        }
+        assert_eq!(
+            replies(s.handle(Command::Body(b"hello\r\n".to_vec()), cx).unwrap()),
+            vec![]
+        );
+        let msg = match s.handle(Command::BodyEob, cx).unwrap() {
+            Step::EndOfMessage(m) => m,
+            other => panic!("expected end of message, got {other:?}"),
+        };
+        let r = s.finish(&msg, true);
+        (msg, r)
+    }
+
+    fn code(text: &str) -> Reply {
+        Reply::ReplyCode(text.into())
+    }
+
+    fn add(addr: &str) -> Reply {
+        Reply::AddRcpt(format!("<{addr}>"))
+    }
+
+    fn marker(addr: &str) -> Reply {
+        Reply::AddHeader {
+            name: LOOP_HEADER.into(),
+            value: addr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn negotiation_asks_only_for_what_is_needed_and_offered() {
+        let cx = cx();
+        let mut s = Session::new();
+        let r = replies(
+            s.handle(
+                Command::OptNeg {
+                    version: 6,
+                    actions: all_actions(),
+                    protocol: all_protocol(),
+                },
+                &cx,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            r,
+            vec![Reply::OptNeg {
+                version: 6,
+                actions: WANTED_ACTIONS,
+                protocol: WANTED_PROTOCOL,
+                macros: vec![]
+            }]
+        );
+
+        // An MTA that offers less gets no more than it offered, and an older version is kept.
+        let mut s = Session::new();
+        let offered = Actions::ADDHDRS | Actions::CHGBODY;
+        let r = replies(
+            s.handle(
+                Command::OptNeg {
+                    version: 4,
+                    actions: offered,
+                    protocol: Protocol::NOHELO,
+                },
+                &cx,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            r,
+            vec![Reply::OptNeg {
+                version: 4,
+                actions: Actions::ADDHDRS,
+                protocol: Protocol::NOHELO,
+                macros: vec![]
+            }]
+        );
+
+        let mut s = Session::new();
+        let old = s.handle(
+            Command::OptNeg {
+                version: 1,
+                actions: offered,
+                protocol: Protocol::empty(),
+            },
+            &cx,
+        );
+        assert_eq!(old.unwrap_err(), ProtocolError::OldVersion(1));
+    }
+
+    #[test]
+    fn recipients_are_refused_one_by_one_at_rcpt() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        assert_eq!(
+            mail(&mut s, &cx, "<ext@partner.example>"),
+            vec![Reply::Continue]
+        );
+        assert_eq!(
+            rcpt(&mut s, &cx, "<dis@corp.example>"),
+            vec![code("550 5.2.1 <dis@corp.example>: mailbox disabled")]
+        );
+        assert_eq!(
+            rcpt(&mut s, &cx, "<del@corp.example>"),
+            vec![code("550 5.1.1 <del@corp.example>: user unknown")]
+        );
+        assert_eq!(
+            rcpt(&mut s, &cx, "<frz@corp.example>"),
+            vec![code(
+                "450 4.2.1 <frz@corp.example>: mailbox temporarily unavailable"
+            )]
+        );
+        assert_eq!(
+            rcpt(&mut s, &cx, "<pct@corp.example>"),
+            vec![code("550 5.2.1 100%% gone")],
+            "% doubled for Postfix"
+        );
+        assert_eq!(
+            rcpt(&mut s, &cx, "<alice@corp.example>"),
+            vec![Reply::Continue]
+        );
+        let (msg, r) = finish(&mut s, &cx, &[("Subject", "hi")]);
+        assert_eq!(r, vec![Reply::Continue], "nothing to rewrite");
+        assert_eq!(msg.recipients.len(), 1);
+        assert_eq!(msg.refused.len(), 4);
+    }
+
+    #[test]
+    fn departed_and_alias_recipients_are_rewritten_at_end_of_message() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        mail(&mut s, &cx, "<ext@partner.example>");
+        rcpt(&mut s, &cx, "<Keep@corp.example>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        rcpt(&mut s, &cx, "<sales@corp.example>");
+        let (msg, r) = finish(&mut s, &cx, &[("Message-ID", "<m1@partner.example>")]);
+        assert_eq!(
+            r,
+            vec![
+                Reply::DelRcpt("<gone@corp.example>".into()),
+                Reply::DelRcpt("<sales@corp.example>".into()),
+                add("cs@corp.example"),
+                add("alice@corp.example"),
+                add("bob@corp.example"),
+                marker("keep@corp.example"),
+                marker("gone@corp.example"),
+                Reply::Continue,
+            ]
+        );
+        assert_eq!(msg.message_id().as_deref(), Some("<m1@partner.example>"));
+        assert_eq!(msg.recipients[0].resolution.autoreplies.len(), 1);
+    }
+
+    #[test]
+    fn a_message_that_carries_the_marker_is_not_forwarded_again() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        mail(&mut s, &cx, "<cs@corp.example>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        let (msg, r) = finish(&mut s, &cx, &[(LOOP_HEADER, "gone@corp.example")]);
+        assert_eq!(
+            r,
+            vec![Reply::Continue],
+            "kept for the account, not forwarded"
+        );
+        assert!(
+            msg.recipients[0]
+                .resolution
+                .steps
+                .iter()
+                .any(|s| matches!(s, engine::Step::LoopMarked { .. }))
+        );
+    }
+
+    #[test]
+    fn authenticated_disabled_account_cannot_send() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        let m = Command::Macro {
+            stage: b'M',
+            pairs: vec![("{auth_authen}".into(), "dis".into())],
+        };
+        assert_eq!(replies(s.handle(m, &cx).unwrap()), vec![]);
+        let r = mail(&mut s, &cx, "<someone-else@corp.example>");
+        assert_eq!(
+            r,
+            vec![code(
+                "550 5.7.1 <dis@corp.example>: account disabled, sending is not allowed"
+            )]
+        );
+        // The transaction is over; a new MAIL may follow after the MTA's ABORT.
+        s.handle(Command::Abort, &cx).unwrap();
+        assert_eq!(
+            mail(&mut s, &cx, "<alice@corp.example>"),
+            vec![Reply::Continue],
+            "auth macro cleared by ABORT"
+        );
+    }
+
+    #[test]
+    fn unauthenticated_remote_sender_is_not_judged() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        assert_eq!(
+            mail(&mut s, &cx, "<dis@corp.example>"),
+            vec![Reply::Continue]
+        );
+    }
+
+    #[test]
+    fn local_submission_refuses_at_end_of_message_only() {
+        let cx = cx();
+        // A disabled sender: MAIL and RCPT continue, the end of message refuses.
+        let mut s = connected(&cx, true);
+        assert_eq!(mail(&mut s, &cx, "dis@corp.example"), vec![Reply::Continue]);
+        assert_eq!(
+            rcpt(&mut s, &cx, "alice@corp.example"),
+            vec![Reply::Continue]
+        );
+        let (_, r) = finish(&mut s, &cx, &[]);
+        assert_eq!(
+            r,
+            vec![code(
+                "550 5.7.1 <dis@corp.example>: account disabled, sending is not allowed"
+            )]
+        );
+
+        // A frozen recipient beside a deleted one: temporary wins, the message stays queued.
+        s.handle(Command::Abort, &cx).unwrap();
+        mail(&mut s, &cx, "alice@corp.example");
+        assert_eq!(rcpt(&mut s, &cx, "del@corp.example"), vec![Reply::Continue]);
+        assert_eq!(rcpt(&mut s, &cx, "frz@corp.example"), vec![Reply::Continue]);
+        let (_, r) = finish(&mut s, &cx, &[]);
+        assert_eq!(
+            r,
+            vec![code(
+                "450 4.2.1 <frz@corp.example>: mailbox temporarily unavailable"
+            )]
+        );
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_unless_stored() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        mail(&mut s, &cx, "<ext@partner.example>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        s.handle(Command::Body(b"x".to_vec()), &cx).unwrap();
+        let Step::EndOfMessage(msg) = s.handle(Command::BodyEob, &cx).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.finish(&msg, false), vec![Reply::Tempfail]);
+    }
+
+    #[test]
+    fn missing_recipient_edit_actions_tempfail_instead_of_accepting_unrewritten() {
+        let cx = cx();
+        let mut s = Session::new();
+        let offered = Actions::ADDHDRS; // no ADDRCPT/DELRCPT
+        s.handle(
+            Command::OptNeg {
+                version: 6,
+                actions: offered,
+                protocol: all_protocol(),
+            },
+            &cx,
+        )
+        .unwrap();
+        mail(&mut s, &cx, "<ext@partner.example>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        let Step::EndOfMessage(msg) = s.handle(Command::BodyEob, &cx).unwrap() else {
+            panic!()
+        };
+        assert_eq!(msg.outcome, MessageOutcome::CannotRewrite);
+        assert_eq!(s.finish(&msg, true), vec![Reply::Tempfail]);
+    }
+
+    #[test]
+    fn without_no_reply_flags_every_event_is_answered() {
+        let cx = cx();
+        let mut s = Session::new();
+        s.handle(
+            Command::OptNeg {
+                version: 6,
+                actions: all_actions(),
+                protocol: Protocol::empty(),
+            },
+            &cx,
+        )
+        .unwrap();
+        let c = Command::Connect {
+            hostname: "h".into(),
+            family: Family::Inet6,
+            port: 25,
+            address: "2001:db8::1".into(),
+        };
+        assert_eq!(replies(s.handle(c, &cx).unwrap()), vec![Reply::Continue]);
+        assert_eq!(
+            replies(s.handle(Command::Helo("h".into()), &cx).unwrap()),
+            vec![Reply::Continue]
+        );
+        mail(&mut s, &cx, "<a@partner.example>");
+        rcpt(&mut s, &cx, "<alice@corp.example>");
+        assert_eq!(
+            replies(s.handle(Command::Data, &cx).unwrap()),
+            vec![Reply::Continue]
+        );
+        let h = Command::Header {
+            name: "Subject".into(),
+            value: b"x".to_vec(),
+        };
+        assert_eq!(replies(s.handle(h, &cx).unwrap()), vec![Reply::Continue]);
+        assert_eq!(
+            replies(s.handle(Command::Eoh, &cx).unwrap()),
+            vec![Reply::Continue]
+        );
+        assert_eq!(
+            replies(s.handle(Command::Body(b"b".to_vec()), &cx).unwrap()),
+            vec![Reply::Continue]
+        );
+    }
+
+    #[test]
+    fn out_of_order_commands_are_protocol_errors() {
+        let cx = cx();
+        let mut s = Session::new();
+        assert!(
+            s.handle(Command::Mail(vec!["<a@b>".into()]), &cx).is_err(),
+            "before OPTNEG"
+        );
+        let mut s = connected(&cx, false);
+        for cmd in [
+            Command::Rcpt(vec!["<a@corp.example>".into()]),
+            Command::BodyEob,
+            Command::Data,
+            Command::Eoh,
+        ] {
+            let err = s.handle(cmd, &cx).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProtocolError::OutOfOrder {
+                        state: "outside a transaction",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        mail(&mut s, &cx, "<a@partner.example>");
+        let err = s.handle(Command::BodyEob, &cx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "end of message is not allowed before any RCPT"
+        );
+        let again = Command::OptNeg {
+            version: 6,
+            actions: all_actions(),
+            protocol: all_protocol(),
+        };
+        assert!(s.handle(again, &cx).is_err());
+    }
+
+    #[test]
+    fn several_messages_per_connection_and_abort_in_the_middle() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        for _ in 0..3 {
+            mail(&mut s, &cx, "<a@partner.example>");
+            rcpt(&mut s, &cx, "<keep@corp.example>");
+            let (_, r) = finish(&mut s, &cx, &[]);
+            assert_eq!(r.last(), Some(&Reply::Continue));
+            // Postfix sends ABORT after every transaction.
+            assert_eq!(replies(s.handle(Command::Abort, &cx).unwrap()), vec![]);
+        }
+        mail(&mut s, &cx, "<a@partner.example>");
+        rcpt(&mut s, &cx, "<keep@corp.example>");
+        s.handle(Command::Abort, &cx).unwrap();
+        assert!(!s.in_transaction());
+        assert!(
+            s.handle(Command::BodyEob, &cx).is_err(),
+            "the aborted message is gone"
+        );
+        assert!(matches!(s.handle(Command::Quit, &cx).unwrap(), Step::Close));
+    }
+
+    #[test]
+    fn header_memory_is_bounded() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        mail(&mut s, &cx, "<a@partner.example>");
+        rcpt(&mut s, &cx, "<alice@corp.example>");
+        for _ in 0..100 {
+            let h = Command::Header {
+                name: "X-Big".into(),
+                value: vec![b'a'; 10_000],
+            };
+            s.handle(h, &cx).unwrap();
+        }
+        let Step::EndOfMessage(msg) = s.handle(Command::BodyEob, &cx).unwrap() else {
+            panic!()
+        };
+        assert!(msg.headers_truncated);
+        let kept: usize = msg.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(kept <= MAX_HEADER_BYTES, "{kept}");
+    }
+
+    mod random {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn command() -> impl Strategy<Value = Command> {
+            let addr = prop_oneof![
+                Just("<keep@corp.example>".to_string()),
+                Just("<gone@corp.example>".to_string()),
+                Just("<dis@corp.example>".to_string()),
+                Just("<frz@corp.example>".to_string()),
+                Just("<sales@corp.example>".to_string()),
+                Just("<>".to_string()),
+                "[a-z<>@.]{0,12}",
+            ];
+            prop_oneof![
+                (0u32..8, 0u32..0x200, 0u32..0x20_0000).prop_map(|(v, a, p)| Command::OptNeg {
+                    version: v,
+                    actions: Actions::from_bits(a),
+                    protocol: Protocol::from_bits(p)
+                }),
+                Just(Command::Connect {
+                    hostname: "h".into(),
+                    family: Family::Inet4,
+                    port: 0,
+                    address: "127.0.0.1".into()
+                }),
+                Just(Command::Connect {
+                    hostname: "h".into(),
+                    family: Family::Unix,
+                    port: 0,
+                    address: String::new()
+                }),
+                Just(Command::Helo("h".into())),
+                addr.clone().prop_map(|a| Command::Mail(vec![a])),
+                addr.clone().prop_map(|a| Command::Rcpt(vec![a])),
+                Just(Command::Mail(vec![])),
+                Just(Command::Data),
+                Just(Command::Header {
+                    name: LOOP_HEADER.into(),
+                    value: b"gone@corp.example".to_vec()
+                }),
+                Just(Command::Header {
+                    name: "Subject".into(),
+                    value: vec![0xff, b'\n', b' ']
+                }),
+                Just(Command::Eoh),
+                Just(Command::Body(b"x\r\n".to_vec())),
+                Just(Command::BodyEob),
+                Just(Command::Abort),
+                Just(Command::QuitNc),
+                Just(Command::Unknown(b"XYZZY".to_vec())),
+                Just(Command::Macro {
+                    stage: b'M',
+                    pairs: vec![("{auth_authen}".into(), "dis@corp.example".into())]
+                }),
+                Just(Command::Macro {
+                    stage: b'E',
+                    pairs: vec![("i".into(), "ABC123".into())]
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            /// Random command sequences never panic, and every reply stays within what was
+            /// negotiated: edits only with their action, nothing to a no-reply event.
+            #[test]
+            fn random_sequences_stay_within_the_negotiated_set(cmds in proptest::collection::vec(command(), 1..40), stored in any::<bool>()) {
+                let cx = cx();
+                let mut s = Session::new();
+                for cmd in cmds {
+                    let no_reply = match &cmd {
+                        Command::Connect { .. } => Some(Protocol::NR_CONN),
+                        Command::Header { .. } => Some(Protocol::NR_HDR),
+                        Command::Body(_) => Some(Protocol::NR_BODY),
+                        Command::Unknown(_) => Some(Protocol::NR_UNKN),
+                        Command::Eoh => Some(Protocol::NR_EOH),
+                        Command::Data => Some(Protocol::NR_DATA),
+                        _ => None,
+                    };
+                    let is_optneg = matches!(cmd, Command::OptNeg { .. });
+                    let replies = match s.handle(cmd, &cx) {
+                        Err(_) => break, // the server closes the connection
+                        Ok(Step::Close) => break,
+                        Ok(Step::Reply(r)) => r,
+                        Ok(Step::EndOfMessage(m)) => {
+                            let r = s.finish(&m, stored);
+                            prop_assert!(!r.is_empty(), "end of message always gets a reply");
+                            r
+                        }
+                    };
+                    if let Some(flag) = no_reply
+                        && s.protocol.contains(flag) {
+                            prop_assert!(replies.is_empty(), "reply to a no-reply event: {replies:?}");
+                        }
+                    for r in &replies {
+                        let needed = match r {
+                            Reply::AddRcpt(_) => Actions::ADDRCPT,
+                            Reply::DelRcpt(_) => Actions::DELRCPT,
+                            Reply::AddHeader { .. } => Actions::ADDHDRS,
+                            Reply::OptNeg { actions, protocol, .. } => {
+                                prop_assert!(is_optneg);
+                                prop_assert!((WANTED_ACTIONS.bits() | actions.bits()) == WANTED_ACTIONS.bits());
+                                prop_assert!((WANTED_PROTOCOL.bits() | protocol.bits()) == WANTED_PROTOCOL.bits());
+                                Actions::empty()
+                            }
+                            Reply::Continue | Reply::Tempfail | Reply::ReplyCode(_) => Actions::empty(),
+                            other => { prop_assert!(false, "unexpected reply {other:?}"); Actions::empty() }
+                        };
+                        prop_assert!(s.actions().contains(needed), "{r:?} without its action");
+                        if let Reply::ReplyCode(text) = r {
+                            prop_assert!(text.starts_with('4') || text.starts_with('5'), "{text}");
+                        }
+                    }
+                    // Edits only come with a final CONTINUE and only when stored.
+                    if replies.iter().any(|r| matches!(r, Reply::AddRcpt(_) | Reply::DelRcpt(_) | Reply::AddHeader { .. })) {
+                        prop_assert!(stored);
+                        prop_assert_eq!(replies.last(), Some(&Reply::Continue));
+                    }
+                }
+            }
+        }
+    }
+}
