@@ -1,0 +1,190 @@
+//! Runs the real `handoff serve` binary for tests: free loopback ports, a temp directory, its
+//! log captured, killed on drop (even when the test panics).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub milter_port: u16,
+    pub metrics_port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A port that was free a moment ago (the OS picks it; the listener is closed again).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns Some, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    /// Starts handoff with `policy` (the `[listen]` and `[storage]` sections are added here)
+    /// and waits until the milter port accepts connections.
+    pub fn start(policy: &str) -> Daemon {
+        Daemon::start_with(policy, &[])
+    }
+
+    pub fn start_with(policy: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (milter_port, metrics_port) = (free_port(), free_port());
+        let config = dir.path().join("handoff.toml");
+        let text = format!(
+            "[listen]\nmilter = \"127.0.0.1:{milter_port}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
+             [storage]\njournal = \"journal\"\nstate = \"state\"\n{policy}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.path().join("handoff.log");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            milter_port,
+            metrics_port,
+            config,
+            log,
+        };
+        d.spawn(args);
+        d
+    }
+
+    /// (Re)starts the process on the same ports and files.
+    pub fn spawn(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("HANDOFF_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.milter_port;
+        wait_for(Duration::from_secs(10), "handoff's milter port", || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("handoff exited early ({status}):\n{}", self.log_text());
+            }
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let status = wait_for(timeout, "handoff to exit", || child.try_wait().unwrap());
+        status.code()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// GET a path from the metrics listener; returns (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_port, path)
+    }
+
+    /// The value of one metric sample (`name{labels}` exactly as exported), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.rsplit_once(' ')
+                .filter(|(k, _)| *k == sample)
+                .and_then(|(_, v)| v.parse().ok())
+        })
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- handoff log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
