@@ -5,4 +5,5 @@ mod daemon;
 mod alias_graphs;
 mod engine_cases;
 mod milter_wire;
+mod miltertest;
 mod policy_files;
