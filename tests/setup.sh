@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what handoff's tests need, from Debian packages. Idempotent; run as root.
+#   postfix            the MTA the end-to-end tests drive (a private instance per test)
+#   sasl2-bin, libsasl2-modules   SMTP AUTH for the "authenticated as a disabled account" tests
+#   miltertest         OpenDKIM's milter test driver
+#   swaks              a one-off SMTP client, handy when debugging the lab
+#   redis-server       the shared auto-reply memory
+set -euo pipefail
+
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "tests/setup.sh: missing packages: ${missing[*]}; run as root (or install them)" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	# Postfix asks how to configure itself; the tests bring their own configuration.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The tests run private Postfix instances; the system one is not needed.
+if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then
+	postfix stop >/dev/null 2>&1 || true
+fi
+echo "tests/setup.sh: ${#packages[@]} packages present"
