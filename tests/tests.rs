@@ -1,0 +1,3 @@
+//! The one integration test binary: every module below shares a build and a harness.
+
+mod support;
