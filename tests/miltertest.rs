@@ -20,5 +20,8 @@ fn miltertest_script_passes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "miltertest failed:\n{stdout}{stderr}");
-    assert!(stdout.contains("handoff miltertest: all checks passed"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("handoff miltertest: all checks passed"),
+        "{stdout}{stderr}"
+    );
 }

@@ -20,7 +20,8 @@ if ((${#missing[@]})); then
 		exit 1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
-	# Postfix asks how to configure itself; the tests bring their own configuration.
+	# The system instance is never used: labs bring their whole configuration and work without
+	# /etc/postfix/main.cf, so Postfix need not configure itself.
 	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

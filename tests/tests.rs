@@ -1,9 +1,13 @@
 //! The one integration test binary: every module below shares a build and a harness.
+//! `support` runs private Postfix instances (see tests/README.md); `daemon` runs handoff.
 
 mod daemon;
+mod support;
 
 mod alias_graphs;
+mod e2e_milter;
 mod engine_cases;
+mod lab;
 mod milter_wire;
 mod miltertest;
 mod policy_files;
