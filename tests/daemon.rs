@@ -42,17 +42,24 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 impl Daemon {
     /// Starts handoff with `policy` (the `[listen]` and `[storage]` sections are added here)
-    /// and waits until the milter port accepts connections.
+    /// and waits until it listens.
     pub fn start(policy: &str) -> Daemon {
         Daemon::start_with(policy, &[])
     }
 
     pub fn start_with(policy: &str, args: &[&str]) -> Daemon {
+        Daemon::start_listening(policy, None, args)
+    }
+
+    /// Starts handoff with its milter on `milter` (a `[listen] milter` value) instead of a free
+    /// loopback port.
+    pub fn start_listening(policy: &str, milter: Option<&str>, args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let (milter_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("handoff.toml");
+        let milter = milter.map_or_else(|| format!("127.0.0.1:{milter_port}"), str::to_string);
         let text = format!(
-            "[listen]\nmilter = \"127.0.0.1:{milter_port}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
+            "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
              [storage]\njournal = \"journal\"\nstate = \"state\"\n{policy}"
         );
         std::fs::write(&config, text).unwrap();
@@ -88,8 +95,10 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let port = self.milter_port;
-        wait_for(Duration::from_secs(10), "handoff's milter port", || {
+        // handoff binds its milter listener before the metrics one, so a metrics port that
+        // accepts means mail can flow.
+        let port = self.metrics_port;
+        wait_for(Duration::from_secs(10), "handoff to listen", || {
             if let Some(status) = self
                 .child
                 .as_mut()

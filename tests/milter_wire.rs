@@ -273,3 +273,41 @@ fn sigterm_lets_a_message_in_flight_finish_then_exits() {
     assert_eq!(busy.recv(), None);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_unix_socket_listener_has_mode_0660_and_serves() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    let sockdir = tempfile::tempdir().unwrap();
+    let path = sockdir.path().join("milter.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let d = Daemon::start_listening(POLICY, Some(&format!("unix:{}", path.display())), &[]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    Command::OptNeg {
+        version: 6,
+        actions: Actions::from_bits(0x1FF),
+        protocol: Protocol::from_bits(0x1F_FFFF),
+    }
+    .encode(&mut out);
+    s.write_all(&out).unwrap();
+    let mut dec = FrameDecoder::new();
+    let mut buf = [0u8; 256];
+    let reply = loop {
+        if let Decoded::Frame(r) = dec.decode_reply().unwrap() {
+            break r;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed:\n{}", d.log_text());
+        dec.feed(&buf[..n]);
+    };
+    assert!(
+        matches!(reply, Reply::OptNeg { version: 6, .. }),
+        "{reply:?}"
+    );
+}

@@ -49,19 +49,7 @@ pub async fn run_until(
     drop(snap);
 
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = settings.metrics {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
-        let store = store.clone();
-        let ready: http::ReadyCheck = Arc::new(move || {
-            let _policy = store.snapshot();
-            Ok(())
-        });
-        tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
-    }
-
+    // The milter listener binds first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
         let listener = Listener::bind(addr)
             .await
@@ -73,6 +61,16 @@ pub async fn run_until(
             Limits::default(),
             stop.clone(),
         ));
+    }
+
+    if let Some(addr) = settings.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
+        // Ready once listening: the policy is loaded and the milter bound before this point.
+        let ready: http::ReadyCheck = Arc::new(|| Ok(()));
+        tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
     }
 
     let (tx, rx) = mpsc::channel(1);
