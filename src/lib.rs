@@ -18,6 +18,7 @@ pub mod address;
 pub mod cli;
 pub mod engine;
 pub mod explain;
+pub mod journal;
 pub mod milter;
 pub mod policy;
 pub mod runtime;
