@@ -12,8 +12,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
-use super::session::{Context, Message, MessageOutcome, Session, Step};
+use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
+use crate::engine::Step as Step_;
 use crate::engine::{Rule, Verdict};
+use crate::journal::record::{MessageMeta, RecipientMeta, RefusedMeta};
+use crate::journal::spool::Spool;
+use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
 use crate::runtime::metrics;
 use crate::runtime::store::{PolicyStore, Snapshot};
@@ -93,12 +97,14 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The policy and clock a session sees.
-struct LiveContext {
-    store: Arc<PolicyStore>,
+/// What the milter front end works with: the live policy and, when archiving is on, the
+/// journal every accepted message goes into before it is acknowledged.
+pub struct Services {
+    pub store: Arc<PolicyStore>,
+    pub journal: Option<Journal>,
 }
 
-impl Context for LiveContext {
+impl Context for Services {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.store.snapshot()
     }
@@ -112,12 +118,12 @@ impl Context for LiveContext {
 /// message finish (up to [`Limits::shutdown_grace`]) and returns.
 pub async fn serve(
     listener: Listener,
-    store: Arc<PolicyStore>,
+    services: Arc<Services>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let cx = Arc::new(LiveContext { store });
+    let cx = services;
     let mut tasks = JoinSet::new();
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the backlog.
@@ -147,9 +153,9 @@ pub async fn serve(
             let result = match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    connection(s, &*cx, idle, stop).await
+                    connection(s, &cx, idle, stop).await
                 }
-                Stream::Unix(s) => connection(s, &*cx, idle, stop).await,
+                Stream::Unix(s) => connection(s, &cx, idle, stop).await,
             };
             metrics::milter_session_ended();
             if let Err(e) = result {
@@ -202,21 +208,21 @@ pub enum ConnectionError {
 }
 
 /// Runs one connection to its end.
-async fn connection<S, C>(
+async fn connection<S>(
     stream: S,
-    cx: &C,
+    cx: &Services,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    C: Context + Sync,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
+    let mut capture = Capture::default();
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -224,6 +230,9 @@ where
                 Decoded::Incomplete => break,
                 Decoded::TooLarge { declared } => return Err(ConnectionError::TooLarge(declared)),
             };
+            // The message goes to the spool as it streams in. A command the session then refuses
+            // closes the connection, and the spool with it.
+            capture.observe(&cmd, cx.journal.as_ref(), session.header_leadspc());
             let stage = match &cmd {
                 Command::Mail(_) => Some("mail"),
                 Command::Rcpt(_) => Some("rcpt"),
@@ -238,7 +247,7 @@ where
                 }
                 Step::EndOfMessage(msg) => {
                     let started = Instant::now();
-                    let stored = store(&msg).await;
+                    let stored = store(&msg, capture.take(), cx.journal.as_ref()).await;
                     let replies = session.finish(&msg, stored);
                     record(&msg, &replies, started);
                     replies.iter().for_each(|r| r.encode(&mut out));
@@ -274,10 +283,199 @@ where
     }
 }
 
-/// Stores a finished message before it is acknowledged. The archive journal hooks in here; until
-/// it does, there is nothing to store and the message counts as stored.
-async fn store(_msg: &Message) -> bool {
-    true
+/// The message being received, spooled for the journal.
+#[derive(Default)]
+struct Capture {
+    spool: Option<Spool>,
+    body_started: bool,
+    /// A spool write failed: the message cannot be stored, so it will not be acknowledged.
+    failed: Option<std::io::Error>,
+}
+
+impl Capture {
+    fn observe(&mut self, cmd: &Command, journal: Option<&Journal>, leadspc: bool) {
+        let result = match cmd {
+            Command::Mail(_) => {
+                *self = Capture {
+                    spool: journal.map(|j| Spool::new(j.dir())),
+                    ..Capture::default()
+                };
+                Ok(())
+            }
+            Command::Header { name, value } => self.write(&header_line(name, value, leadspc)),
+            Command::Body(chunk) => self.body(chunk),
+            Command::BodyEob => self.body(b""),
+            Command::Abort | Command::QuitNc => {
+                *self = Capture::default();
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn body(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if !self.body_started {
+            // The empty line between header and body, which the milter protocol leaves out.
+            self.body_started = true;
+            self.write(b"\r\n")?;
+        }
+        self.write(chunk)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match (&mut self.spool, &self.failed) {
+            (Some(spool), None) => spool.write(bytes),
+            _ => Ok(()),
+        }
+    }
+
+    fn take(&mut self) -> Result<Option<Spool>, String> {
+        let taken = std::mem::take(self);
+        match taken.failed {
+            Some(e) => Err(format!("spooling the message failed: {e}")),
+            None => Ok(taken.spool),
+        }
+    }
+}
+
+/// How long a message may wait for the journal before the MTA is told to retry. Well inside
+/// Postfix's milter_content_timeout (300 s).
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Stores a finished message in the journal before it is acknowledged. Returns whether it is
+/// durable; with archiving off there is nothing to store and the answer is yes.
+async fn store(
+    msg: &Message,
+    spool: Result<Option<Spool>, String>,
+    journal: Option<&Journal>,
+) -> bool {
+    if msg.outcome != MessageOutcome::Accept {
+        return false;
+    }
+    let Some(journal) = journal else { return true };
+    let queue_id = msg.queue_id.as_deref().unwrap_or("-");
+    let spool = match spool {
+        Ok(Some(spool)) => spool,
+        Ok(None) => {
+            tracing::error!(queue_id, "no spooled message to store; tempfailing it");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(queue_id, "{e}; tempfailing the message");
+            return false;
+        }
+    };
+    let size = spool.len();
+    let body = match spool.into_body() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                queue_id,
+                "reading the spooled message failed: {e}; tempfailing it"
+            );
+            return false;
+        }
+    };
+    let entry = Entry::new(Kind::Message, &archive_meta(msg, size), body);
+    match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
+        Ok(Ok(id)) => {
+            tracing::debug!(queue_id, record = %id, "journaled");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(queue_id, "journal: {e}; tempfailing the message");
+            false
+        }
+        Err(_) => {
+            tracing::error!(
+                queue_id,
+                "journal did not answer within {STORE_TIMEOUT:?}; tempfailing the message"
+            );
+            false
+        }
+    }
+}
+
+/// The journal record's facts about a milter transaction.
+pub fn archive_meta(msg: &Message, size: u64) -> MessageMeta {
+    let policy = &msg.snapshot.policy;
+    let mut finals: Vec<String> = Vec::new();
+    let mut accounts: Vec<String> = Vec::new();
+    for r in &msg.recipients {
+        for a in &r.resolution.deliver {
+            if !finals.iter().any(|f| f == a.as_str()) {
+                finals.push(a.to_string());
+            }
+        }
+        for s in &r.resolution.steps {
+            if let Step_::State { address, .. } = s
+                && !accounts.iter().any(|a| a == address.as_str())
+            {
+                accounts.push(address.to_string());
+            }
+        }
+    }
+    if let Some(c) = &msg.copy_to
+        && !finals.iter().any(|f| f == c.as_str())
+    {
+        finals.push(c.to_string());
+    }
+    if let Some(sender) = &msg.sender
+        && let Some(acc) = policy.account(sender)
+        && !accounts.iter().any(|a| a == acc.address.as_str())
+    {
+        accounts.push(acc.address.to_string());
+    }
+    let mut departments: Vec<String> = Vec::new();
+    for a in &accounts {
+        if let Some(d) = crate::address::Address::from_envelope(a)
+            .and_then(|a| policy.account(&a))
+            .and_then(|acc| acc.department.clone())
+            && !departments.contains(&d)
+        {
+            departments.push(d);
+        }
+    }
+    MessageMeta {
+        time: jiff::Timestamp::now().to_string(),
+        origin: "milter".into(),
+        queue_id: msg.queue_id.clone(),
+        message_id: msg.message_id(),
+        client_address: Some(msg.client.address.clone()).filter(|a| !a.is_empty()),
+        client_hostname: Some(msg.client.hostname.clone()).filter(|h| !h.is_empty()),
+        local_submission: msg.client.local_submission,
+        sender: msg
+            .sender
+            .as_ref()
+            .map_or_else(String::new, |a| a.to_string()),
+        auth_user: msg.auth_user.clone(),
+        recipients: msg
+            .recipients
+            .iter()
+            .map(|r| RecipientMeta {
+                address: r.resolution.recipient.to_string(),
+                rule: r.resolution.rule.as_str().to_string(),
+                deliver: r.resolution.deliver.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect(),
+        refused: msg
+            .refused
+            .iter()
+            .map(|(raw, reply)| RefusedMeta {
+                address: raw.clone(),
+                reply: reply.to_string(),
+            })
+            .collect(),
+        final_recipients: finals,
+        copy_to: msg.copy_to.as_ref().map(|a| a.to_string()),
+        accounts,
+        departments,
+        policy_generation: msg.snapshot.generation,
+        size,
+    }
 }
 
 /// Logs the decision for one message and counts it.

@@ -45,7 +45,10 @@ pub const WANTED_ACTIONS: Actions = Actions::ADDHDRS
 
 /// Events handoff does not need (HELO, DATA, EOH, unknown commands), and events it never answers
 /// (CONNECT, each header, each body chunk): asking Postfix to skip them saves a round trip each.
-pub const WANTED_PROTOCOL: Protocol = Protocol::NOHELO
+/// HDR_LEADSPC: header values as they were written, leading space included, so the journal
+/// keeps the message byte for byte (without it Postfix strips one space from every header).
+pub const WANTED_PROTOCOL: Protocol = Protocol::HDR_LEADSPC
+    .union(Protocol::NOHELO)
     .union(Protocol::NODATA)
     .union(Protocol::NOEOH)
     .union(Protocol::NOUNKNOWN)
@@ -57,6 +60,28 @@ pub const WANTED_PROTOCOL: Protocol = Protocol::NOHELO
 /// caps one header at `header_size_limit` (102400); the sum is bounded here so a message with
 /// thousands of headers cannot grow memory without bound. Headers past the cap are not kept.
 pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// A header as it stood in the message: `name:value` with the value's LF folding turned back
+/// into CRLF. `leadspc`: the value came with its leading space (HDR_LEADSPC negotiated);
+/// otherwise Postfix removed one space, which is put back.
+pub fn header_line(name: &str, value: &[u8], leadspc: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + value.len() + 4);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    if !leadspc {
+        out.push(b' ');
+    }
+    let mut prev = 0u8;
+    for &b in value {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
 
 /// What the session needs from its surroundings: the policy in force and the date.
 pub trait Context {
@@ -157,6 +182,8 @@ pub struct Message {
     pub outcome: MessageOutcome,
     /// The envelope edits to send once stored.
     pub edits: Vec<Reply>,
+    /// The external archive added as a recipient, if configured.
+    pub copy_to: Option<Address>,
 }
 
 /// What happens to the whole message at end of data.
@@ -239,6 +266,11 @@ impl Session {
     /// The actions negotiated with the MTA.
     pub fn actions(&self) -> Actions {
         self.actions
+    }
+
+    /// Whether header values arrive with their leading space (HDR_LEADSPC negotiated).
+    pub fn header_leadspc(&self) -> bool {
+        self.protocol.contains(Protocol::HDR_LEADSPC)
     }
 
     /// Whether a message is in progress (a graceful shutdown waits for it).
@@ -503,7 +535,11 @@ impl Session {
             }
             _ => MessageOutcome::Accept,
         };
-        let edits = tx.edits();
+        let copy_to = tx.snapshot.policy.settings.copy_to.clone();
+        let edits = tx.edits(
+            copy_to.as_ref(),
+            self.protocol.contains(Protocol::HDR_LEADSPC),
+        );
         let needs = edit_actions(&edits);
         let outcome = match outcome {
             MessageOutcome::Accept if !self.actions.contains(needs) => {
@@ -525,6 +561,7 @@ impl Session {
             body_bytes: tx.body_bytes,
             outcome,
             edits,
+            copy_to,
         };
         Step::EndOfMessage(Box::new(message))
     }
@@ -623,9 +660,9 @@ impl Transaction {
         }
     }
 
-    /// DELRCPT for original recipients no longer in the envelope, ADDRCPT for new ones, and a
-    /// loop marker per departed account forwarded.
-    fn edits(&self) -> Vec<Reply> {
+    /// DELRCPT for original recipients no longer in the envelope, ADDRCPT for new ones (and the
+    /// external archive's address), and a loop marker per departed account forwarded.
+    fn edits(&self, copy_to: Option<&Address>, leadspc: bool) -> Vec<Reply> {
         let originals: Vec<&Address> = self
             .recipients
             .iter()
@@ -652,6 +689,9 @@ impl Transaction {
                 edits.push(Reply::AddRcpt(format!("<{a}>")));
             }
         }
+        if let Some(c) = copy_to.filter(|c| !finals.contains(c) && !self.recipients.is_empty()) {
+            edits.push(Reply::AddRcpt(format!("<{c}>")));
+        }
         let mut marked: Vec<&Address> = Vec::new();
         for r in &self.recipients {
             for s in &r.resolution.steps {
@@ -664,9 +704,15 @@ impl Transaction {
             }
         }
         for m in marked {
+            // With HDR_LEADSPC Postfix adds no space after the colon: the value brings its own.
+            let value = if leadspc {
+                format!(" {m}")
+            } else {
+                m.to_string()
+            };
             edits.push(Reply::AddHeader {
                 name: LOOP_HEADER.to_string(),
-                value: m.as_str().as_bytes().to_vec(),
+                value: value.into_bytes(),
             });
         }
         edits
@@ -830,7 +876,7 @@ state = "deleted"
     fn marker(addr: &str) -> Reply {
         Reply::AddHeader {
             name: LOOP_HEADER.into(),
-            value: addr.as_bytes().to_vec(),
+            value: format!(" {addr}").into_bytes(),
         }
     }
 
