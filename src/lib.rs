@@ -15,6 +15,7 @@
 //! live in [`runtime::metrics`] only.
 
 pub mod address;
+mod archive_cli;
 pub mod cli;
 pub mod engine;
 pub mod explain;
