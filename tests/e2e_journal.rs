@@ -424,3 +424,40 @@ fn a_full_disk_answers_4xx_loses_nothing_and_recovers() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(journaled(&journal).len(), answered_ok.len() + 1);
 }
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_50_mib_message_is_streamed_not_held_in_memory() {
+    let d = Daemon::start(POLICY);
+    let mut config = LabConfig::default().main_cf_line("message_size_limit = 104857600");
+    for line in milter_lines(d.milter_port) {
+        config = config.main_cf_line(line);
+    }
+    let lab = Lab::start(config);
+    // Warm up: one small message so that buffers and threads exist before the baseline.
+    assert!(accepted(&send(&lab, "a@example.net", &["alice@corp.example"], plain("warm", "up"))));
+    lab.sink().wait_for(1, TIMEOUT);
+    let before = peak_rss_kib(d.pid());
+
+    let line = format!("{}\r\n", "0123456789abcdef".repeat(4));
+    let body = line.repeat(50 * 1024 * 1024 / line.len() + 1);
+    let t = send(&lab, "a@example.net", &["gone@corp.example"], plain("big", &body));
+    assert!(accepted(&t), "{t}");
+    let got = wait_for(Duration::from_secs(120), "the 50 MiB message at the sink", || {
+        lab.sink().all().into_iter().find(|m| m.header("Subject").as_deref() == Some("big"))
+    });
+    assert!(got.data.len() > 50 * 1024 * 1024);
+    let after = peak_rss_kib(d.pid());
+    let grown = after.saturating_sub(before);
+    eprintln!("handoff peak RSS {before} KiB before, {after} KiB after a 50 MiB message (+{grown} KiB)");
+    assert!(grown < 16 * 1024, "handoff grew by {grown} KiB for a 50 MiB message");
+    let big = journaled(&d.journal_dir()).into_iter().find(|m| m.message_id.as_deref() == Some("<big@example.net>")).unwrap();
+    assert!(big.size > 50 * 1024 * 1024, "{}", big.size);
+    assert_eq!(d.cli(&["archive", "verify"]).0, 0);
+}
