@@ -441,23 +441,48 @@ fn a_50_mib_message_is_streamed_not_held_in_memory() {
     }
     let lab = Lab::start(config);
     // Warm up: one small message so that buffers and threads exist before the baseline.
-    assert!(accepted(&send(&lab, "a@example.net", &["alice@corp.example"], plain("warm", "up"))));
+    assert!(accepted(&send(
+        &lab,
+        "a@example.net",
+        &["alice@corp.example"],
+        plain("warm", "up")
+    )));
     lab.sink().wait_for(1, TIMEOUT);
     let before = peak_rss_kib(d.pid());
 
     let line = format!("{}\r\n", "0123456789abcdef".repeat(4));
     let body = line.repeat(50 * 1024 * 1024 / line.len() + 1);
-    let t = send(&lab, "a@example.net", &["gone@corp.example"], plain("big", &body));
+    let t = send(
+        &lab,
+        "a@example.net",
+        &["gone@corp.example"],
+        plain("big", &body),
+    );
     assert!(accepted(&t), "{t}");
-    let got = wait_for(Duration::from_secs(120), "the 50 MiB message at the sink", || {
-        lab.sink().all().into_iter().find(|m| m.header("Subject").as_deref() == Some("big"))
-    });
+    let got = wait_for(
+        Duration::from_secs(120),
+        "the 50 MiB message at the sink",
+        || {
+            lab.sink()
+                .all()
+                .into_iter()
+                .find(|m| m.header("Subject").as_deref() == Some("big"))
+        },
+    );
     assert!(got.data.len() > 50 * 1024 * 1024);
     let after = peak_rss_kib(d.pid());
     let grown = after.saturating_sub(before);
-    eprintln!("handoff peak RSS {before} KiB before, {after} KiB after a 50 MiB message (+{grown} KiB)");
-    assert!(grown < 16 * 1024, "handoff grew by {grown} KiB for a 50 MiB message");
-    let big = journaled(&d.journal_dir()).into_iter().find(|m| m.message_id.as_deref() == Some("<big@example.net>")).unwrap();
+    eprintln!(
+        "handoff peak RSS {before} KiB before, {after} KiB after a 50 MiB message (+{grown} KiB)"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "handoff grew by {grown} KiB for a 50 MiB message"
+    );
+    let big = journaled(&d.journal_dir())
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == Some("<big@example.net>"))
+        .unwrap();
     assert!(big.size > 50 * 1024 * 1024, "{}", big.size);
     assert_eq!(d.cli(&["archive", "verify"]).0, 0);
 }

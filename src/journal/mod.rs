@@ -21,7 +21,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,7 +47,15 @@ struct Job {
 pub struct Journal {
     tx: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
+    counts: Arc<Counts>,
     dir: PathBuf,
+}
+
+/// Totals since open: records written and fsyncs (batches) that wrote them.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -64,15 +72,17 @@ impl Journal {
         let (writer, recovery) = writer::Writer::open(dir, segment_bytes)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
-        let h = healthy.clone();
+        let counts = Arc::new(Counts::default());
+        let (h, c) = (healthy.clone(), counts.clone());
         std::thread::Builder::new()
             .name("handoff-journal".into())
-            .spawn(move || run_writer(writer, rx, h))
+            .spawn(move || run_writer(writer, rx, h, c))
             .map_err(JournalError::from)?;
         Ok((
             Journal {
                 tx,
                 healthy,
+                counts,
                 dir: dir.to_path_buf(),
             },
             recovery,
@@ -97,10 +107,23 @@ impl Journal {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// (records, fsyncs) written since open: their ratio is the group-commit factor.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.records.load(Ordering::Relaxed),
+            self.counts.batches.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The writer thread: takes every job waiting, writes them, fsyncs once, answers them all.
-fn run_writer(mut writer: writer::Writer, mut rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
+fn run_writer(
+    mut writer: writer::Writer,
+    mut rx: mpsc::Receiver<Job>,
+    healthy: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut bytes = jobs[0].entry.body.len();
@@ -118,6 +141,10 @@ fn run_writer(mut writer: writer::Writer, mut rx: mpsc::Receiver<Job>, healthy: 
         match writer.append(&mut entries) {
             Ok((ids, stats)) => {
                 healthy.store(true, Ordering::Relaxed);
+                counts
+                    .records
+                    .fetch_add(stats.records as u64, Ordering::Relaxed);
+                counts.batches.fetch_add(1, Ordering::Relaxed);
                 metrics::journal_batch(stats.records, stats.bytes, stats.fsync);
                 for (reply, id) in replies.into_iter().zip(ids) {
                     let _ = reply.send(Ok(id));
