@@ -486,3 +486,50 @@ fn a_50_mib_message_is_streamed_not_held_in_memory() {
     assert!(big.size > 50 * 1024 * 1024, "{}", big.size);
     assert_eq!(d.cli(&["archive", "verify"]).0, 0);
 }
+
+#[test]
+fn copy_to_sends_every_accepted_message_to_the_external_archive_too() {
+    let policy = format!("[archive]\ncopy_to = \"journal@archiver.example.net\"\n{POLICY}");
+    let d = Daemon::start(&policy);
+    let lab = lab_for(&d);
+    assert!(accepted(&send(
+        &lab,
+        "a@example.net",
+        &["gone@corp.example"],
+        plain("copied", "x")
+    )));
+    assert!(accepted(&send(
+        &lab,
+        "a@example.net",
+        &["alice@corp.example", "dis@corp.example"],
+        plain("copied2", "y")
+    )));
+    let want = [
+        "alice@corp.example",
+        "cs@corp.example",
+        "journal@archiver.example.net",
+        "journal@archiver.example.net",
+    ];
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    wait_for(TIMEOUT, "both messages and both archive copies", || {
+        let mut r: Vec<String> = lab
+            .sink()
+            .all()
+            .iter()
+            .flat_map(|m| m.rcpt_to.clone())
+            .collect();
+        r.sort();
+        (r == want).then_some(())
+    });
+    let records = journaled(&d.journal_dir());
+    assert_eq!(records.len(), 2);
+    for m in &records {
+        assert_eq!(m.copy_to.as_deref(), Some("journal@archiver.example.net"));
+        assert!(
+            m.final_recipients
+                .iter()
+                .any(|r| r == "journal@archiver.example.net"),
+            "{m:?}"
+        );
+    }
+}
