@@ -23,3 +23,4 @@ pub mod journal;
 pub mod milter;
 pub mod policy;
 pub mod runtime;
+pub mod transaction;

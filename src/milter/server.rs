@@ -13,9 +13,7 @@ use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
-use crate::engine::Step as Step_;
 use crate::engine::{Rule, Verdict};
-use crate::journal::record::{MessageMeta, RecipientMeta, RefusedMeta};
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
@@ -379,7 +377,7 @@ async fn store(
             return false;
         }
     };
-    let entry = Entry::new(Kind::Message, &archive_meta(msg, size), body);
+    let entry = Entry::new(Kind::Message, &msg.archive_meta(size, "milter"), body);
     match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
         Ok(Ok(id)) => {
             tracing::debug!(queue_id, record = %id, "journaled");
@@ -396,85 +394,6 @@ async fn store(
             );
             false
         }
-    }
-}
-
-/// The journal record's facts about a milter transaction.
-pub fn archive_meta(msg: &Message, size: u64) -> MessageMeta {
-    let policy = &msg.snapshot.policy;
-    let mut finals: Vec<String> = Vec::new();
-    let mut accounts: Vec<String> = Vec::new();
-    for r in &msg.recipients {
-        for a in &r.resolution.deliver {
-            if !finals.iter().any(|f| f == a.as_str()) {
-                finals.push(a.to_string());
-            }
-        }
-        for s in &r.resolution.steps {
-            if let Step_::State { address, .. } = s
-                && !accounts.iter().any(|a| a == address.as_str())
-            {
-                accounts.push(address.to_string());
-            }
-        }
-    }
-    if let Some(c) = &msg.copy_to
-        && !finals.iter().any(|f| f == c.as_str())
-    {
-        finals.push(c.to_string());
-    }
-    if let Some(sender) = &msg.sender
-        && let Some(acc) = policy.account(sender)
-        && !accounts.iter().any(|a| a == acc.address.as_str())
-    {
-        accounts.push(acc.address.to_string());
-    }
-    let mut departments: Vec<String> = Vec::new();
-    for a in &accounts {
-        if let Some(d) = crate::address::Address::from_envelope(a)
-            .and_then(|a| policy.account(&a))
-            .and_then(|acc| acc.department.clone())
-            && !departments.contains(&d)
-        {
-            departments.push(d);
-        }
-    }
-    MessageMeta {
-        time: jiff::Timestamp::now().to_string(),
-        origin: "milter".into(),
-        queue_id: msg.queue_id.clone(),
-        message_id: msg.message_id(),
-        client_address: Some(msg.client.address.clone()).filter(|a| !a.is_empty()),
-        client_hostname: Some(msg.client.hostname.clone()).filter(|h| !h.is_empty()),
-        local_submission: msg.client.local_submission,
-        sender: msg
-            .sender
-            .as_ref()
-            .map_or_else(String::new, |a| a.to_string()),
-        auth_user: msg.auth_user.clone(),
-        recipients: msg
-            .recipients
-            .iter()
-            .map(|r| RecipientMeta {
-                address: r.resolution.recipient.to_string(),
-                rule: r.resolution.rule.as_str().to_string(),
-                deliver: r.resolution.deliver.iter().map(|a| a.to_string()).collect(),
-            })
-            .collect(),
-        refused: msg
-            .refused
-            .iter()
-            .map(|(raw, reply)| RefusedMeta {
-                address: raw.clone(),
-                reply: reply.to_string(),
-            })
-            .collect(),
-        final_recipients: finals,
-        copy_to: msg.copy_to.as_ref().map(|a| a.to_string()),
-        accounts,
-        departments,
-        policy_generation: msg.snapshot.generation,
-        size,
     }
 }
 
