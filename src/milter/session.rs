@@ -463,6 +463,7 @@ fn reply_code(reply: &SmtpReply) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine;
     use crate::policy::Policy;
     use crate::runtime::store::PolicyStore;
 
