@@ -197,6 +197,32 @@ impl Sink {
         state.delivered.clone()
     }
 
+    /// How many deliveries the sink holds, without copying them.
+    pub fn count(&self) -> usize {
+        self.shared.lock().delivered.len()
+    }
+
+    /// Waits until at least `count` deliveries have arrived, without copying them (for
+    /// benchmarks, where there are thousands). Returns how many there are, which is less
+    /// than `count` if `timeout` passed first.
+    pub fn wait_for_count(&self, count: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.delivered.len() < count {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .shared
+                .arrived
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.delivered.len()
+    }
+
     /// Asserts that the sink holds exactly `count` deliveries and that no other arrives
     /// within `within`. Waiting out the whole period is the point: it is how long the test
     /// is willing to give a stray delivery to show up.
