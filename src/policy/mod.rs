@@ -164,8 +164,24 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub archive_enabled: bool,
     pub retention_days: u32,
-    pub autoreply_days: u32,
-    pub autoreply_max_per_hour: u32,
+    pub autoreply: AutoreplySettings,
+}
+
+/// `[autoreply]`: how often departed accounts may answer, and where that is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoreplySettings {
+    /// One reply per sender per account within this many days.
+    pub days: u32,
+    /// Replies per clock hour from this instance, all accounts together.
+    pub max_per_hour: u32,
+    /// Replies per clock hour from this instance for one account.
+    pub max_per_hour_per_account: u32,
+    /// A Redis URL shared by several instances; `None`: a file under `[storage] state`.
+    pub store: Option<String>,
+    /// Reply only to senders a trusted `Authentication-Results` header vouches for.
+    pub require_authenticated: bool,
+    /// The authserv-ids (RFC 8601) whose `Authentication-Results` are trusted, lower case.
+    pub authserv_ids: Vec<String>,
 }
 
 impl Settings {
@@ -186,6 +202,9 @@ impl Settings {
         }
         if self.state_dir != new.state_dir {
             out.push("storage.state");
+        }
+        if self.autoreply.store != new.autoreply.store {
+            out.push("autoreply.store");
         }
         out
     }
