@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step};
+use crate::autoreply::AutoReplier;
 use crate::engine::{Rule, Verdict};
 use crate::policy::ListenAddr;
 use crate::runtime::metrics;
@@ -114,6 +115,7 @@ pub async fn serve(
     listener: Listener,
     store: Arc<PolicyStore>,
     limits: Limits,
+    autoreply: AutoReplier,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -142,14 +144,15 @@ pub async fn serve(
             }
         };
         let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
+        let autoreply = autoreply.clone();
         tasks.spawn(async move {
             metrics::milter_session_started();
             let result = match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    connection(s, &*cx, idle, stop).await
+                    connection(s, &*cx, idle, &autoreply, stop).await
                 }
-                Stream::Unix(s) => connection(s, &*cx, idle, stop).await,
+                Stream::Unix(s) => connection(s, &*cx, idle, &autoreply, stop).await,
             };
             metrics::milter_session_ended();
             if let Err(e) = result {
@@ -206,6 +209,7 @@ async fn connection<S, C>(
     stream: S,
     cx: &C,
     idle: Duration,
+    autoreply: &AutoReplier,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
@@ -217,6 +221,8 @@ where
     let mut session = Session::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
+    // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
+    let mut accepted: Vec<Box<Message>> = Vec::new();
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -242,10 +248,16 @@ where
                     let replies = session.finish(&msg, stored);
                     record(&msg, &replies, started);
                     replies.iter().for_each(|r| r.encode(&mut out));
+                    if replies.last() == Some(&Reply::Continue) {
+                        accepted.push(msg);
+                    }
                 }
                 Step::Close => {
                     if !out.is_empty() {
                         wr.write_all(&out).await?;
+                    }
+                    for m in &accepted {
+                        autoreply.offer(m);
                     }
                     return Ok(());
                 }
@@ -254,6 +266,9 @@ where
         if !out.is_empty() {
             wr.write_all(&out).await?;
             out.clear();
+        }
+        for m in accepted.drain(..) {
+            autoreply.offer(&m);
         }
         if *stop.borrow() && !session.in_transaction() {
             // Between messages: closing now loses nothing; Postfix reconnects for the next one.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::reload::{self, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
+use crate::autoreply::{self, AutoReplier};
 use crate::milter;
 use crate::milter::server::{Limits, Listener};
 use crate::policy;
@@ -49,6 +50,16 @@ pub async fn run_until(
     drop(snap);
 
     let mut tasks = tokio::task::JoinSet::new();
+    // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
+    let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
+        .context("cannot open the auto-reply memory")?;
+    let (replier, worker) = AutoReplier::new(
+        autoreply::Config::default(),
+        memory,
+        autoreply::no_journal(),
+    );
+    tasks.spawn(worker.run(stopped(stop.clone())));
+
     // The milter listener binds first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
         let listener = Listener::bind(addr)
@@ -59,6 +70,7 @@ pub async fn run_until(
             listener,
             store.clone(),
             Limits::default(),
+            replier,
             stop.clone(),
         ));
     }
