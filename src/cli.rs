@@ -51,6 +51,85 @@ pub enum Command {
     Check(CheckArgs),
     /// Show what happens to mail for an address, step by step
     Explain(ExplainArgs),
+    /// Search, export, verify and prune the archive journal
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Walk the whole hash chain; name the first bad record (exit 1) or print the head hash
+    Verify(JournalArg),
+    /// List matching messages (every search is recorded in the journal's audit trail)
+    Search(SearchArgs),
+    /// Write messages byte for byte as ID.eml files (recorded in the audit trail)
+    Export(ExportArgs),
+    /// Remove sealed segments older than [archive] retention_days, except legal holds
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArg {
+    /// Journal directory [default: [storage] journal of the policy]
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub journal: JournalArg,
+    /// Mail of this policy account (as sender, recipient or forward target)
+    #[arg(long, value_name = "ADDRESS")]
+    pub account: Option<String>,
+    /// Envelope sender or From: address
+    #[arg(long, value_name = "ADDRESS")]
+    pub from: Option<String>,
+    /// Recipient, before or after handoff's rewrites
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Option<String>,
+    /// On or after this date (YYYY-MM-DD, local time)
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<jiff::civil::Date>,
+    /// On or before this date
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<jiff::civil::Date>,
+    /// Words that must all appear (case-insensitive)
+    #[arg(long, value_name = "WORDS")]
+    pub text: Option<String>,
+    /// Where --text looks: subject,body,attachment [default: all three]
+    #[arg(long = "in", value_name = "PARTS")]
+    pub parts: Option<crate::journal::search::Parts>,
+    /// Mail of accounts in this department
+    #[arg(long, value_name = "NAME")]
+    pub department: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Also export every hit to DIR
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub journal: JournalArg,
+    /// Record ids, as search prints them
+    #[arg(long = "id", value_name = "ID", required = true, num_args = 1..)]
+    pub ids: Vec<crate::journal::RecordId>,
+    /// Directory to write ID.eml files to
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub journal: JournalArg,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +170,9 @@ pub fn main() -> ExitCode {
             args.file.as_deref().or(cli.config.as_deref()),
         )),
         Command::Explain(ref args) => explain(resolve_config(cli.config.as_deref()), args),
+        Command::Archive(ref cmd) => {
+            crate::archive_cli::run(resolve_config(cli.config.as_deref()), cmd)
+        }
         Command::Serve(ref args) => {
             serve(resolve_config(cli.config.as_deref()), cli.log_format, args)
         }
@@ -120,7 +202,7 @@ fn check(path: PathBuf) -> ExitCode {
     }
 }
 
-fn report_load_error(e: &LoadError) -> ExitCode {
+pub(crate) fn report_load_error(e: &LoadError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::FAILURE
 }

@@ -17,10 +17,13 @@
 //! live in [`runtime::metrics`] only.
 
 pub mod address;
+mod archive_cli;
 pub mod autoreply;
 pub mod cli;
 pub mod engine;
 pub mod explain;
+pub mod journal;
 pub mod milter;
 pub mod policy;
 pub mod runtime;
+pub mod transaction;

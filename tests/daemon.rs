@@ -48,19 +48,30 @@ impl Daemon {
     }
 
     pub fn start_with(policy: &str, args: &[&str]) -> Daemon {
-        Daemon::start_listening(policy, None, args)
+        Daemon::start_custom(policy, None, None, args)
     }
 
     /// Starts handoff with its milter on `milter` (a `[listen] milter` value) instead of a free
     /// loopback port.
     pub fn start_listening(policy: &str, milter: Option<&str>, args: &[&str]) -> Daemon {
+        Daemon::start_custom(policy, milter, None, args)
+    }
+
+    /// Starts handoff with its journal in `journal` instead of its temp directory.
+    pub fn start_custom(
+        policy: &str,
+        milter: Option<&str>,
+        journal: Option<&Path>,
+        args: &[&str],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let (milter_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("handoff.toml");
         let milter = milter.map_or_else(|| format!("127.0.0.1:{milter_port}"), str::to_string);
+        let journal = journal.map_or_else(|| "journal".to_string(), |p| p.display().to_string());
         let text = format!(
             "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
-             [storage]\njournal = \"journal\"\nstate = \"state\"\n{policy}"
+             [storage]\njournal = \"{journal}\"\nstate = \"state\"\n{policy}"
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("handoff.log");
@@ -149,6 +160,26 @@ impl Daemon {
 
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// Where the journal is (unless the test chose another directory).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// Runs `handoff ARGS --config <this daemon's policy>` and returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// GET a path from the metrics listener; returns (status code, body).

@@ -165,7 +165,7 @@ fn a_whole_message_gets_exact_replies() {
             Reply::AddRcpt("<bob@corp.example>".into()),
             Reply::AddHeader {
                 name: LOOP_HEADER.into(),
-                value: b"gone@corp.example".to_vec()
+                value: b" gone@corp.example".to_vec()
             },
             Reply::Continue,
         ]

@@ -6,6 +6,7 @@ mod support;
 
 mod alias_graphs;
 mod e2e_autoreply;
+mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
 mod lab;

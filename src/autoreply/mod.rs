@@ -41,8 +41,8 @@ use tokio::task::JoinSet;
 
 use crate::address::Address;
 use crate::engine;
-use crate::milter::session::{LOOP_HEADER, Message};
 use crate::runtime::metrics;
+use crate::transaction::{LOOP_HEADER, Message};
 
 pub use memory::{Memory, MemoryError, PairKey};
 pub use rules::Suppression;

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::sender::tests::fake_relay;
 use super::*;
-use crate::milter::session::{Client, MessageOutcome, Recipient};
 use crate::policy::Policy;
 use crate::runtime::store::PolicyStore;
+use crate::transaction::{Client, MessageOutcome, Recipient};
 
 const POLICY: &str = r#"
 [relay]
@@ -82,6 +82,7 @@ fn message(
         body_bytes: 10,
         outcome: MessageOutcome::Accept,
         edits: Vec::new(),
+        copy_to: None,
     }
 }
 

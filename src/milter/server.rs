@@ -12,9 +12,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
-use super::session::{Context, Message, MessageOutcome, Session, Step};
+use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
 use crate::autoreply::AutoReplier;
 use crate::engine::{Rule, Verdict};
+use crate::journal::spool::Spool;
+use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
 use crate::runtime::metrics;
 use crate::runtime::store::{PolicyStore, Snapshot};
@@ -94,12 +96,16 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The policy and clock a session sees.
-struct LiveContext {
-    store: Arc<PolicyStore>,
+/// What the milter front end works with: the live policy and, when archiving is on, the
+/// journal every accepted message goes into before it is acknowledged.
+pub struct Services {
+    pub store: Arc<PolicyStore>,
+    pub journal: Option<Journal>,
+    /// Accepted messages are offered to it once answered.
+    pub autoreply: AutoReplier,
 }
 
-impl Context for LiveContext {
+impl Context for Services {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.store.snapshot()
     }
@@ -113,13 +119,12 @@ impl Context for LiveContext {
 /// message finish (up to [`Limits::shutdown_grace`]) and returns.
 pub async fn serve(
     listener: Listener,
-    store: Arc<PolicyStore>,
+    services: Arc<Services>,
     limits: Limits,
-    autoreply: AutoReplier,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let cx = Arc::new(LiveContext { store });
+    let cx = services;
     let mut tasks = JoinSet::new();
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the backlog.
@@ -144,15 +149,14 @@ pub async fn serve(
             }
         };
         let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
-        let autoreply = autoreply.clone();
         tasks.spawn(async move {
             metrics::milter_session_started();
             let result = match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    connection(s, &*cx, idle, &autoreply, stop).await
+                    connection(s, &cx, idle, stop).await
                 }
-                Stream::Unix(s) => connection(s, &*cx, idle, &autoreply, stop).await,
+                Stream::Unix(s) => connection(s, &cx, idle, stop).await,
             };
             metrics::milter_session_ended();
             if let Err(e) = result {
@@ -205,22 +209,21 @@ pub enum ConnectionError {
 }
 
 /// Runs one connection to its end.
-async fn connection<S, C>(
+async fn connection<S>(
     stream: S,
-    cx: &C,
+    cx: &Services,
     idle: Duration,
-    autoreply: &AutoReplier,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    C: Context + Sync,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
+    let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
     let mut accepted: Vec<Box<Message>> = Vec::new();
     loop {
@@ -230,6 +233,9 @@ where
                 Decoded::Incomplete => break,
                 Decoded::TooLarge { declared } => return Err(ConnectionError::TooLarge(declared)),
             };
+            // The message goes to the spool as it streams in. A command the session then refuses
+            // closes the connection, and the spool with it.
+            capture.observe(&cmd, cx.journal.as_ref(), session.header_leadspc());
             let stage = match &cmd {
                 Command::Mail(_) => Some("mail"),
                 Command::Rcpt(_) => Some("rcpt"),
@@ -244,7 +250,7 @@ where
                 }
                 Step::EndOfMessage(msg) => {
                     let started = Instant::now();
-                    let stored = store(&msg).await;
+                    let stored = store(&msg, capture.take(), cx.journal.as_ref()).await;
                     let replies = session.finish(&msg, stored);
                     record(&msg, &replies, started);
                     replies.iter().for_each(|r| r.encode(&mut out));
@@ -257,7 +263,7 @@ where
                         wr.write_all(&out).await?;
                     }
                     for m in &accepted {
-                        autoreply.offer(m);
+                        cx.autoreply.offer(m);
                     }
                     return Ok(());
                 }
@@ -268,7 +274,7 @@ where
             out.clear();
         }
         for m in accepted.drain(..) {
-            autoreply.offer(&m);
+            cx.autoreply.offer(&m);
         }
         if *stop.borrow() && !session.in_transaction() {
             // Between messages: closing now loses nothing; Postfix reconnects for the next one.
@@ -289,10 +295,120 @@ where
     }
 }
 
-/// Stores a finished message before it is acknowledged. The archive journal hooks in here; until
-/// it does, there is nothing to store and the message counts as stored.
-async fn store(_msg: &Message) -> bool {
-    true
+/// The message being received, spooled for the journal.
+#[derive(Default)]
+struct Capture {
+    spool: Option<Spool>,
+    body_started: bool,
+    /// A spool write failed: the message cannot be stored, so it will not be acknowledged.
+    failed: Option<std::io::Error>,
+}
+
+impl Capture {
+    fn observe(&mut self, cmd: &Command, journal: Option<&Journal>, leadspc: bool) {
+        let result = match cmd {
+            Command::Mail(_) => {
+                *self = Capture {
+                    spool: journal.map(|j| Spool::new(j.dir())),
+                    ..Capture::default()
+                };
+                Ok(())
+            }
+            Command::Header { name, value } => self.write(&header_line(name, value, leadspc)),
+            Command::Body(chunk) => self.body(chunk),
+            Command::BodyEob => self.body(b""),
+            Command::Abort | Command::QuitNc => {
+                *self = Capture::default();
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn body(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if !self.body_started {
+            // The empty line between header and body, which the milter protocol leaves out.
+            self.body_started = true;
+            self.write(b"\r\n")?;
+        }
+        self.write(chunk)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match (&mut self.spool, &self.failed) {
+            (Some(spool), None) => spool.write(bytes),
+            _ => Ok(()),
+        }
+    }
+
+    fn take(&mut self) -> Result<Option<Spool>, String> {
+        let taken = std::mem::take(self);
+        match taken.failed {
+            Some(e) => Err(format!("spooling the message failed: {e}")),
+            None => Ok(taken.spool),
+        }
+    }
+}
+
+/// How long a message may wait for the journal before the MTA is told to retry. Well inside
+/// Postfix's milter_content_timeout (300 s).
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Stores a finished message in the journal before it is acknowledged. Returns whether it is
+/// durable; with archiving off there is nothing to store and the answer is yes.
+async fn store(
+    msg: &Message,
+    spool: Result<Option<Spool>, String>,
+    journal: Option<&Journal>,
+) -> bool {
+    if msg.outcome != MessageOutcome::Accept {
+        return false;
+    }
+    let Some(journal) = journal else { return true };
+    let queue_id = msg.queue_id.as_deref().unwrap_or("-");
+    let spool = match spool {
+        Ok(Some(spool)) => spool,
+        Ok(None) => {
+            tracing::error!(queue_id, "no spooled message to store; tempfailing it");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(queue_id, "{e}; tempfailing the message");
+            return false;
+        }
+    };
+    let size = spool.len();
+    let body = match spool.into_body() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                queue_id,
+                "reading the spooled message failed: {e}; tempfailing it"
+            );
+            return false;
+        }
+    };
+    let entry = Entry::new(Kind::Message, &msg.archive_meta(size, "milter"), body);
+    match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
+        Ok(Ok(id)) => {
+            tracing::debug!(queue_id, record = %id, "journaled");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(queue_id, "journal: {e}; tempfailing the message");
+            false
+        }
+        Err(_) => {
+            tracing::error!(
+                queue_id,
+                "journal did not answer within {STORE_TIMEOUT:?}; tempfailing the message"
+            );
+            false
+        }
+    }
 }
 
 /// Logs the decision for one message and counts it.

@@ -25,15 +25,12 @@ use std::sync::Arc;
 use jiff::civil::Date;
 
 use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
-use crate::address::Address;
-use crate::engine::{self, Resolution, SenderVerdict, Verdict};
 use crate::policy::SmtpReply;
 use crate::runtime::store::Snapshot;
-
-/// The header that marks a message handoff has already forwarded for an account. A message that
-/// comes back carrying the marker for a departed account is kept in that account's mailbox and
-/// not forwarded again, so two systems that forward to each other cannot loop.
-pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
+pub use crate::transaction::{
+    Client, LOOP_HEADER, MAX_HEADER_BYTES, Message, MessageOutcome, Recipient,
+};
+use crate::transaction::{Edit, RcptOutcome, Transaction};
 
 /// The milter protocol version handoff speaks (Sendmail 8.14, Postfix 2.6+).
 pub const VERSION: u32 = 6;
@@ -45,7 +42,10 @@ pub const WANTED_ACTIONS: Actions = Actions::ADDHDRS
 
 /// Events handoff does not need (HELO, DATA, EOH, unknown commands), and events it never answers
 /// (CONNECT, each header, each body chunk): asking Postfix to skip them saves a round trip each.
-pub const WANTED_PROTOCOL: Protocol = Protocol::NOHELO
+/// HDR_LEADSPC: header values as they were written, leading space included, so the journal
+/// keeps the message byte for byte (without it Postfix strips one space from every header).
+pub const WANTED_PROTOCOL: Protocol = Protocol::HDR_LEADSPC
+    .union(Protocol::NOHELO)
     .union(Protocol::NODATA)
     .union(Protocol::NOEOH)
     .union(Protocol::NOUNKNOWN)
@@ -53,10 +53,27 @@ pub const WANTED_PROTOCOL: Protocol = Protocol::NOHELO
     .union(Protocol::NR_HDR)
     .union(Protocol::NR_BODY);
 
-/// Headers kept per message, for loop detection, the log line and the auto-reply rules. Postfix
-/// caps one header at `header_size_limit` (102400); the sum is bounded here so a message with
-/// thousands of headers cannot grow memory without bound. Headers past the cap are not kept.
-pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+/// A header as it stood in the message: `name:value` with the value's LF folding turned back
+/// into CRLF. `leadspc`: the value came with its leading space (HDR_LEADSPC negotiated);
+/// otherwise Postfix removed one space, which is put back.
+pub fn header_line(name: &str, value: &[u8], leadspc: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + value.len() + 4);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    if !leadspc {
+        out.push(b' ');
+    }
+    let mut prev = 0u8;
+    for &b in value {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
 
 /// What the session needs from its surroundings: the policy in force and the date.
 pub trait Context {
@@ -118,94 +135,6 @@ impl Stage {
     }
 }
 
-/// Facts about the SMTP client, from CONNECT.
-#[derive(Debug, Clone, Default)]
-pub struct Client {
-    pub hostname: String,
-    pub address: String,
-    pub port: u16,
-    /// Local submission (sendmail(1) through `non_smtpd_milters`): Postfix simulates a CONNECT
-    /// from a loopback address with port 0, which a real TCP client never has.
-    pub local_submission: bool,
-}
-
-/// One accepted recipient and its decision.
-#[derive(Debug, Clone)]
-pub struct Recipient {
-    /// As the MTA sent it (with `<>`): DELRCPT must match it exactly.
-    pub raw: String,
-    pub resolution: Resolution,
-}
-
-/// A finished message, for the journal, the auto-reply component and the log.
-#[derive(Debug)]
-pub struct Message {
-    pub snapshot: Arc<Snapshot>,
-    pub client: Client,
-    /// Postfix queue id (`i` macro), when known.
-    pub queue_id: Option<String>,
-    pub sender: Option<Address>,
-    pub sender_raw: String,
-    pub auth_user: Option<String>,
-    pub recipients: Vec<Recipient>,
-    /// Recipients refused at RCPT (not part of the message), with their replies.
-    pub refused: Vec<(String, SmtpReply)>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub headers_truncated: bool,
-    pub body_bytes: u64,
-    /// The verdict for the whole message, decided before storing.
-    pub outcome: MessageOutcome,
-    /// The envelope edits to send once stored.
-    pub edits: Vec<Reply>,
-}
-
-/// What happens to the whole message at end of data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageOutcome {
-    /// Accept with the edits in [`Message::edits`].
-    Accept,
-    /// Refuse the whole message (local submission only, or a blocked sender).
-    Refuse(SmtpReply),
-    /// The MTA did not allow the recipient edits this message needs.
-    CannotRewrite,
-}
-
-impl Message {
-    /// The Message-ID header, if present.
-    pub fn message_id(&self) -> Option<String> {
-        self.header("message-id")
-            .map(|v| String::from_utf8_lossy(v).trim().to_string())
-    }
-
-    /// The first header of that name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-#[derive(Debug)]
-struct Transaction {
-    snapshot: Arc<Snapshot>,
-    sender_raw: String,
-    sender: Option<Address>,
-    auth_user: Option<String>,
-    /// A sender refusal that waits for end of message (local submission).
-    blocked: Option<SmtpReply>,
-    recipients: Vec<Recipient>,
-    /// Refusals decided at RCPT: for SMTP sessions already told to the client; for local
-    /// submission they refuse the whole message at the end.
-    refused: Vec<(String, SmtpReply)>,
-    headers: Vec<(String, Vec<u8>)>,
-    header_bytes: usize,
-    headers_truncated: bool,
-    /// Accounts whose loop marker the message carries.
-    loop_marked: Vec<Address>,
-    body_bytes: u64,
-}
-
 /// One milter connection.
 #[derive(Debug)]
 pub struct Session {
@@ -239,6 +168,11 @@ impl Session {
     /// The actions negotiated with the MTA.
     pub fn actions(&self) -> Actions {
         self.actions
+    }
+
+    /// Whether header values arrive with their leading space (HDR_LEADSPC negotiated).
+    pub fn header_leadspc(&self) -> bool {
+        self.protocol.contains(Protocol::HDR_LEADSPC)
     }
 
     /// Whether a message is in progress (a graceful shutdown waits for it).
@@ -318,7 +252,7 @@ impl Session {
                 self.expect("BODY", &[Stage::Rcpt, Stage::Content])?;
                 self.stage = Stage::Content;
                 if let Some(tx) = self.tx.as_mut() {
-                    tx.body_bytes += chunk.len() as u64;
+                    tx.add_body_bytes(chunk.len() as u64);
                 }
                 Ok(self.continue_unless(Protocol::NR_BODY))
             }
@@ -357,7 +291,9 @@ impl Session {
             MessageOutcome::CannotRewrite => vec![Reply::Tempfail],
             MessageOutcome::Accept if !stored => vec![Reply::Tempfail],
             MessageOutcome::Accept => {
-                let mut out = msg.edits.clone();
+                let leadspc = self.header_leadspc();
+                let mut out: Vec<Reply> =
+                    msg.edits.iter().map(|e| edit_reply(e, leadspc)).collect();
                 out.push(Reply::Continue);
                 out
             }
@@ -388,144 +324,57 @@ impl Session {
     }
 
     fn mail(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
-        let snapshot = cx.snapshot();
-        let today = cx.today();
         let sender_raw = args.into_iter().next().unwrap_or_default();
-        let sender = Address::from_envelope(&sender_raw);
         let auth_user = self.macro_value("auth_authen").map(str::to_string);
-        let mut blocked = None;
-        let checks_sender = auth_user.is_some() || self.client.local_submission;
-        if checks_sender {
-            let policy = &snapshot.policy;
-            let mut candidates: Vec<Address> = sender.iter().cloned().collect();
-            if let Some(login) = &auth_user {
-                match login.contains('@') {
-                    true => candidates.extend(Address::from_envelope(login)),
-                    // A bare SASL login names the user in one of the local domains.
-                    false => candidates.extend(
-                        policy
-                            .local_domains
-                            .iter()
-                            .filter_map(|d| Address::from_envelope(&format!("{login}@{d}"))),
-                    ),
-                }
-            }
-            blocked = candidates.iter().find_map(|a| {
-                match engine::check_sender(policy, Some(a), today) {
-                    SenderVerdict::Block { reply, .. } => Some(reply),
-                    SenderVerdict::Allow => None,
-                }
-            });
-        }
-        let immediate = match (&blocked, self.client.local_submission) {
-            (Some(reply), false) => Some(reply.clone()),
-            _ => None,
-        };
-        self.tx = Some(Transaction {
-            snapshot,
+        match Transaction::begin(
+            cx.snapshot(),
+            &self.client,
             sender_raw,
-            sender,
             auth_user,
-            blocked,
-            recipients: Vec::new(),
-            refused: Vec::new(),
-            headers: Vec::new(),
-            header_bytes: 0,
-            headers_truncated: false,
-            loop_marked: Vec::new(),
-            body_bytes: 0,
-        });
-        if let Some(reply) = immediate {
-            // The MTA aborts the transaction after a refused MAIL; no RCPT follows.
-            self.tx = None;
-            self.stage = Stage::Ready;
-            return Step::Reply(vec![reply_code(&reply)]);
+            cx.today(),
+        ) {
+            Ok(tx) => {
+                self.tx = Some(tx);
+                self.stage = Stage::Mail;
+                self.continue_unless(Protocol::NR_MAIL)
+            }
+            Err(reply) => {
+                // The MTA aborts the transaction after a refused MAIL; no RCPT follows.
+                self.tx = None;
+                self.stage = Stage::Ready;
+                Step::Reply(vec![reply_code(&reply)])
+            }
         }
-        self.stage = Stage::Mail;
-        self.continue_unless(Protocol::NR_MAIL)
     }
 
     fn rcpt(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
-        let local = self.client.local_submission;
         let Some(tx) = self.tx.as_mut() else {
             return Step::Reply(vec![Reply::Tempfail]);
         };
         let raw = args.into_iter().next().unwrap_or_default();
-        let Some(address) = Address::from_envelope(&raw) else {
-            // An empty RCPT TO: not ours to judge.
-            return self.continue_unless(Protocol::NR_RCPT);
-        };
-        let resolution = engine::resolve(&tx.snapshot.policy, &address, cx.today());
-        let refusal = match &resolution.verdict {
-            Verdict::Deliver => None,
-            Verdict::Reject(reply) | Verdict::Defer(reply) => Some(reply.clone()),
-        };
-        match refusal {
-            Some(reply) => {
-                tx.refused.push((raw, reply.clone()));
-                if local {
-                    // Refused at end of message instead; see the module docs.
-                    self.stage = Stage::Rcpt;
-                    self.continue_unless(Protocol::NR_RCPT)
-                } else {
-                    // Only this recipient is refused; if none is left, the MTA sends ABORT.
-                    Step::Reply(vec![reply_code(&reply)])
-                }
-            }
-            None => {
-                tx.recipients.push(Recipient { raw, resolution });
+        match tx.rcpt(raw, cx.today()) {
+            RcptOutcome::Accepted | RcptOutcome::RefusedLater => {
                 self.stage = Stage::Rcpt;
                 self.continue_unless(Protocol::NR_RCPT)
             }
+            // Only this recipient is refused; if none is left, the MTA sends ABORT.
+            RcptOutcome::Refused(reply) => Step::Reply(vec![reply_code(&reply)]),
         }
     }
 
     fn end_of_message(&mut self) -> Step {
-        let Some(mut tx) = self.tx.take() else {
+        let Some(tx) = self.tx.take() else {
             return Step::Reply(vec![Reply::Tempfail]);
         };
         self.stage = Stage::Ready;
         let queue_id = self.macro_value("i").map(str::to_string);
         self.macros
             .retain(|(stage, _, _)| matches!(stage, b'C' | b'H'));
-
-        tx.apply_loop_markers();
-        let outcome = match (&tx.blocked, tx.refused.first()) {
-            (Some(reply), _) => MessageOutcome::Refuse(reply.clone()),
-            (None, Some((_, reply))) if self.client.local_submission => {
-                // Temporary beats permanent: a frozen recipient keeps the message queued.
-                let temp = tx
-                    .refused
-                    .iter()
-                    .find(|(_, r)| r.code() < 500)
-                    .map(|(_, r)| r.clone());
-                MessageOutcome::Refuse(temp.unwrap_or_else(|| reply.clone()))
-            }
-            _ => MessageOutcome::Accept,
-        };
-        let edits = tx.edits();
-        let needs = edit_actions(&edits);
-        let outcome = match outcome {
-            MessageOutcome::Accept if !self.actions.contains(needs) => {
-                MessageOutcome::CannotRewrite
-            }
-            other => other,
-        };
-        let message = Message {
-            snapshot: tx.snapshot,
-            client: self.client.clone(),
-            queue_id,
-            sender: tx.sender,
-            sender_raw: tx.sender_raw,
-            auth_user: tx.auth_user,
-            recipients: tx.recipients,
-            refused: tx.refused,
-            headers: tx.headers,
-            headers_truncated: tx.headers_truncated,
-            body_bytes: tx.body_bytes,
-            outcome,
-            edits,
-        };
+        let mut message = tx.finish(self.client.clone(), queue_id);
+        let needs = edit_actions(&message.edits);
+        if message.outcome == MessageOutcome::Accept && !self.actions.contains(needs) {
+            message.outcome = MessageOutcome::CannotRewrite;
+        }
         Step::EndOfMessage(Box::new(message))
     }
 
@@ -577,112 +426,33 @@ impl Session {
     }
 }
 
-impl Transaction {
-    fn add_header(&mut self, name: String, value: Vec<u8>) {
-        let size = name.len() + value.len();
-        if self.header_bytes + size > MAX_HEADER_BYTES {
-            self.headers_truncated = true;
-            return;
-        }
-        self.header_bytes += size;
-        if name.eq_ignore_ascii_case(LOOP_HEADER) {
-            let text = String::from_utf8_lossy(&value);
-            for part in text.split([',', ' ', '\t', '\n', '\r']) {
-                if let Some(a) = Address::from_envelope(part) {
-                    self.loop_marked.push(a);
-                }
-            }
-        }
-        self.headers.push((name, value));
-    }
-
-    /// A departed account whose marker the message already carries keeps the message and does
-    /// not forward it again.
-    fn apply_loop_markers(&mut self) {
-        if self.loop_marked.is_empty() {
-            return;
-        }
-        for r in &mut self.recipients {
-            let Some(acc) = r.resolution.steps.iter().find_map(|s| match s {
-                engine::Step::State {
-                    address,
-                    state: crate::policy::State::Departed,
-                    ..
-                } => Some(address.clone()),
-                _ => None,
-            }) else {
-                continue;
-            };
-            if r.resolution.rule == engine::Rule::Departed && self.loop_marked.contains(&acc) {
-                let original = r.resolution.recipient.clone();
-                r.resolution
-                    .steps
-                    .push(engine::Step::LoopMarked { account: acc });
-                r.resolution.deliver = vec![original];
-            }
-        }
-    }
-
-    /// DELRCPT for original recipients no longer in the envelope, ADDRCPT for new ones, and a
-    /// loop marker per departed account forwarded.
-    fn edits(&self) -> Vec<Reply> {
-        let originals: Vec<&Address> = self
-            .recipients
-            .iter()
-            .map(|r| &r.resolution.recipient)
-            .collect();
-        let mut finals: Vec<&Address> = Vec::new();
-        for r in &self.recipients {
-            for a in &r.resolution.deliver {
-                if !finals.contains(&a) {
-                    finals.push(a);
-                }
-            }
-        }
-        let mut edits = Vec::new();
-        let mut deleted: Vec<&str> = Vec::new();
-        for r in &self.recipients {
-            if !finals.contains(&&r.resolution.recipient) && !deleted.contains(&r.raw.as_str()) {
-                deleted.push(&r.raw);
-                edits.push(Reply::DelRcpt(r.raw.clone()));
-            }
-        }
-        for a in &finals {
-            if !originals.contains(a) {
-                edits.push(Reply::AddRcpt(format!("<{a}>")));
-            }
-        }
-        let mut marked: Vec<&Address> = Vec::new();
-        for r in &self.recipients {
-            for s in &r.resolution.steps {
-                if let engine::Step::Forward { from, .. } = s
-                    && !marked.contains(&from)
-                    && !self.loop_marked.contains(from)
-                {
-                    marked.push(from);
-                }
-            }
-        }
-        for m in marked {
-            edits.push(Reply::AddHeader {
-                name: LOOP_HEADER.to_string(),
-                value: m.as_str().as_bytes().to_vec(),
-            });
-        }
-        edits
-    }
-}
-
-/// The actions a list of edits needs.
-fn edit_actions(edits: &[Reply]) -> Actions {
+/// The milter actions a list of edits needs.
+fn edit_actions(edits: &[Edit]) -> Actions {
     edits.iter().fold(Actions::empty(), |acc, e| {
         acc | match e {
-            Reply::AddRcpt(_) => Actions::ADDRCPT,
-            Reply::DelRcpt(_) => Actions::DELRCPT,
-            Reply::AddHeader { .. } => Actions::ADDHDRS,
-            _ => Actions::empty(),
+            Edit::AddRecipient(_) => Actions::ADDRCPT,
+            Edit::RemoveRecipient(_) => Actions::DELRCPT,
+            Edit::AddHeader { .. } => Actions::ADDHDRS,
         }
     })
+}
+
+/// An edit as a milter modification action.
+fn edit_reply(edit: &Edit, leadspc: bool) -> Reply {
+    match edit {
+        Edit::RemoveRecipient(raw) => Reply::DelRcpt(raw.clone()),
+        Edit::AddRecipient(a) => Reply::AddRcpt(format!("<{a}>")),
+        // With HDR_LEADSPC Postfix adds no space after the colon: the value brings its own.
+        Edit::AddHeader { name, value } => Reply::AddHeader {
+            name: name.clone(),
+            value: if leadspc {
+                format!(" {value}")
+            } else {
+                value.clone()
+            }
+            .into_bytes(),
+        },
+    }
 }
 
 /// A policy reply as a milter REPLYCODE; `%` is doubled because Postfix expands it.
@@ -693,6 +463,7 @@ fn reply_code(reply: &SmtpReply) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine;
     use crate::policy::Policy;
     use crate::runtime::store::PolicyStore;
 
@@ -830,7 +601,7 @@ state = "deleted"
     fn marker(addr: &str) -> Reply {
         Reply::AddHeader {
             name: LOOP_HEADER.into(),
-            value: addr.as_bytes().to_vec(),
+            value: format!(" {addr}").into_bytes(),
         }
     }
 

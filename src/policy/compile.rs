@@ -239,6 +239,43 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
         "archive.retention_days",
         errs,
     );
+    let segment_mb = bounded(
+        archive.and_then(|a| a.segment_mb.as_ref()),
+        64,
+        1,
+        4096,
+        "archive.segment_mb",
+        errs,
+    );
+    let mut legal_hold = Vec::new();
+    for a in archive
+        .and_then(|a| a.legal_hold.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match Address::parse_strict(a.get_ref()) {
+            Ok(addr) => legal_hold.push(addr),
+            Err(e) => errs.error(
+                f,
+                a.span().start,
+                format!("archive.legal_hold: bad address: {e}"),
+            ),
+        }
+    }
+    let copy_to =
+        archive.and_then(|a| a.copy_to.as_ref()).and_then(|a| {
+            match Address::parse_strict(a.get_ref()) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    errs.error(
+                        f,
+                        a.span().start,
+                        format!("archive.copy_to: bad address: {e}"),
+                    );
+                    None
+                }
+            }
+        });
     let autoreply = autoreply_settings(autoreply, &bounded, errs);
     Settings {
         milter,
@@ -249,6 +286,9 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
         state_dir,
         archive_enabled: archive.and_then(|a| a.enabled).unwrap_or(true),
         retention_days,
+        legal_hold,
+        copy_to,
+        segment_bytes: u64::from(segment_mb) * 1024 * 1024,
         autoreply,
     }
 }

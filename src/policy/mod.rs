@@ -164,6 +164,12 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub archive_enabled: bool,
     pub retention_days: u32,
+    /// Mail to or from these addresses is never pruned.
+    pub legal_hold: Vec<Address>,
+    /// An external archive that gets a copy of every accepted message.
+    pub copy_to: Option<Address>,
+    /// Journal segments are sealed at this size.
+    pub segment_bytes: u64,
     pub autoreply: AutoreplySettings,
 }
 
@@ -202,6 +208,12 @@ impl Settings {
         }
         if self.state_dir != new.state_dir {
             out.push("storage.state");
+        }
+        if self.archive_enabled != new.archive_enabled {
+            out.push("archive.enabled");
+        }
+        if self.segment_bytes != new.segment_bytes {
+            out.push("archive.segment_mb");
         }
         if self.autoreply.store != new.autoreply.store {
             out.push("autoreply.store");

@@ -49,6 +49,9 @@ pub struct RawDomains {
 pub struct RawArchive {
     pub enabled: Option<bool>,
     pub retention_days: Option<Spanned<i64>>,
+    pub legal_hold: Option<Vec<SString>>,
+    pub copy_to: Option<SString>,
+    pub segment_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

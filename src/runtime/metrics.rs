@@ -20,6 +20,12 @@ pub const MESSAGES: &str = "handoff_messages_total";
 pub const MESSAGE_SECONDS: &str = "handoff_message_finish_seconds";
 pub const RECIPIENTS: &str = "handoff_recipients_total";
 pub const SENDERS_BLOCKED: &str = "handoff_senders_blocked_total";
+pub const JOURNAL_RECORDS: &str = "handoff_journal_records_total";
+pub const JOURNAL_BYTES: &str = "handoff_journal_bytes_total";
+pub const JOURNAL_FSYNCS: &str = "handoff_journal_fsyncs_total";
+pub const JOURNAL_FSYNC_SECONDS: &str = "handoff_journal_fsync_seconds";
+pub const JOURNAL_BATCH_RECORDS: &str = "handoff_journal_batch_records";
+pub const JOURNAL_ERRORS: &str = "handoff_journal_errors_total";
 pub const AUTOREPLIES_SENT: &str = "handoff_autoreplies_sent_total";
 pub const AUTOREPLIES_SUPPRESSED: &str = "handoff_autoreplies_suppressed_total";
 pub const AUTOREPLIES_FAILED: &str = "handoff_autoreplies_failed_total";
@@ -68,6 +74,28 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         SENDERS_BLOCKED,
         "Senders refused because their account may not send."
     );
+    describe_counter!(
+        JOURNAL_RECORDS,
+        "Records made durable in the archive journal."
+    );
+    describe_counter!(JOURNAL_BYTES, "Bytes made durable in the archive journal.");
+    describe_counter!(
+        JOURNAL_FSYNCS,
+        "fsync calls of the journal writer (one per batch)."
+    );
+    describe_histogram!(
+        JOURNAL_FSYNC_SECONDS,
+        "Duration of each journal fsync, in seconds."
+    );
+    describe_histogram!(
+        JOURNAL_BATCH_RECORDS,
+        "Records per journal batch (group commit)."
+    );
+    describe_counter!(
+        JOURNAL_ERRORS,
+        "Journal batches that failed (their messages were tempfailed)."
+    );
+    counter!(JOURNAL_ERRORS).absolute(0);
     describe_counter!(AUTOREPLIES_SENT, "Auto-replies the relay accepted.");
     describe_counter!(
         AUTOREPLIES_SUPPRESSED,
@@ -151,6 +179,18 @@ pub fn autoreply_queued(delta: f64) {
 
 pub fn autoreply_memory_pairs(n: usize) {
     gauge!(AUTOREPLY_MEMORY_PAIRS).set(n as f64);
+}
+
+pub fn journal_batch(records: usize, bytes: u64, fsync: Duration) {
+    counter!(JOURNAL_RECORDS).increment(records as u64);
+    counter!(JOURNAL_BYTES).increment(bytes);
+    counter!(JOURNAL_FSYNCS).increment(1);
+    histogram!(JOURNAL_FSYNC_SECONDS).record(fsync.as_secs_f64());
+    histogram!(JOURNAL_BATCH_RECORDS).record(records as f64);
+}
+
+pub fn journal_error() {
+    counter!(JOURNAL_ERRORS).increment(1);
 }
 
 pub fn reload(result: &'static str) {

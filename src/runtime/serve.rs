@@ -11,8 +11,9 @@ use super::reload::{self, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
 use crate::autoreply::{self, AutoReplier};
+use crate::journal::Journal;
 use crate::milter;
-use crate::milter::server::{Limits, Listener};
+use crate::milter::server::{Limits, Listener, Services};
 use crate::policy;
 
 /// How `serve` runs, beyond what the policy file says.
@@ -49,16 +50,46 @@ pub async fn run_until(
     let settings = snap.policy.settings.clone();
     drop(snap);
 
-    let mut tasks = tokio::task::JoinSet::new();
+    let journal = match settings.archive_enabled {
+        true => {
+            let dir = settings.journal_dir.clone();
+            let bytes = settings.segment_bytes;
+            let (journal, recovery) =
+                tokio::task::spawn_blocking(move || Journal::open(&dir, bytes))
+                    .await
+                    .context("journal open task failed")?
+                    .with_context(|| {
+                        format!(
+                            "cannot open the archive journal in {}",
+                            settings.journal_dir.display()
+                        )
+                    })?;
+            tracing::info!(dir = %settings.journal_dir.display(), segments = recovery.segments, cut_bytes = recovery.cut_bytes, "archive journal open");
+            Some(journal)
+        }
+        false => {
+            tracing::warn!(
+                "archiving is off ([archive] enabled = false): messages are not journaled"
+            );
+            None
+        }
+    };
     // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
     let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
         .context("cannot open the auto-reply memory")?;
-    let (replier, worker) = AutoReplier::new(
+    let (autoreply, autoreply_worker) = AutoReplier::new(
         autoreply::Config::default(),
         memory,
         autoreply::no_journal(),
     );
-    tasks.spawn(worker.run(stopped(stop.clone())));
+    let services = Arc::new(Services {
+        store: store.clone(),
+        journal: journal.clone(),
+        autoreply,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(autoreply_worker.run(stopped(stop.clone())));
 
     // The milter listener binds first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
@@ -68,9 +99,8 @@ pub async fn run_until(
         tracing::info!(address = %listener.describe(), "milter listening");
         tasks.spawn(milter::server::serve(
             listener,
-            store.clone(),
+            services.clone(),
             Limits::default(),
-            replier,
             stop.clone(),
         ));
     }
@@ -80,8 +110,12 @@ pub async fn run_until(
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
-        // Ready once listening: the policy is loaded and the milter bound before this point.
-        let ready: http::ReadyCheck = Arc::new(|| Ok(()));
+        // Ready once listening (the policy is loaded and the milter bound before this point) and
+        // while the journal takes writes.
+        let ready: http::ReadyCheck = Arc::new(move || match &journal {
+            Some(j) if !j.healthy() => Err("the archive journal's last write failed".into()),
+            _ => Ok(()),
+        });
         tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
     }
 

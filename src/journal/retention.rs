@@ -1,0 +1,154 @@
+//! Retention: `handoff archive prune` removes whole sealed segments whose every record is older
+//! than the retention period, never a segment holding mail to or from an address under legal
+//! hold, and never the segment being written. What it removes is written to the journal first
+//! (a prune record with each removed segment's hashes), so `verify` can still check the chain
+//! across the gap.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::format::{Kind, hex};
+use super::reader::Removed;
+use super::record::MessageMeta;
+use super::segment::{list_segments, read_record, segment_path};
+use super::writer::{Body, DEFAULT_SEGMENT_BYTES, Entry, JournalError, Writer};
+use crate::address::Address;
+
+/// What `prune` did (or, with `dry_run`, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub removed: Vec<Removed>,
+    /// Old enough, but holding mail of an address under legal hold.
+    pub held: Vec<u64>,
+    /// Sealed segments with records younger than the retention period.
+    pub young: Vec<u64>,
+}
+
+/// Removes the sealed segments past `retention_days` at `now`.
+pub fn prune(
+    dir: &Path,
+    retention_days: u32,
+    legal_hold: &[Address],
+    now: jiff::Timestamp,
+    dry_run: bool,
+) -> Result<PruneReport, JournalError> {
+    let cutoff = now
+        .checked_sub(jiff::SignedDuration::from_hours(
+            24 * i64::from(retention_days),
+        ))
+        .map_err(|e| JournalError::Io(format!("bad retention period: {e}")))?;
+    let (mut writer, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES)?;
+    writer.locked(|w| {
+        let mut report = PruneReport::default();
+        let current = w.current_segment();
+        for n in list_segments(dir)? {
+            if n >= current {
+                break;
+            }
+            let s = scan(dir, n, legal_hold)?;
+            if !s.sealed {
+                continue;
+            }
+            if s.held {
+                report.held.push(n);
+            } else if s.newest.is_some_and(|t| t >= cutoff) {
+                report.young.push(n);
+            } else {
+                report.removed.push(s.removed);
+            }
+        }
+        if dry_run || report.removed.is_empty() {
+            return Ok(report);
+        }
+        let meta = serde_json::json!({ "time": now, "removed": report.removed, "retention_days": retention_days });
+        w.append_while_locked(&mut [Entry::new(Kind::Prune, &meta, Body::Bytes(Vec::new()))])?;
+        for r in &report.removed {
+            let path = segment_path(dir, r.segment);
+            std::fs::remove_file(&path)?;
+            tracing::info!(segment = r.segment, records = r.records, "archive prune: removed {}", path.display());
+        }
+        File::open(dir)?.sync_all()?;
+        Ok(report)
+    })
+}
+
+struct Scanned {
+    sealed: bool,
+    held: bool,
+    newest: Option<jiff::Timestamp>,
+    removed: Removed,
+}
+
+fn scan(dir: &Path, n: u64, legal_hold: &[Address]) -> Result<Scanned, JournalError> {
+    let mut file = File::open(segment_path(dir, n))?;
+    let len = file.metadata()?.len();
+    let mut offset = 0;
+    let mut out = Scanned {
+        sealed: false,
+        held: false,
+        newest: None,
+        removed: Removed {
+            segment: n,
+            start_prev: String::new(),
+            last: String::new(),
+            records: 0,
+        },
+    };
+    let mut own = None;
+    while offset < len {
+        let info = read_record(&mut file, n, offset, len).map_err(|e| JournalError::Corrupt {
+            segment: n,
+            offset,
+            reason: e.to_string(),
+        })?;
+        if out.removed.records == 0 {
+            out.removed.start_prev = hex(&info.header.prev);
+        }
+        out.removed.records += 1;
+        out.removed.last = hex(&info.hash);
+        out.sealed = info.header.kind == Kind::Seal;
+        let meta: serde_json::Value = serde_json::from_slice(&info.meta).unwrap_or_default();
+        // Age is the age of the mail (and audit records) in the segment; the segment's own start
+        // and seal times count only for a segment that holds nothing else.
+        let key = match info.header.kind {
+            Kind::SegmentStart => "created",
+            Kind::Seal => "sealed",
+            _ => "time",
+        };
+        if let Some(t) = meta
+            .get(key)
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        {
+            match info.header.kind {
+                Kind::SegmentStart | Kind::Seal => {
+                    own = Some(own.map_or(t, |o: jiff::Timestamp| o.max(t)))
+                }
+                _ => out.newest = Some(out.newest.map_or(t, |n| n.max(t))),
+            }
+        }
+        if matches!(info.header.kind, Kind::Message | Kind::Created)
+            && !legal_hold.is_empty()
+            && let Ok(m) = serde_json::from_slice::<MessageMeta>(&info.meta)
+        {
+            out.held |= involves(&m, legal_hold);
+        }
+        offset = info.end();
+    }
+    if out.newest.is_none() {
+        out.newest = own;
+    }
+    Ok(out)
+}
+
+/// Whether a message is to or from one of `addresses`.
+pub fn involves(m: &MessageMeta, addresses: &[Address]) -> bool {
+    let mut all = std::iter::once(m.sender.as_str())
+        .chain(m.recipients.iter().flat_map(|r| {
+            std::iter::once(r.address.as_str()).chain(r.deliver.iter().map(String::as_str))
+        }))
+        .chain(m.final_recipients.iter().map(String::as_str));
+    all.any(|a| Address::from_envelope(a).is_some_and(|a| addresses.contains(&a)))
+}

@@ -1,0 +1,165 @@
+//! Segment files: naming, listing, and reading records back with their hashes checked.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::format::{HASH_LEN, HEADER_LEN, Hash, Header, HeaderError, RecordHasher};
+
+/// `seg-0000000001.hj`: zero-padded so that names sort in segment order.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:010}.hj"))
+}
+
+/// The segment numbers present in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("seg-")
+            .and_then(|s| s.strip_suffix(".hj"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Where a record is: its segment and byte offset. Stable for the record's whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.segment, self.offset)
+    }
+}
+
+impl std::str::FromStr for RecordId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}` is not a record id (like 3-4096)"))?;
+        let segment = a
+            .parse()
+            .map_err(|_| format!("`{s}`: bad segment number"))?;
+        let offset = b.parse().map_err(|_| format!("`{s}`: bad offset"))?;
+        Ok(RecordId { segment, offset })
+    }
+}
+
+/// A record read back, with its hash verified against its content. The body stays on disk.
+#[derive(Debug, Clone)]
+pub struct RecordInfo {
+    pub id: RecordId,
+    pub header: Header,
+    pub meta: Vec<u8>,
+    pub body_offset: u64,
+    pub hash: Hash,
+}
+
+impl RecordInfo {
+    pub fn end(&self) -> u64 {
+        self.id.offset + self.header.record_len()
+    }
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("record is cut short: it needs {needed} bytes, {available} remain in the file")]
+    Incomplete { needed: u64, available: u64 },
+    #[error("bad record header: {0}")]
+    Header(#[from] HeaderError),
+    #[error("content does not match its hash (altered or damaged)")]
+    HashMismatch,
+}
+
+/// Reads and checks the record at `offset` of a segment file of length `file_len`.
+pub fn read_record(
+    file: &mut File,
+    segment: u64,
+    offset: u64,
+    file_len: u64,
+) -> Result<RecordInfo, ReadError> {
+    let available = file_len.saturating_sub(offset);
+    if available < HEADER_LEN as u64 {
+        return Err(ReadError::Incomplete {
+            needed: HEADER_LEN as u64,
+            available,
+        });
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut raw = [0u8; HEADER_LEN];
+    file.read_exact(&mut raw)?;
+    let header = Header::decode(&raw)?;
+    if header.record_len() > available {
+        return Err(ReadError::Incomplete {
+            needed: header.record_len(),
+            available,
+        });
+    }
+    let mut hasher = RecordHasher::new(&raw);
+    let mut meta = vec![0u8; header.meta_len as usize];
+    file.read_exact(&mut meta)?;
+    hasher.update(&meta);
+    let body_offset = offset + HEADER_LEN as u64 + u64::from(header.meta_len);
+    let mut remaining = header.body_len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let n = remaining.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        remaining -= n as u64;
+    }
+    let mut stored = [0u8; HASH_LEN];
+    file.read_exact(&mut stored)?;
+    let hash = hasher.finish();
+    if hash != stored {
+        return Err(ReadError::HashMismatch);
+    }
+    Ok(RecordInfo {
+        id: RecordId { segment, offset },
+        header,
+        meta,
+        body_offset,
+        hash,
+    })
+}
+
+/// Reads a record's body into memory.
+pub fn read_body(file: &mut File, info: &RecordInfo) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(info.body_offset))?;
+    let mut body = vec![0u8; info.header.body_len as usize];
+    file.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Whether a valid record header (magic and CRC) starts anywhere after `from`: tells damage in
+/// the middle of a segment (refuse to touch it) from a torn tail (safe to cut).
+pub fn valid_header_after(file: &mut File, from: u64, file_len: u64) -> io::Result<Option<u64>> {
+    let mut buf = Vec::new();
+    file.seek(SeekFrom::Start(from))?;
+    file.take(file_len - from).read_to_end(&mut buf)?;
+    for i in 1..buf.len().saturating_sub(HEADER_LEN - 1) {
+        if buf[i..i + 4] == super::format::MAGIC {
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&buf[i..i + HEADER_LEN]);
+            if Header::decode(&h).is_ok() {
+                return Ok(Some(from + i as u64));
+            }
+        }
+    }
+    Ok(None)
+}

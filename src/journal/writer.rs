@@ -1,0 +1,523 @@
+//! Appending to the journal, synchronously: recovery at open, batches written and fsynced
+//! together, segments sealed when full, and the rules that keep a failed write from being
+//! mistaken for a durable one.
+//!
+//! Several processes may append (the daemon, and `handoff archive` commands writing audit
+//! records): every batch takes an exclusive lock on `DIR/lock` and first catches up with what
+//! another writer may have appended since, so the hash chain stays one chain.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::format::{self, HEADER_LEN, Hash, Header, Kind, RecordHasher};
+use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_path};
+
+/// The default size at which a segment is sealed and a new one started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a record's body is read from.
+#[derive(Debug)]
+pub enum Body {
+    Bytes(Vec<u8>),
+    /// A spool file holding `len` bytes from its start (see [`super::spool`]).
+    File {
+        file: File,
+        len: u64,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One record to append.
+#[derive(Debug)]
+pub struct Entry {
+    pub kind: Kind,
+    /// JSON.
+    pub meta: Vec<u8>,
+    pub body: Body,
+}
+
+impl Entry {
+    pub fn new(kind: Kind, meta: &impl Serialize, body: Body) -> Entry {
+        // Serializing our own plain structs cannot fail; an empty object keeps the record valid.
+        let meta = serde_json::to_vec(meta).unwrap_or_else(|_| b"{}".to_vec());
+        Entry { kind, meta, body }
+    }
+}
+
+/// Why the journal could not do its job.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal i/o error: {0}")]
+    Io(String),
+    #[error(
+        "journal damaged at segment {segment} offset {offset}: {reason}; run `handoff archive verify`"
+    )]
+    Corrupt {
+        segment: u64,
+        offset: u64,
+        reason: String,
+    },
+    #[error("journal is not healthy after an earlier write error: {0}")]
+    Unhealthy(String),
+    #[error("journal writer is not running")]
+    Stopped,
+}
+
+impl From<io::Error> for JournalError {
+    fn from(e: io::Error) -> Self {
+        JournalError::Io(e.to_string())
+    }
+}
+
+/// What recovery at open found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut from a torn tail (kept in `torn-*.bin` beside the segments).
+    pub cut_bytes: u64,
+    pub segments: usize,
+}
+
+/// Timing of one batch, for metrics.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    pub records: usize,
+    pub bytes: u64,
+    pub fsync: std::time::Duration,
+}
+
+/// The appending end of a journal directory.
+#[derive(Debug)]
+pub struct Writer {
+    dir: PathBuf,
+    lock: File,
+    segment: u64,
+    file: File,
+    /// Length of the segment file up to the last durable record.
+    len: u64,
+    head: Hash,
+    records_in_segment: u64,
+    max_segment: u64,
+    /// Set when a failed batch could not be cut back; cleared by a successful repair.
+    broken: Option<String>,
+}
+
+impl Writer {
+    /// Opens (creating if needed) the journal in `dir`, cutting a torn tail.
+    pub fn open(dir: &Path, max_segment: u64) -> Result<(Writer, Recovery), JournalError> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))?;
+        lock.lock()?;
+        let result = Writer::open_locked(dir, lock.try_clone()?, max_segment);
+        lock.unlock()?;
+        result
+    }
+
+    fn open_locked(
+        dir: &Path,
+        lock: File,
+        max_segment: u64,
+    ) -> Result<(Writer, Recovery), JournalError> {
+        let mut recovery = Recovery::default();
+        let segments = list_segments(dir)?;
+        recovery.segments = segments.len();
+        let Some(&last) = segments.last() else {
+            let w = Writer::create_segment(dir, lock, 1, [0; 32], max_segment)?;
+            return Ok((w, recovery));
+        };
+        let path = segment_path(dir, last);
+        let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let (len, head, records, last_kind) = scan_tail(dir, &mut file, last, &mut recovery)?;
+        if records == 0 {
+            // The segment start itself was torn: write it again, linked to the previous segment.
+            drop(file);
+            std::fs::remove_file(&path)?;
+            let prev = match segments.len() {
+                1 => [0; 32],
+                _ => last_hash_of(dir, segments[segments.len() - 2])?,
+            };
+            let w = Writer::create_segment(dir, lock, last, prev, max_segment)?;
+            return Ok((w, recovery));
+        }
+        if last_kind == Some(Kind::Seal) {
+            let w = Writer::create_segment(dir, lock, last + 1, head, max_segment)?;
+            return Ok((w, recovery));
+        }
+        let w = Writer {
+            dir: dir.to_path_buf(),
+            lock,
+            segment: last,
+            file,
+            len,
+            head,
+            records_in_segment: records,
+            max_segment,
+            broken: None,
+        };
+        Ok((w, recovery))
+    }
+
+    /// Creates segment `n` with its start record and makes it durable.
+    fn create_segment(
+        dir: &Path,
+        lock: File,
+        n: u64,
+        prev: Hash,
+        max_segment: u64,
+    ) -> Result<Writer, JournalError> {
+        let path = segment_path(dir, n);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            lock,
+            segment: n,
+            file,
+            len: 0,
+            head: prev,
+            records_in_segment: 0,
+            max_segment,
+            broken: None,
+        };
+        let meta = serde_json::json!({ "segment": n, "created": jiff::Timestamp::now() });
+        let mut entry = Entry::new(Kind::SegmentStart, &meta, Body::Bytes(Vec::new()));
+        w.write_entry(&mut entry)?;
+        w.file.sync_data()?;
+        sync_dir(dir)?;
+        w.len = w.file.metadata()?.len();
+        Ok(w)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segment being appended to.
+    pub fn current_segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// Runs `f` with the journal locked against other writers and caught up with them.
+    pub fn locked<T>(
+        &mut self,
+        f: impl FnOnce(&mut Writer) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.lock.lock()?;
+        let result = self.catch_up().and_then(|()| f(self));
+        let _ = self.lock.unlock();
+        result
+    }
+
+    /// [`Writer::append`] for a caller that already holds the lock (inside [`Writer::locked`]).
+    pub fn append_while_locked(
+        &mut self,
+        entries: &mut [Entry],
+    ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        self.append_locked(entries)
+    }
+
+    /// The hash of the last durable record.
+    pub fn head(&self) -> Hash {
+        self.head
+    }
+
+    /// Appends `entries` as one batch: written, then made durable with one fsync. Either every
+    /// entry is durable and its id returned, or none is and the journal is cut back to where it
+    /// was (so a record that was not acknowledged never lingers half-written).
+    pub fn append(
+        &mut self,
+        entries: &mut [Entry],
+    ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        self.lock.lock()?;
+        let result = self.append_locked(entries);
+        let _ = self.lock.unlock();
+        result
+    }
+
+    fn append_locked(
+        &mut self,
+        entries: &mut [Entry],
+    ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        if let Some(why) = self.broken.clone() {
+            self.repair()
+                .map_err(|e| JournalError::Unhealthy(format!("{why}; repair failed: {e}")))?;
+        }
+        self.catch_up()?;
+        let start = (self.segment, self.len, self.head, self.records_in_segment);
+        match self.write_batch(entries) {
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                // Nothing of this batch is acknowledged. Cut the file back to the last durable
+                // record; if the data written before the failure cannot be trusted (a failed
+                // fsync may have dropped dirty pages, the PostgreSQL lesson), neither can the
+                // file handle, so it is reopened.
+                if self.segment != start.0 {
+                    // A roll happened inside the failed batch: remove the new segment.
+                    let _ = std::fs::remove_file(segment_path(&self.dir, self.segment));
+                }
+                self.segment = start.0;
+                self.len = start.1;
+                self.head = start.2;
+                self.records_in_segment = start.3;
+                if let Err(r) = self.repair() {
+                    self.broken = Some(format!("{e}; cut back failed: {r}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        entries: &mut [Entry],
+    ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
+        for entry in entries.iter_mut() {
+            let need = HEADER_LEN as u64
+                + entry.meta.len() as u64
+                + entry.body.len()
+                + format::HASH_LEN as u64;
+            if self.len + need > self.max_segment && self.records_in_segment > 1 {
+                self.roll()?;
+            }
+            ids.push(RecordId {
+                segment: self.segment,
+                offset: self.len,
+            });
+            self.write_entry(entry)?;
+            bytes += need;
+        }
+        let t = Instant::now();
+        self.file.sync_data()?;
+        let fsync = t.elapsed();
+        Ok((
+            ids,
+            BatchStats {
+                records: entries.len(),
+                bytes,
+                fsync,
+            },
+        ))
+    }
+
+    /// Writes one record at the end of the current segment (not yet durable).
+    fn write_entry(&mut self, entry: &mut Entry) -> Result<(), JournalError> {
+        let header = Header {
+            kind: entry.kind,
+            meta_len: entry.meta.len() as u32,
+            body_len: entry.body.len(),
+            prev: self.head,
+        };
+        let raw = header.encode();
+        let mut hasher = RecordHasher::new(&raw);
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &self.file);
+        out.write_all(&raw)?;
+        hasher.update(&entry.meta);
+        out.write_all(&entry.meta)?;
+        match &mut entry.body {
+            Body::Bytes(b) => {
+                hasher.update(b);
+                out.write_all(b)?;
+            }
+            Body::File { file, len } => {
+                file.seek(SeekFrom::Start(0))?;
+                let mut remaining = *len;
+                let mut buf = vec![0u8; 64 * 1024];
+                while remaining > 0 {
+                    let n = remaining.min(buf.len() as u64) as usize;
+                    file.read_exact(&mut buf[..n])?;
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])?;
+                    remaining -= n as u64;
+                }
+            }
+        }
+        let hash = hasher.finish();
+        out.write_all(&hash)?;
+        out.flush()?;
+        drop(out);
+        self.len += header.record_len();
+        self.head = hash;
+        self.records_in_segment += 1;
+        Ok(())
+    }
+
+    /// Seals the current segment and starts the next one.
+    fn roll(&mut self) -> Result<(), JournalError> {
+        let meta = serde_json::json!({
+            "segment": self.segment,
+            "records": self.records_in_segment,
+            "sealed": jiff::Timestamp::now(),
+        });
+        let mut seal = Entry::new(Kind::Seal, &meta, Body::Bytes(Vec::new()));
+        self.write_entry(&mut seal)?;
+        self.file.sync_data()?;
+        let path = segment_path(&self.dir, self.segment);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        let next = Writer::create_segment(
+            &self.dir,
+            self.lock.try_clone()?,
+            self.segment + 1,
+            self.head,
+            self.max_segment,
+        )?;
+        let Writer {
+            file,
+            len,
+            head,
+            records_in_segment,
+            segment,
+            ..
+        } = next;
+        self.file = file;
+        self.len = len;
+        self.head = head;
+        self.records_in_segment = records_in_segment;
+        self.segment = segment;
+        Ok(())
+    }
+
+    /// Cuts the current segment back to the last durable record and reopens it.
+    fn repair(&mut self) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, self.segment);
+        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        file.set_len(self.len)?;
+        file.sync_all()?;
+        self.file = file;
+        self.broken = None;
+        Ok(())
+    }
+
+    /// Picks up records another process appended since our last batch.
+    fn catch_up(&mut self) -> Result<(), JournalError> {
+        let segments = list_segments(&self.dir)?;
+        let newest = segments.last().copied().unwrap_or(self.segment);
+        let on_disk = self.file.metadata()?.len();
+        if newest == self.segment && on_disk == self.len {
+            return Ok(());
+        }
+        for n in self.segment..=newest {
+            if n != self.segment {
+                self.segment = n;
+                self.file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(segment_path(&self.dir, n))?;
+                self.len = 0;
+                self.records_in_segment = 0;
+            }
+            let mut read = self.file.try_clone()?;
+            let file_len = read.metadata()?.len();
+            while self.len < file_len {
+                let info = read_record(&mut read, n, self.len, file_len).map_err(|e| {
+                    JournalError::Corrupt {
+                        segment: n,
+                        offset: self.len,
+                        reason: e.to_string(),
+                    }
+                })?;
+                self.head = info.hash;
+                self.len = info.end();
+                self.records_in_segment += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scans the last segment: returns its durable length, last hash, record count and last kind,
+/// cutting a torn tail. Damage followed by valid records is not a torn tail: refuse.
+fn scan_tail(
+    dir: &Path,
+    file: &mut File,
+    segment: u64,
+    recovery: &mut Recovery,
+) -> Result<(u64, Hash, u64, Option<Kind>), JournalError> {
+    let file_len = file.metadata()?.len();
+    let mut offset = 0;
+    let mut head = [0u8; 32];
+    let mut records = 0;
+    let mut last_kind = None;
+    while offset < file_len {
+        match read_record(file, segment, offset, file_len) {
+            Ok(info) => {
+                head = info.hash;
+                last_kind = Some(info.header.kind);
+                offset = info.end();
+                records += 1;
+            }
+            Err(ReadError::Io(e)) => return Err(e.into()),
+            Err(e) => {
+                if let Some(at) = segment::valid_header_after(file, offset, file_len)? {
+                    return Err(JournalError::Corrupt {
+                        segment,
+                        offset,
+                        reason: format!("{e}, but a valid record follows at offset {at}"),
+                    });
+                }
+                // A torn tail: keep the cut bytes for inspection, then cut.
+                let mut torn = Vec::new();
+                file.seek(SeekFrom::Start(offset))?;
+                file.take(file_len - offset).read_to_end(&mut torn)?;
+                let keep = dir.join(format!("torn-{segment:010}-{offset}.bin"));
+                std::fs::write(&keep, &torn)?;
+                std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o600))?;
+                tracing::warn!(segment, offset, bytes = torn.len(), kept = %keep.display(), "journal: cut a torn tail ({e})");
+                file.set_len(offset)?;
+                file.sync_all()?;
+                recovery.cut_bytes += torn.len() as u64;
+                break;
+            }
+        }
+    }
+    Ok((offset, head, records, last_kind))
+}
+
+/// The hash of the last record of a (sealed) segment.
+fn last_hash_of(dir: &Path, n: u64) -> Result<Hash, JournalError> {
+    let mut file = File::open(segment_path(dir, n))?;
+    let len = file.metadata()?.len();
+    let mut offset = 0;
+    let mut head = [0u8; 32];
+    while offset < len {
+        let info = read_record(&mut file, n, offset, len).map_err(|e| JournalError::Corrupt {
+            segment: n,
+            offset,
+            reason: e.to_string(),
+        })?;
+        head = info.hash;
+        offset = info.end();
+    }
+    Ok(head)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

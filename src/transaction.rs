@@ -1,0 +1,469 @@
+//! One mail transaction, whatever front end it came through (milter or LMTP/SMTP): the policy
+//! decisions at MAIL and RCPT, what the envelope becomes at end of data, and the facts the
+//! journal records. Pure: no I/O; the front ends only translate to and from their protocols.
+//!
+//! - **MAIL**: a disabled, frozen or deleted account may not send when the session authenticated
+//!   as it or the mail was submitted locally.
+//! - **RCPT**: refused recipients get their 4xx/5xx, each on its own.
+//! - **End of data**: departed and alias recipients become their targets ([`Edit`]s), the loop
+//!   marker is added, and a message that carries the marker for a departed account stays with
+//!   that account instead of being forwarded again.
+//!
+//! Local submission (sendmail(1)) cannot be refused recipient by recipient (Postfix treats a
+//! reject of its simulated RCPT as a configuration error, MILTER_README), so there every
+//! refusal waits for the end of data and refuses the whole message: permanent bounces it to the
+//! sender, temporary keeps it queued.
+
+use std::sync::Arc;
+
+use jiff::civil::Date;
+
+use crate::address::Address;
+use crate::engine::{self, Resolution, SenderVerdict, Verdict};
+use crate::journal::record::{MessageMeta, RecipientMeta, RefusedMeta};
+use crate::policy::{SmtpReply, State};
+use crate::runtime::store::Snapshot;
+
+/// The header that marks a message handoff has already forwarded for an account. A message that
+/// comes back carrying the marker for a departed account is kept in that account's mailbox and
+/// not forwarded again, so two systems that forward to each other cannot loop.
+pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
+
+/// Headers kept per message, for loop detection, the log line and the auto-reply rules. Postfix
+/// caps one header at `header_size_limit` (102400); the sum is bounded here so a message with
+/// thousands of headers cannot grow memory without bound. Headers past the cap are not kept
+/// here (the journal still stores the whole message).
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// Facts about the SMTP client.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    /// Local submission (sendmail(1), qmqpd): sender checks apply and refusals wait for the end
+    /// of data.
+    pub local_submission: bool,
+}
+
+/// One accepted recipient and its decision.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// As the client sent it (milter: with `<>`; DELRCPT must match it exactly).
+    pub raw: String,
+    pub resolution: Resolution,
+}
+
+/// A change to the message at end of data, for the front end to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Take this recipient (as the client wrote it) out of the envelope.
+    RemoveRecipient(String),
+    AddRecipient(Address),
+    /// Append a header; the value has no leading space.
+    AddHeader {
+        name: String,
+        value: String,
+    },
+}
+
+/// What happens to the whole message at end of data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Accept with the edits in [`Message::edits`].
+    Accept,
+    /// Refuse the whole message (local submission only, or a blocked sender).
+    Refuse(SmtpReply),
+    /// The front end cannot carry out the edits this message needs (milter actions not granted).
+    CannotRewrite,
+}
+
+/// What to tell the client about one RCPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    Accepted,
+    /// Refuse this recipient now.
+    Refused(SmtpReply),
+    /// Accept for now; the refusal comes at end of data (local submission).
+    RefusedLater,
+}
+
+/// A finished message, for the journal, the auto-reply component and the log.
+#[derive(Debug)]
+pub struct Message {
+    pub snapshot: Arc<Snapshot>,
+    pub client: Client,
+    /// The MTA's queue id, when known.
+    pub queue_id: Option<String>,
+    pub sender: Option<Address>,
+    pub sender_raw: String,
+    pub auth_user: Option<String>,
+    pub recipients: Vec<Recipient>,
+    /// Recipients refused in this transaction (not part of the message), with their replies.
+    pub refused: Vec<(String, SmtpReply)>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers_truncated: bool,
+    pub body_bytes: u64,
+    pub outcome: MessageOutcome,
+    /// The envelope and header changes to make once stored.
+    pub edits: Vec<Edit>,
+    /// The external archive added as a recipient, if configured.
+    pub copy_to: Option<Address>,
+}
+
+impl Message {
+    /// The Message-ID header, if present.
+    pub fn message_id(&self) -> Option<String> {
+        self.header("message-id")
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+    }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The final envelope: every recipient's targets, and the external archive.
+    pub fn final_recipients(&self) -> Vec<Address> {
+        let mut finals: Vec<Address> = Vec::new();
+        for a in self
+            .recipients
+            .iter()
+            .flat_map(|r| r.resolution.deliver.iter())
+            .chain(self.copy_to.iter())
+        {
+            if !finals.contains(a) {
+                finals.push(a.clone());
+            }
+        }
+        finals
+    }
+
+    /// The journal record's facts about this transaction. `origin`: `milter`, `lmtp`.
+    pub fn archive_meta(&self, size: u64, origin: &str) -> MessageMeta {
+        let policy = &self.snapshot.policy;
+        let mut accounts: Vec<String> = Vec::new();
+        let mut push = |a: &Address| {
+            if !accounts.iter().any(|x| x == a.as_str()) {
+                accounts.push(a.to_string());
+            }
+        };
+        for r in &self.recipients {
+            for s in &r.resolution.steps {
+                if let engine::Step::State { address, .. } = s {
+                    push(address);
+                }
+            }
+        }
+        if let Some(acc) = self.sender.as_ref().and_then(|s| policy.account(s)) {
+            push(&acc.address);
+        }
+        let mut departments: Vec<String> = Vec::new();
+        for a in &accounts {
+            let dept = Address::from_envelope(a)
+                .and_then(|a| policy.account(&a))
+                .and_then(|acc| acc.department.clone());
+            if let Some(d) = dept.filter(|d| !departments.contains(d)) {
+                departments.push(d);
+            }
+        }
+        MessageMeta {
+            time: jiff::Timestamp::now().to_string(),
+            origin: origin.into(),
+            queue_id: self.queue_id.clone(),
+            message_id: self.message_id(),
+            client_address: Some(self.client.address.clone()).filter(|a| !a.is_empty()),
+            client_hostname: Some(self.client.hostname.clone()).filter(|h| !h.is_empty()),
+            local_submission: self.client.local_submission,
+            sender: self
+                .sender
+                .as_ref()
+                .map_or_else(String::new, |a| a.to_string()),
+            auth_user: self.auth_user.clone(),
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| RecipientMeta {
+                    address: r.resolution.recipient.to_string(),
+                    rule: r.resolution.rule.as_str().to_string(),
+                    deliver: r.resolution.deliver.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            refused: self
+                .refused
+                .iter()
+                .map(|(raw, reply)| RefusedMeta {
+                    address: raw.clone(),
+                    reply: reply.to_string(),
+                })
+                .collect(),
+            final_recipients: self
+                .final_recipients()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            copy_to: self.copy_to.as_ref().map(|a| a.to_string()),
+            accounts,
+            departments,
+            policy_generation: self.snapshot.generation,
+            size,
+        }
+    }
+}
+
+/// A transaction in progress, from MAIL to end of data.
+#[derive(Debug)]
+pub struct Transaction {
+    snapshot: Arc<Snapshot>,
+    local_submission: bool,
+    sender_raw: String,
+    sender: Option<Address>,
+    auth_user: Option<String>,
+    /// A sender refusal that waits for end of data (local submission).
+    blocked: Option<SmtpReply>,
+    recipients: Vec<Recipient>,
+    refused: Vec<(String, SmtpReply)>,
+    headers: Vec<(String, Vec<u8>)>,
+    header_bytes: usize,
+    headers_truncated: bool,
+    /// Accounts whose loop marker the message carries.
+    loop_marked: Vec<Address>,
+    body_bytes: u64,
+}
+
+impl Transaction {
+    /// Starts a transaction at MAIL with the policy `snapshot` (used to the end). `Err`: refuse
+    /// the MAIL command now with this reply (a blocked sender on an SMTP session).
+    pub fn begin(
+        snapshot: Arc<Snapshot>,
+        client: &Client,
+        sender_raw: String,
+        auth_user: Option<String>,
+        today: Date,
+    ) -> Result<Transaction, SmtpReply> {
+        let sender = Address::from_envelope(&sender_raw);
+        let mut blocked = None;
+        if auth_user.is_some() || client.local_submission {
+            let policy = &snapshot.policy;
+            let mut candidates: Vec<Address> = sender.iter().cloned().collect();
+            if let Some(login) = &auth_user {
+                match login.contains('@') {
+                    true => candidates.extend(Address::from_envelope(login)),
+                    // A bare SASL login names the user in one of the local domains.
+                    false => candidates.extend(
+                        policy
+                            .local_domains
+                            .iter()
+                            .filter_map(|d| Address::from_envelope(&format!("{login}@{d}"))),
+                    ),
+                }
+            }
+            blocked = candidates.iter().find_map(|a| {
+                match engine::check_sender(policy, Some(a), today) {
+                    SenderVerdict::Block { reply, .. } => Some(reply),
+                    SenderVerdict::Allow => None,
+                }
+            });
+        }
+        if let (Some(reply), false) = (&blocked, client.local_submission) {
+            return Err(reply.clone());
+        }
+        Ok(Transaction {
+            snapshot,
+            local_submission: client.local_submission,
+            sender_raw,
+            sender,
+            auth_user,
+            blocked,
+            recipients: Vec::new(),
+            refused: Vec::new(),
+            headers: Vec::new(),
+            header_bytes: 0,
+            headers_truncated: false,
+            loop_marked: Vec::new(),
+            body_bytes: 0,
+        })
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// Decides one recipient.
+    pub fn rcpt(&mut self, raw: String, today: Date) -> RcptOutcome {
+        let Some(address) = Address::from_envelope(&raw) else {
+            // An empty RCPT TO (postmaster without domain is not empty): not ours to judge.
+            return RcptOutcome::Accepted;
+        };
+        let resolution = engine::resolve(&self.snapshot.policy, &address, today);
+        match &resolution.verdict {
+            Verdict::Deliver => {
+                self.recipients.push(Recipient { raw, resolution });
+                RcptOutcome::Accepted
+            }
+            Verdict::Reject(reply) | Verdict::Defer(reply) => {
+                self.refused.push((raw, reply.clone()));
+                match self.local_submission {
+                    true => RcptOutcome::RefusedLater,
+                    false => RcptOutcome::Refused(reply.clone()),
+                }
+            }
+        }
+    }
+
+    /// Whether any recipient was accepted.
+    pub fn has_recipients(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+
+    /// Keeps a header (bounded by [`MAX_HEADER_BYTES`]) and notes handoff's loop marker.
+    pub fn add_header(&mut self, name: String, value: Vec<u8>) {
+        let size = name.len() + value.len();
+        if self.header_bytes + size > MAX_HEADER_BYTES {
+            self.headers_truncated = true;
+            return;
+        }
+        self.header_bytes += size;
+        if name.eq_ignore_ascii_case(LOOP_HEADER) {
+            let text = String::from_utf8_lossy(&value);
+            for part in text.split([',', ' ', '\t', '\n', '\r']) {
+                if let Some(a) = Address::from_envelope(part) {
+                    self.loop_marked.push(a);
+                }
+            }
+        }
+        self.headers.push((name, value));
+    }
+
+    pub fn add_body_bytes(&mut self, n: u64) {
+        self.body_bytes += n;
+    }
+
+    /// Ends the transaction: the outcome for the whole message and its edits.
+    pub fn finish(mut self, client: Client, queue_id: Option<String>) -> Message {
+        self.apply_loop_markers();
+        let outcome = match (&self.blocked, self.refused.first()) {
+            (Some(reply), _) => MessageOutcome::Refuse(reply.clone()),
+            (None, Some((_, reply))) if self.local_submission => {
+                // Temporary beats permanent: a frozen recipient keeps the message queued.
+                let temp = self
+                    .refused
+                    .iter()
+                    .find(|(_, r)| r.code() < 500)
+                    .map(|(_, r)| r.clone());
+                MessageOutcome::Refuse(temp.unwrap_or_else(|| reply.clone()))
+            }
+            _ => MessageOutcome::Accept,
+        };
+        let copy_to = self
+            .snapshot
+            .policy
+            .settings
+            .copy_to
+            .clone()
+            .filter(|_| !self.recipients.is_empty());
+        let edits = self.edits(copy_to.as_ref());
+        Message {
+            snapshot: self.snapshot,
+            client,
+            queue_id,
+            sender: self.sender,
+            sender_raw: self.sender_raw,
+            auth_user: self.auth_user,
+            recipients: self.recipients,
+            refused: self.refused,
+            headers: self.headers,
+            headers_truncated: self.headers_truncated,
+            body_bytes: self.body_bytes,
+            outcome,
+            edits,
+            copy_to,
+        }
+    }
+
+    /// A departed account whose marker the message already carries keeps the message and does
+    /// not forward it again.
+    fn apply_loop_markers(&mut self) {
+        if self.loop_marked.is_empty() {
+            return;
+        }
+        for r in &mut self.recipients {
+            let Some(acc) = r.resolution.steps.iter().find_map(|s| match s {
+                engine::Step::State {
+                    address,
+                    state: State::Departed,
+                    ..
+                } => Some(address.clone()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if r.resolution.rule == engine::Rule::Departed && self.loop_marked.contains(&acc) {
+                let original = r.resolution.recipient.clone();
+                r.resolution
+                    .steps
+                    .push(engine::Step::LoopMarked { account: acc });
+                r.resolution.deliver = vec![original];
+            }
+        }
+    }
+
+    /// Removal of original recipients no longer in the envelope, additions of new ones (and of
+    /// the external archive), and a loop marker per departed account forwarded.
+    fn edits(&self, copy_to: Option<&Address>) -> Vec<Edit> {
+        let originals: Vec<&Address> = self
+            .recipients
+            .iter()
+            .map(|r| &r.resolution.recipient)
+            .collect();
+        let mut finals: Vec<&Address> = Vec::new();
+        for a in self
+            .recipients
+            .iter()
+            .flat_map(|r| r.resolution.deliver.iter())
+        {
+            if !finals.contains(&a) {
+                finals.push(a);
+            }
+        }
+        let mut edits = Vec::new();
+        let mut removed: Vec<&str> = Vec::new();
+        for r in &self.recipients {
+            if !finals.contains(&&r.resolution.recipient) && !removed.contains(&r.raw.as_str()) {
+                removed.push(&r.raw);
+                edits.push(Edit::RemoveRecipient(r.raw.clone()));
+            }
+        }
+        for a in &finals {
+            if !originals.contains(a) {
+                edits.push(Edit::AddRecipient((*a).clone()));
+            }
+        }
+        if let Some(c) = copy_to.filter(|c| !finals.contains(c)) {
+            edits.push(Edit::AddRecipient(c.clone()));
+        }
+        let mut marked: Vec<&Address> = Vec::new();
+        for s in self
+            .recipients
+            .iter()
+            .flat_map(|r| r.resolution.steps.iter())
+        {
+            if let engine::Step::Forward { from, .. } = s
+                && !marked.contains(&from)
+                && !self.loop_marked.contains(from)
+            {
+                marked.push(from);
+            }
+        }
+        for m in marked {
+            edits.push(Edit::AddHeader {
+                name: LOOP_HEADER.to_string(),
+                value: m.to_string(),
+            });
+        }
+        edits
+    }
+}
