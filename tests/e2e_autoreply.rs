@@ -256,6 +256,29 @@ fn a_departed_user_answers_once_per_sender_even_across_a_restart() {
     assert!(accepted(&t), "{t}");
     let got = wait_replies(&lab, 2);
     assert!(got.iter().any(|r| r.rcpt_to == ["other@example.net"]));
+    // Switching the store is a restart-only setting: a reload says so and keeps the memory
+    // that knows both senders.
+    let text = std::fs::read_to_string(daemon.config_path()).unwrap();
+    let text = text.replace("days = 7", "days = 7\nstore = \"redis://127.0.0.1:1/\"");
+    std::fs::write(daemon.config_path(), text).unwrap();
+    daemon.signal("HUP");
+    wait_for(TIMEOUT, "a restart-needed warning", || {
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("restart") && l.contains("autoreply.store"))
+            .then_some(())
+    });
+    let t = send(
+        &lab,
+        "other@example.net",
+        &["gone@corp.example"],
+        message("other@example.net", "gone@corp.example", "Hello 5", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Hello 5", "cs@corp.example");
+    wait_metric(&daemon, &suppressed("already_replied"), 2.0);
+    assert_eq!(replies(&lab).len(), 2);
 }
 
 #[test]

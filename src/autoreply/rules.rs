@@ -872,6 +872,42 @@ mod tests {
     }
 
     #[test]
+    fn values_with_their_leading_space_and_folds() {
+        // With HDR_LEADSPC Postfix passes each value as written, leading space included.
+        let list = [
+            ("To", " Gone\n\t<gone@corp.example>"),
+            ("Auto-Submitted", " no"),
+            ("Precedence", " first-class"),
+            ("X-Auto-Response-Suppress", " DR"),
+            ("X-Spam-Status", " No, score=0.1"),
+        ];
+        assert_eq!(
+            judge_with(
+                Some("ext@partner.example"),
+                &list,
+                &[],
+                AuthPolicy::default()
+            ),
+            Ok(())
+        );
+        let spam = [
+            ("To", " gone@corp.example"),
+            ("X-Spam-Status", " Yes, score=9"),
+        ];
+        assert_eq!(
+            judge_with(
+                Some("ext@partner.example"),
+                &spam,
+                &[],
+                AuthPolicy::default()
+            ),
+            Err(Suppression::Spam)
+        );
+        let f = Facts::from_headers(&headers(&[("Subject", " Hi\n there")]), false, LOOP);
+        assert_eq!(f.subject.as_deref(), Some("Hi there"));
+    }
+
+    #[test]
     fn truncated_headers() {
         let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), true, LOOP);
         let account = a("gone@corp.example");
