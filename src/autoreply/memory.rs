@@ -35,7 +35,7 @@ use crate::address::Address;
 /// being tried.
 pub const PENDING_SECS: u32 = 30 * 60;
 /// The longest `days` the policy allows; older entries are dropped when the log is loaded.
-const MAX_DAYS: u32 = 60;
+pub const MAX_DAYS: u32 = 60;
 /// The embedded store's capacity. 1,500,000 pairs fit in 2^21 hash buckets: about 44 MB. At
 /// the default caps (1000 replies an hour) seven days make at most 168,000 pairs.
 pub const MAX_PAIRS: usize = 1_500_000;

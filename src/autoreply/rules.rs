@@ -133,6 +133,19 @@ const ADDRESSED_HEADERS: [HeaderName<'static>; 5] = [
     HeaderName::ResentCc,
 ];
 
+/// The headers mail-parser reads for [`Facts`]: address lists, and what the reply quotes.
+const STRUCTURED_HEADERS: [&str; 9] = [
+    "To",
+    "Cc",
+    "Bcc",
+    "Resent-To",
+    "Resent-Cc",
+    "From",
+    "Subject",
+    "Message-ID",
+    "References",
+];
+
 /// What the rules and the reply need from one message's headers, read once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -218,18 +231,7 @@ impl Facts {
             } else if let Some(list) = LIST_HEADERS.iter().find(|h| is(h)) {
                 f.list_header.get_or_insert(list);
             }
-            let structured = [
-                "To",
-                "Cc",
-                "Bcc",
-                "Resent-To",
-                "Resent-Cc",
-                "From",
-                "Subject",
-            ]
-            .iter()
-            .chain(&["Message-ID", "References"])
-            .any(|h| is(h));
+            let structured = STRUCTURED_HEADERS.iter().any(|h| is(h));
             // A name with anything but printable ASCII cannot be a header mail-parser should
             // see; Postfix would not pass one, but the bytes come off the wire.
             let clean_name =
@@ -259,7 +261,7 @@ impl Facts {
                 .and_then(|a| a.first())
                 .and_then(|a| a.address())
                 .and_then(|a| a.rsplit_once('@'))
-                .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase());
+                .map(|(_, d)| d.to_ascii_lowercase());
             f.subject = m.subject().map(str::to_string);
             f.message_id = m.message_id().map(str::to_string);
             f.references = match m.header(HeaderName::References) {
