@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
+use crate::autoreply::AutoReplier;
 use crate::engine::{Rule, Verdict};
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
@@ -100,6 +101,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 pub struct Services {
     pub store: Arc<PolicyStore>,
     pub journal: Option<Journal>,
+    /// Accepted messages are offered to it once answered.
+    pub autoreply: AutoReplier,
 }
 
 impl Context for Services {
@@ -221,6 +224,8 @@ where
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
+    // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
+    let mut accepted: Vec<Box<Message>> = Vec::new();
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -249,10 +254,16 @@ where
                     let replies = session.finish(&msg, stored);
                     record(&msg, &replies, started);
                     replies.iter().for_each(|r| r.encode(&mut out));
+                    if replies.last() == Some(&Reply::Continue) {
+                        accepted.push(msg);
+                    }
                 }
                 Step::Close => {
                     if !out.is_empty() {
                         wr.write_all(&out).await?;
+                    }
+                    for m in &accepted {
+                        cx.autoreply.offer(m);
                     }
                     return Ok(());
                 }
@@ -261,6 +272,9 @@ where
         if !out.is_empty() {
             wr.write_all(&out).await?;
             out.clear();
+        }
+        for m in accepted.drain(..) {
+            cx.autoreply.offer(&m);
         }
         if *stop.borrow() && !session.in_transaction() {
             // Between messages: closing now loses nothing; Postfix reconnects for the next one.

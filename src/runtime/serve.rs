@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::reload::{self, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
+use crate::autoreply::{self, AutoReplier};
 use crate::journal::Journal;
 use crate::milter;
 use crate::milter::server::{Limits, Listener, Services};
@@ -73,12 +74,23 @@ pub async fn run_until(
             None
         }
     };
+    // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
+    let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
+        .context("cannot open the auto-reply memory")?;
+    let (autoreply, autoreply_worker) = AutoReplier::new(
+        autoreply::Config::default(),
+        memory,
+        autoreply::no_journal(),
+    );
     let services = Arc::new(Services {
         store: store.clone(),
         journal: journal.clone(),
+        autoreply,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(autoreply_worker.run(stopped(stop.clone())));
+
     // The milter listener binds first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
         let listener = Listener::bind(addr)
