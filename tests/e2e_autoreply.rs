@@ -213,6 +213,29 @@ fn a_departed_user_answers_once_per_sender_even_across_a_restart() {
         metric(d, "handoff_messages_total{outcome=\"accepted\"}"),
         1.0
     );
+    // The reply is in the archive journal, as handoff created it, byte for byte.
+    let mut created = Vec::new();
+    handoff::journal::reader::for_each_record(&d.journal_dir(), |info, file| {
+        if info.header.kind == handoff::journal::Kind::Created {
+            created.push((
+                info.meta.clone(),
+                handoff::journal::segment::read_body(file, info)?,
+            ));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(created.len(), 1, "one created record for one reply");
+    let meta: handoff::journal::record::MessageMeta =
+        serde_json::from_slice(&created[0].0).unwrap();
+    assert_eq!(
+        (meta.origin.as_str(), meta.sender.as_str()),
+        ("autoreply", "")
+    );
+    assert_eq!(meta.final_recipients, ["sender@example.net"]);
+    assert_eq!(meta.accounts, ["gone@corp.example"]);
+    let journaled = MessageParser::new().parse(&created[0].1).unwrap();
+    assert_eq!(journaled.message_id(), parsed.message_id());
 
     // The same sender again within `days`: delivered, not answered.
     let t = send(

@@ -461,3 +461,38 @@ pub(crate) fn unique_token() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The journal hook for the archive journal: each reply becomes a `created` record (envelope
+/// sender `<>`, the original sender as its only recipient, the answering account) before it is
+/// handed to the relay.
+pub fn journal_hook(journal: crate::journal::Journal) -> JournalHook {
+    use crate::journal::record::{MessageMeta, RecipientMeta};
+    use crate::journal::{Body, Entry, Kind};
+    Arc::new(move |r: &OutgoingReply| -> JournalFuture {
+        let meta = MessageMeta {
+            time: r.created.to_string(),
+            origin: "autoreply".into(),
+            queue_id: r.queue_id.clone(),
+            message_id: Some(r.message_id.clone()),
+            sender: String::new(),
+            recipients: vec![RecipientMeta {
+                address: r.to.to_string(),
+                rule: "autoreply".into(),
+                deliver: vec![r.to.to_string()],
+            }],
+            final_recipients: vec![r.to.to_string()],
+            accounts: vec![r.account.to_string()],
+            size: r.message.len() as u64,
+            ..MessageMeta::default()
+        };
+        let entry = Entry::new(Kind::Created, &meta, Body::Bytes(r.message.clone()));
+        let journal = journal.clone();
+        Box::pin(async move {
+            journal
+                .append(entry)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+}

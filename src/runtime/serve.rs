@@ -77,11 +77,12 @@ pub async fn run_until(
     // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
     let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
         .context("cannot open the auto-reply memory")?;
-    let (autoreply, autoreply_worker) = AutoReplier::new(
-        autoreply::Config::default(),
-        memory,
-        autoreply::no_journal(),
-    );
+    // Every reply is journaled before it is sent (when archiving is on).
+    let hook = journal
+        .clone()
+        .map_or_else(autoreply::no_journal, autoreply::journal_hook);
+    let (autoreply, autoreply_worker) =
+        AutoReplier::new(autoreply::Config::default(), memory, hook);
     let services = Arc::new(Services {
         store: store.clone(),
         journal: journal.clone(),
