@@ -209,16 +209,32 @@ pub enum ConnectionError {
 }
 
 /// Runs one connection to its end.
-async fn connection<S>(
-    stream: S,
+/// A milter socket. Reads and writes take turns (the protocol is request/response), so the
+/// stream is not split.
+trait MilterStream: AsyncRead + AsyncWrite + Unpin {
+    /// Called after every read that returned data.
+    fn after_read(&self) {}
+}
+
+impl MilterStream for tokio::net::UnixStream {}
+
+impl MilterStream for tokio::net::TcpStream {
+    fn after_read(&self) {
+        // Postfix asks for no reply to headers and body chunks (NR_HDR, NR_BODY), so after the
+        // DATA-stage macros nothing goes back to carry an ACK; the kernel delays it 40 ms, and
+        // Postfix's socket (Nagle on) holds its next writes until then: 40 ms per message.
+        // Quick ACKs fix that; Linux turns them off again on its own, so set them after every
+        // read. Measured: 19 → 340 msg/s for one SMTP session.
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
+async fn connection<S: MilterStream>(
+    mut stream: S,
     cx: &Services,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), ConnectionError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
+) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -260,7 +276,7 @@ where
                 }
                 Step::Close => {
                     if !out.is_empty() {
-                        wr.write_all(&out).await?;
+                        stream.write_all(&out).await?;
                     }
                     for m in &accepted {
                         cx.autoreply.offer(m);
@@ -270,7 +286,7 @@ where
             }
         }
         if !out.is_empty() {
-            wr.write_all(&out).await?;
+            stream.write_all(&out).await?;
             out.clear();
         }
         for m in accepted.drain(..) {
@@ -281,7 +297,7 @@ where
             return Ok(());
         }
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(&mut buf)) => match r {
+            r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
                 Ok(n) => n?,
                 Err(_) => return Err(ConnectionError::Idle(idle)),
             },
@@ -291,6 +307,7 @@ where
             // EOF anywhere ends the session; an unfinished message was never acknowledged.
             return Ok(());
         }
+        stream.after_read();
         decoder.feed(&buf[..n]);
     }
 }
