@@ -26,7 +26,7 @@ use jiff::civil::Date;
 
 use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
 use crate::address::Address;
-use crate::engine::{self, Resolution, SenderVerdict, Verdict};
+use crate::engine::{self, Decision, Resolution, Rule, SenderVerdict, Verdict};
 use crate::policy::SmtpReply;
 use crate::runtime::store::Snapshot;
 
@@ -233,6 +233,15 @@ struct Transaction {
     body_bytes: u64,
 }
 
+/// A refusal decided by the last MAIL (a blocked sender) or RCPT (a refused recipient, with the
+/// rule that decided it), for the caller's metrics. Reported when decided, also for local
+/// submission, where the refusal is only answered at end of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub decision: Decision,
+    pub rule: Option<Rule>,
+}
+
 /// One milter connection.
 #[derive(Debug)]
 pub struct Session {
@@ -243,6 +252,7 @@ pub struct Session {
     /// Macros as (stage letter, name without braces, value); later ones win.
     macros: Vec<(u8, String, String)>,
     tx: Option<Transaction>,
+    refusal: Option<Refusal>,
 }
 
 impl Default for Session {
@@ -260,7 +270,13 @@ impl Session {
             client: Client::default(),
             macros: Vec::new(),
             tx: None,
+            refusal: None,
         }
+    }
+
+    /// The refusal the last command decided, if any (taken: each is reported once).
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
     }
 
     /// The actions negotiated with the MTA.
@@ -449,6 +465,12 @@ impl Session {
                 }
             });
         }
+        if blocked.is_some() {
+            self.refusal = Some(Refusal {
+                decision: Decision::BlockSender,
+                rule: None,
+            });
+        }
         let immediate = match (&blocked, self.client.local_submission) {
             (Some(reply), false) => Some(reply.clone()),
             _ => None,
@@ -494,7 +516,12 @@ impl Session {
         };
         match refusal {
             Some(reply) => {
+                let refusal = Refusal {
+                    decision: resolution.decision(),
+                    rule: Some(resolution.rule),
+                };
                 tx.refused.push((raw, reply.clone()));
+                self.refusal = Some(refusal);
                 if local {
                     // Refused at end of message instead; see the module docs.
                     self.stage = Stage::Rcpt;

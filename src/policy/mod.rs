@@ -172,6 +172,9 @@ pub struct Settings {
     pub segment_bytes: u64,
     pub autoreply_days: u32,
     pub autoreply_max_per_hour: u32,
+    /// Whether the per-message log line names addresses (`[log] addresses`, default true). Takes
+    /// effect on reload.
+    pub log_addresses: bool,
 }
 
 impl Settings {
