@@ -15,6 +15,8 @@
 //! live in [`runtime::metrics`] only.
 
 pub mod address;
+pub mod admin;
+mod admin_cli;
 mod archive_cli;
 pub mod cli;
 pub mod engine;
