@@ -97,7 +97,7 @@ pub fn import(config: &Path, csv: &Path) -> ExitCode {
             println!("import: {} rows applied from {name}", rows.len());
             ExitCode::SUCCESS
         }
-        Err(AdminError::Invalid(_)) => {
+        Err(AdminError::Invalid(_) | AdminError::Edit { .. }) => {
             // Find the rows to blame: add them one at a time to the rows that work so far. Only
             // on failure, so the common case validates once.
             let mut good: Vec<Edit> = Vec::new();

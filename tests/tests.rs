@@ -4,6 +4,7 @@
 mod daemon;
 mod support;
 
+mod admin;
 mod alias_graphs;
 mod e2e_journal;
 mod e2e_milter;
