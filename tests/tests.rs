@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod alias_graphs;
+mod deploy;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
