@@ -379,5 +379,6 @@ fn status_reads_the_disk_when_no_daemon_runs() {
         "{out}"
     );
     assert!(out.contains("1 accounts (1 active"), "{out}");
-    assert!(out.contains("journal: "), "{out}");
+    let journal = format!("journal: {} (", d.path("journal").display());
+    assert!(out.contains(&journal), "{out}");
 }

@@ -97,11 +97,36 @@ fn every_listed_metric_moves_by_what_was_sent() {
         assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
     };
     // deliver (active, unlisted), forward (with and without copy), alias.
-    ok(&send(&lab, "s@example.net", &["alice@corp.example"], message("active")));
-    ok(&send(&lab, "s@example.net", &["nobody@corp.example"], message("unlisted")));
-    ok(&send(&lab, "s@example.net", &["keep@corp.example"], message("keep")));
-    ok(&send(&lab, "s@example.net", &["gone@corp.example"], message("gone")));
-    ok(&send(&lab, "s@example.net", &["sales@corp.example"], message("alias")));
+    ok(&send(
+        &lab,
+        "s@example.net",
+        &["alice@corp.example"],
+        message("active"),
+    ));
+    ok(&send(
+        &lab,
+        "s@example.net",
+        &["nobody@corp.example"],
+        message("unlisted"),
+    ));
+    ok(&send(
+        &lab,
+        "s@example.net",
+        &["keep@corp.example"],
+        message("keep"),
+    ));
+    ok(&send(
+        &lab,
+        "s@example.net",
+        &["gone@corp.example"],
+        message("gone"),
+    ));
+    ok(&send(
+        &lab,
+        "s@example.net",
+        &["sales@corp.example"],
+        message("alias"),
+    ));
     // Refused at RCPT, one state each; the transactions end without DATA.
     let t = send(&lab, "s@example.net", &["dis@corp.example"], message("dis"));
     assert_eq!(t.rcpt("dis@corp.example").status(), "550 5.2.1", "{t}");
@@ -142,8 +167,14 @@ fn every_listed_metric_moves_by_what_was_sent() {
         (r#"handoff_recipients_total{decision="deliver"}"#, 3.0),
         (r#"handoff_recipients_total{decision="forward"}"#, 2.0),
         (r#"handoff_recipients_total{decision="alias"}"#, 1.0),
-        (r#"handoff_recipients_total{decision="reject_disabled"}"#, 2.0),
-        (r#"handoff_recipients_total{decision="reject_deleted"}"#, 1.0),
+        (
+            r#"handoff_recipients_total{decision="reject_disabled"}"#,
+            2.0,
+        ),
+        (
+            r#"handoff_recipients_total{decision="reject_deleted"}"#,
+            1.0,
+        ),
         (r#"handoff_recipients_total{decision="defer_frozen"}"#, 1.0),
         (r#"handoff_recipients_total{decision="block_sender"}"#, 1.0),
         (r#"handoff_rule_hits_total{rule="active"}"#, 2.0),
@@ -187,7 +218,11 @@ fn every_listed_metric_moves_by_what_was_sent() {
         ),
         value(&after, r#"handoff_milter_stage_seconds_count{stage="eom"}"#)
     );
-    assert!(after.keys().any(|k| k.starts_with("handoff_journal_fsync_seconds_bucket{le=")));
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("handoff_journal_fsync_seconds_bucket{le="))
+    );
 
     // The policy gauges.
     for (state, n) in [
@@ -206,7 +241,10 @@ fn every_listed_metric_moves_by_what_was_sent() {
     assert_eq!(d.http_get("/readyz").0, 200);
 
     // A reload: generation, reload counter and reload time move; a refused one counts too.
-    let loaded = value(&after, "handoff_policy_last_reload_success_timestamp_seconds");
+    let loaded = value(
+        &after,
+        "handoff_policy_last_reload_success_timestamp_seconds",
+    );
     let mut text = std::fs::read_to_string(d.config_path()).unwrap();
     text.push_str("\n[accounts.\"new@corp.example\"]\nstate = \"frozen\"\n");
     std::fs::write(d.config_path(), &text).unwrap();
@@ -225,8 +263,16 @@ fn every_listed_metric_moves_by_what_was_sent() {
         1.0
     );
     assert_eq!(value(&last, "handoff_policy_generation"), 2.0);
-    assert_eq!(value(&last, r#"handoff_policy_accounts{state="frozen"}"#), 2.0);
-    assert!(value(&last, "handoff_policy_last_reload_success_timestamp_seconds") >= loaded);
+    assert_eq!(
+        value(&last, r#"handoff_policy_accounts{state="frozen"}"#),
+        2.0
+    );
+    assert!(
+        value(
+            &last,
+            "handoff_policy_last_reload_success_timestamp_seconds"
+        ) >= loaded
+    );
 
     // /status says the same.
     let (code, body) = d.http_get("/status");
@@ -268,7 +314,12 @@ fn the_message_line_can_leave_out_addresses() {
     // The default names them.
     let d = Daemon::start(POLICY);
     let lab = lab_for(&d);
-    send(&lab, "loud@example.net", &["gone@corp.example"], message("loud"));
+    send(
+        &lab,
+        "loud@example.net",
+        &["gone@corp.example"],
+        message("loud"),
+    );
     let line = wait_for(TIMEOUT, "the message log line", || {
         d.log_text()
             .lines()
