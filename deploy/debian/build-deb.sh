@@ -14,4 +14,5 @@ mkdir -p "$assets/man" "$assets/completions"
 "$bin" generate completions bash >"$assets/completions/handoff.bash"
 "$bin" generate completions zsh >"$assets/completions/_handoff"
 "$bin" generate completions fish >"$assets/completions/handoff.fish"
-cargo deb --no-build --locked "$@"
+# The release profile keeps line tables for backtraces; the package ships a stripped binary.
+cargo deb --no-build --locked --strip "$@"
