@@ -28,37 +28,6 @@ pub const JOURNAL_FSYNC_SECONDS: &str = "handoff_journal_fsync_seconds";
 pub const JOURNAL_BATCH_RECORDS: &str = "handoff_journal_batch_records";
 pub const JOURNAL_ERRORS: &str = "handoff_journal_errors_total";
 
-// --- Operations: stage latencies, rule hits, LMTP sessions ---------------------------------
-
-/// Time from receiving a milter command to sending its reply, by `stage` (mail, rcpt, eom); eom
-/// includes making the message durable in the journal.
-pub const MILTER_STAGE_SECONDS: &str = "handoff_milter_stage_seconds";
-/// Recipients decided, by the rule that decided them ([`Rule::as_str`]).
-pub const RULE_HITS: &str = "handoff_rule_hits_total";
-pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
-
-/// The milter stages whose latency is measured.
-pub const STAGES: [&str; 3] = ["mail", "rcpt", "eom"];
-
-const RULES: [Rule; 8] = [
-    Rule::NotLocal,
-    Rule::Unlisted,
-    Rule::Active,
-    Rule::Alias,
-    Rule::Departed,
-    Rule::Disabled,
-    Rule::Frozen,
-    Rule::Deleted,
-];
-
-/// Seconds. A milter reply is due within Postfix's milter_command_timeout (30 s) and the end of
-/// message within milter_content_timeout (300 s); fsyncs take 0.1 ms on a battery-backed cache
-/// and tens of ms on a busy disk.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
-];
-const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-
 /// Installs the process-wide Prometheus recorder. Call once, at start-up.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let mut builder = PrometheusBuilder::new();
@@ -132,23 +101,6 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     Ok(handle)
 }
 
-/// Descriptions and zero values of the operations block.
-fn install_operations() {
-    describe_histogram!(
-        MILTER_STAGE_SECONDS,
-        "Time from receiving a milter command to sending its reply, by stage (mail, rcpt, eom), in seconds."
-    );
-    describe_counter!(
-        RULE_HITS,
-        "Recipients decided, by the rule that decided them (not_local, unlisted, active, alias, departed, disabled, frozen, deleted)."
-    );
-    describe_gauge!(LMTP_SESSIONS_ACTIVE, "LMTP connections open now.");
-    for rule in RULES {
-        counter!(RULE_HITS, "rule" => rule.as_str()).absolute(0);
-    }
-    gauge!(LMTP_SESSIONS_ACTIVE).set(0.0);
-}
-
 /// Publishes the gauges that describe the policy now in force.
 pub fn policy_in_force(policy: &Policy, generation: u64, loaded_at: jiff::Timestamp) {
     gauge!(POLICY_GENERATION).set(generation as f64);
@@ -183,19 +135,6 @@ pub fn sender_blocked() {
     counter!(RECIPIENTS, "decision" => Decision::BlockSender.as_str()).increment(1);
 }
 
-/// How long a milter command of `stage` (one of [`STAGES`]) waited for its reply.
-pub fn milter_stage(stage: &'static str, took: Duration) {
-    histogram!(MILTER_STAGE_SECONDS, "stage" => stage).record(took.as_secs_f64());
-}
-
-pub fn lmtp_session_started() {
-    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
-}
-
-pub fn lmtp_session_ended() {
-    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
-}
-
 pub fn journal_batch(records: usize, bytes: u64, fsync: Duration) {
     counter!(JOURNAL_RECORDS).increment(records as u64);
     counter!(JOURNAL_BYTES).increment(bytes);
@@ -214,4 +153,66 @@ pub fn reload(result: &'static str) {
 
 fn state_label(state: State) -> &'static str {
     state.as_str()
+}
+
+// --- Operations: milter stage latencies, rule hits, LMTP sessions ------------------------
+// (names, buckets, registration and recording in one block)
+
+/// Time from receiving a milter command to sending its reply, by `stage` (mail, rcpt, eom); eom
+/// includes making the message durable in the journal.
+pub const MILTER_STAGE_SECONDS: &str = "handoff_milter_stage_seconds";
+/// Recipients decided, by the rule that decided them ([`Rule::as_str`]).
+pub const RULE_HITS: &str = "handoff_rule_hits_total";
+pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
+
+/// The milter stages whose latency is measured.
+pub const STAGES: [&str; 3] = ["mail", "rcpt", "eom"];
+
+const RULES: [Rule; 8] = [
+    Rule::NotLocal,
+    Rule::Unlisted,
+    Rule::Active,
+    Rule::Alias,
+    Rule::Departed,
+    Rule::Disabled,
+    Rule::Frozen,
+    Rule::Deleted,
+];
+
+/// Seconds. A milter reply is due within Postfix's milter_command_timeout (30 s) and the end of
+/// message within milter_content_timeout (300 s); fsyncs take 0.1 ms on a battery-backed cache
+/// and tens of ms on a busy disk.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Descriptions and zero values of the operations block.
+fn install_operations() {
+    describe_histogram!(
+        MILTER_STAGE_SECONDS,
+        "Time from receiving a milter command to sending its reply, by stage (mail, rcpt, eom), in seconds."
+    );
+    describe_counter!(
+        RULE_HITS,
+        "Recipients decided, by the rule that decided them (not_local, unlisted, active, alias, departed, disabled, frozen, deleted)."
+    );
+    describe_gauge!(LMTP_SESSIONS_ACTIVE, "LMTP connections open now.");
+    for rule in RULES {
+        counter!(RULE_HITS, "rule" => rule.as_str()).absolute(0);
+    }
+    gauge!(LMTP_SESSIONS_ACTIVE).set(0.0);
+}
+
+/// How long a milter command of `stage` (one of [`STAGES`]) waited for its reply.
+pub fn milter_stage(stage: &'static str, took: Duration) {
+    histogram!(MILTER_STAGE_SECONDS, "stage" => stage).record(took.as_secs_f64());
+}
+
+pub fn lmtp_session_started() {
+    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
+}
+
+pub fn lmtp_session_ended() {
+    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
 }
