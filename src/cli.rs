@@ -32,7 +32,7 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
-    /// Log format
+    /// How `serve` writes its log to stderr: text for people, or one JSON object per line
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 }
@@ -68,7 +68,8 @@ pub enum Command {
     /// Apply departures, state changes and aliases from a CSV file, all or nothing
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
-    /// Show the policy generation, the journal's size and last record, the auto-reply queue
+    /// Show the policy generation and the journal's size and last record (from the running
+    /// daemon, else from disk)
     Status(StatusArgs),
     /// Write the man page or shell completions (for packagers)
     #[command(subcommand, hide = true)]
