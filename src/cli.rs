@@ -32,7 +32,7 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
-    /// Log format
+    /// How `serve` writes its log to stderr: text for people, or one JSON object per line
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 }
@@ -54,6 +54,116 @@ pub enum Command {
     /// Search, export, verify and prune the archive journal
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Offboard an account: forward its mail to a successor (edits the policy file)
+    #[command(after_help = DEPART_EXAMPLES)]
+    Depart(DepartArgs),
+    /// Refuse mail for an account with 550 5.2.1 (edits the policy file)
+    Disable(AddressArg),
+    /// Hold mail for an account back with 450 4.2.1; senders retry (edits the policy file)
+    Freeze(AddressArg),
+    /// Answer 550 5.1.1 user unknown for an account (edits the policy file)
+    Delete(AddressArg),
+    /// Make an account active again, dropping its departure settings (edits the policy file)
+    Restore(AddressArg),
+    /// Apply departures, state changes and aliases from a CSV file, all or nothing
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
+    /// Show the policy generation and the journal's size and last record (from the running
+    /// daemon, else from disk)
+    Status(StatusArgs),
+    /// Write the man page or shell completions (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+const DEPART_EXAMPLES: &str = "\
+Examples:
+  handoff depart alice@corp.example --successor bob@corp.example
+  handoff depart alice@corp.example --successor bob@corp.example --no-copy --autoreply departed
+  handoff depart alice@corp.example --successor bob@corp.example --until 2027-05-01 --then deleted
+
+The edit is validated with the whole policy (includes too) before the file is replaced; an
+invalid result leaves the file untouched and exits 1. An account in an included file is edited
+in that file; a new one is added to the main policy file. The running daemon reloads the file.";
+
+const IMPORT_HELP: &str = "\
+CSV columns (header row first, any order; address and state required):
+  address, state, successor, forward, keep_copy, autoreply, until, then
+state is active, departed, disabled, frozen, deleted, or alias (an alias's members go in
+forward). forward holds addresses separated by spaces or semicolons. Every row is checked and the
+whole edited policy validated before anything is written; errors name the CSV line.";
+
+#[derive(Debug, Args)]
+pub struct AddressArg {
+    /// The account's address
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DepartArgs {
+    /// The departing account's address
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+    /// Who takes over: mail is forwarded there unless --forward says otherwise
+    #[arg(long, value_name = "ADDRESS")]
+    pub successor: String,
+    /// Forward to these addresses instead of the successor
+    #[arg(long, value_name = "ADDRESS", num_args = 1..)]
+    pub forward: Vec<String>,
+    /// Keep a copy in the departed mailbox (the default)
+    #[arg(long, conflicts_with = "no_copy")]
+    pub keep_copy: bool,
+    /// Forward only; the departed mailbox gets nothing
+    #[arg(long)]
+    pub no_copy: bool,
+    /// Auto-reply to senders with this template (a [templates.NAME] of the policy)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub autoreply: Option<String>,
+    /// From this date on (YYYY-MM-DD), behave as --then
+    #[arg(long, value_name = "DATE", requires = "then")]
+    pub until: Option<jiff::civil::Date>,
+    /// The state from --until on: disabled, frozen, deleted, …
+    #[arg(long, value_name = "STATE", requires = "until", value_parser = parse_state)]
+    pub then: Option<crate::policy::State>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write handoff.1 and one page per subcommand to DIR
+    Man {
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print the completion script for SHELL
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_state(s: &str) -> Result<crate::policy::State, String> {
+    crate::policy::State::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = crate::policy::State::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("expected one of: {}", known.join(", "))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +286,61 @@ pub fn main() -> ExitCode {
         Command::Serve(ref args) => {
             serve(resolve_config(cli.config.as_deref()), cli.log_format, args)
         }
+        Command::Depart(ref args) => {
+            crate::admin_cli::depart(&resolve_config(cli.config.as_deref()), args)
+        }
+        Command::Disable(ref a) => crate::admin_cli::set_state(
+            &resolve_config(cli.config.as_deref()),
+            &a.address,
+            crate::policy::State::Disabled,
+        ),
+        Command::Freeze(ref a) => crate::admin_cli::set_state(
+            &resolve_config(cli.config.as_deref()),
+            &a.address,
+            crate::policy::State::Frozen,
+        ),
+        Command::Delete(ref a) => crate::admin_cli::set_state(
+            &resolve_config(cli.config.as_deref()),
+            &a.address,
+            crate::policy::State::Deleted,
+        ),
+        Command::Restore(ref a) => crate::admin_cli::set_state(
+            &resolve_config(cli.config.as_deref()),
+            &a.address,
+            crate::policy::State::Active,
+        ),
+        Command::Import(ref args) => {
+            crate::admin_cli::import(&resolve_config(cli.config.as_deref()), &args.csv)
+        }
+        Command::Status(ref args) => {
+            crate::admin_cli::status(&resolve_config(cli.config.as_deref()), args.json)
+        }
+        Command::Generate(ref cmd) => generate(cmd),
+    }
+}
+
+/// The clap definition, for the man page and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn generate(cmd: &GenerateCommand) -> ExitCode {
+    match cmd {
+        GenerateCommand::Man { out } => {
+            let result = std::fs::create_dir_all(out)
+                .and_then(|()| clap_mangen::generate_to(command(), out));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("generate man: {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(*shell, &mut command(), "handoff", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -271,8 +436,12 @@ fn serve(path: PathBuf, format: LogFormat, args: &ServeArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd, stderr goes to the journal, which would keep the
+    // escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

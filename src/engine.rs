@@ -75,6 +75,50 @@ impl Rule {
     }
 }
 
+/// What happened to one recipient, as a small fixed set (metric labels, log lines). Derived from
+/// the verdict and the state that decided it, never from reply texts (an admin's `reply` may say
+/// anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Delivered as addressed (active, unlisted, not local, or a departed account's own copy
+    /// only).
+    Deliver,
+    /// A departed account's mail went (also) elsewhere.
+    Forward,
+    /// An alias expanded.
+    Alias,
+    RejectDisabled,
+    RejectDeleted,
+    DeferFrozen,
+    /// The sender's account may not send (counted once per refused transaction).
+    BlockSender,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 7] = [
+        Decision::Deliver,
+        Decision::Forward,
+        Decision::Alias,
+        Decision::RejectDisabled,
+        Decision::RejectDeleted,
+        Decision::DeferFrozen,
+        Decision::BlockSender,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Deliver => "deliver",
+            Decision::Forward => "forward",
+            Decision::Alias => "alias",
+            Decision::RejectDisabled => "reject_disabled",
+            Decision::RejectDeleted => "reject_deleted",
+            Decision::DeferFrozen => "defer_frozen",
+            Decision::BlockSender => "block_sender",
+        }
+    }
+}
+
 /// An auto-reply the auto-reply component should consider (it applies RFC 3834 rules and the
 /// once-per-sender memory; the engine only says that the account asks for one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,6 +202,40 @@ impl Resolution {
     /// Whether the envelope changes: the recipient is not simply delivered as addressed.
     pub fn rewritten(&self) -> bool {
         !(self.deliver.len() == 1 && self.deliver[0] == self.recipient)
+    }
+
+    /// The decision, by the state that decided it: the recipient's own rule, or for an alias or
+    /// a departed account whose every target was refused, the state of the first refused member
+    /// (whose reply the recipient got; see [`resolve`]).
+    pub fn decision(&self) -> Decision {
+        match self.verdict {
+            // Only a frozen account defers (and the depth guard, which the loader makes
+            // unreachable).
+            Verdict::Defer(_) => Decision::DeferFrozen,
+            Verdict::Reject(_) => {
+                let refusing = match self.rule {
+                    Rule::Disabled => Some(State::Disabled),
+                    Rule::Deleted => Some(State::Deleted),
+                    _ => self.steps.iter().find_map(|s| match s {
+                        Step::State { state, .. }
+                            if matches!(state, State::Disabled | State::Deleted) =>
+                        {
+                            Some(*state)
+                        }
+                        _ => None,
+                    }),
+                };
+                match refusing {
+                    Some(State::Disabled) => Decision::RejectDisabled,
+                    _ => Decision::RejectDeleted,
+                }
+            }
+            Verdict::Deliver => match self.rule {
+                Rule::Alias => Decision::Alias,
+                Rule::Departed if self.rewritten() => Decision::Forward,
+                _ => Decision::Deliver,
+            },
+        }
     }
 
     /// Whether the original recipient stays in the envelope.

@@ -8,15 +8,22 @@
 //!   the worker that remembers, rate-limits and sends, off the mail path.
 //! - [`runtime`] holds the I/O edges: the reloadable policy store, the file watcher and SIGHUP
 //!   handling, the metrics endpoint, and `serve`.
+//! - [`admin`] edits the policy file for the admin commands (`depart`, `disable`, `import`, …):
+//!   pure document edits, then one file edge that validates the whole result and writes it
+//!   atomically.
 //! - [`cli`] turns command lines into calls of the above; `main.rs` only maps the outcome to an
 //!   exit code.
 //!
 //! Logging policy: `error` only when handoff cannot serve (a listener fails, the journal cannot be
-//! written); `warn` for misbehaving peers and refused reloads; `info` for one line per decision
-//! and for lifecycle events (start, reload, shutdown); `debug` for protocol detail. Metric names
+//! written); `warn` for misbehaving peers and configuration (refused reloads, an MTA without the
+//! needed milter actions); `info` for one line per message decision (addresses only while
+//! `[log] addresses` is on) and for lifecycle events (start, reload, shutdown); `debug` for
+//! protocol detail. Metric names
 //! live in [`runtime::metrics`] only.
 
 pub mod address;
+pub mod admin;
+mod admin_cli;
 mod archive_cli;
 pub mod autoreply;
 pub mod cli;

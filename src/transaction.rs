@@ -83,9 +83,16 @@ pub enum MessageOutcome {
 pub enum RcptOutcome {
     Accepted,
     /// Refuse this recipient now.
-    Refused(SmtpReply),
+    Refused {
+        reply: SmtpReply,
+        decision: engine::Decision,
+        rule: engine::Rule,
+    },
     /// Accept for now; the refusal comes at end of data (local submission).
-    RefusedLater,
+    RefusedLater {
+        decision: engine::Decision,
+        rule: engine::Rule,
+    },
 }
 
 /// A finished message, for the journal, the auto-reply component and the log.
@@ -292,6 +299,11 @@ impl Transaction {
         &self.snapshot
     }
 
+    /// Whether the sender may not send (refused at end of data, for local submission).
+    pub fn sender_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
     /// Decides one recipient.
     pub fn rcpt(&mut self, raw: String, today: Date) -> RcptOutcome {
         let Some(address) = Address::from_envelope(&raw) else {
@@ -305,10 +317,15 @@ impl Transaction {
                 RcptOutcome::Accepted
             }
             Verdict::Reject(reply) | Verdict::Defer(reply) => {
+                let (decision, rule) = (resolution.decision(), resolution.rule);
                 self.refused.push((raw, reply.clone()));
                 match self.local_submission {
-                    true => RcptOutcome::RefusedLater,
-                    false => RcptOutcome::Refused(reply.clone()),
+                    true => RcptOutcome::RefusedLater { decision, rule },
+                    false => RcptOutcome::Refused {
+                        reply: reply.clone(),
+                        decision,
+                        rule,
+                    },
                 }
             }
         }

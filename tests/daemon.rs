@@ -14,6 +14,8 @@ pub struct Daemon {
     pub metrics_port: u16,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (e.g. NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 /// A port that was free a moment ago (the OS picks it; the listener is closed again).
@@ -64,6 +66,13 @@ impl Daemon {
         journal: Option<&Path>,
         args: &[&str],
     ) -> Daemon {
+        let mut d = Daemon::prepare(policy, milter, journal);
+        d.spawn(args);
+        d
+    }
+
+    /// Writes the policy and picks the ports, without starting the process (see [`spawn`]).
+    pub fn prepare(policy: &str, milter: Option<&str>, journal: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let (milter_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("handoff.toml");
@@ -75,16 +84,15 @@ impl Daemon {
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("handoff.log");
-        let mut d = Daemon {
+        Daemon {
             child: None,
             dir,
             milter_port,
             metrics_port,
             config,
             log,
-        };
-        d.spawn(args);
-        d
+            env: Vec::new(),
+        }
     }
 
     /// (Re)starts the process on the same ports and files.
@@ -100,6 +108,7 @@ impl Daemon {
             .arg(&self.config)
             .args(args)
             .env("HANDOFF_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

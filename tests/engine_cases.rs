@@ -23,6 +23,7 @@ struct Case {
     deliver: Option<Vec<String>>,
     reply: Option<String>,
     rule: Option<String>,
+    decision: Option<String>,
     autoreply: Option<Vec<String>>,
     rewritten: Option<bool>,
     from: Option<String>,
@@ -69,6 +70,11 @@ fn decision_table() {
             && r.rule.as_str() != want
         {
             problems.push(format!("rule {}, want {want}", r.rule.as_str()));
+        }
+        if let Some(want) = &c.decision
+            && r.decision().as_str() != want
+        {
+            problems.push(format!("decision {}, want {want}", r.decision().as_str()));
         }
         let got_auto: Vec<&str> = r.autoreplies.iter().map(|p| p.account.as_str()).collect();
         let want_auto: Vec<&str> = c.autoreply.iter().flatten().map(String::as_str).collect();

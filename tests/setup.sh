@@ -5,9 +5,14 @@
 #   miltertest         OpenDKIM's milter test driver
 #   swaks              a one-off SMTP client, handy when debugging the lab
 #   redis-server       the shared auto-reply memory
+#   systemd            systemd-analyze, to verify deploy/systemd/handoff.service
+# and, from crates.io, cargo-deb (builds the Debian package the deployment test installs).
 set -euo pipefail
 
-packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server)
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd)
+
+# The newest cargo-deb known to build with the project's Rust (1.95).
+cargo_deb_version=3.8.0
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,8 +32,13 @@ if ((${#missing[@]})); then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+	echo "tests/setup.sh: installing cargo-deb $cargo_deb_version (a few minutes)" >&2
+	cargo install cargo-deb --locked --version "$cargo_deb_version" --quiet
+fi
+
 # The tests run private Postfix instances; the system one is not needed.
 if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then
 	postfix stop >/dev/null 2>&1 || true
 fi
-echo "tests/setup.sh: ${#packages[@]} packages present"
+echo "tests/setup.sh: ${#packages[@]} packages and cargo-deb present"

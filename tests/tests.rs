@@ -4,12 +4,15 @@
 mod daemon;
 mod support;
 
+mod admin;
 mod alias_graphs;
+mod deploy;
 mod e2e_autoreply;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
 mod lab;
+mod metrics;
 mod milter_wire;
 mod miltertest;
 mod policy_files;

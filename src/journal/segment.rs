@@ -29,6 +29,39 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// The journal's footprint, from the directory alone (no record is read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub segments: usize,
+    pub bytes: u64,
+    /// When the newest segment was last written: the time of the last record (appends are the
+    /// only writes to a segment).
+    pub last_write: Option<std::time::SystemTime>,
+}
+
+/// The segments in `dir`, their total size and the last write. A directory that does not exist
+/// yet is an empty journal.
+pub fn usage(dir: &Path) -> io::Result<Usage> {
+    let segments = match list_segments(dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Usage::default()),
+        Err(e) => return Err(e),
+    };
+    let mut usage = Usage {
+        segments: segments.len(),
+        ..Usage::default()
+    };
+    for n in &segments {
+        let meta = std::fs::metadata(segment_path(dir, *n))?;
+        usage.bytes += meta.len();
+        // Ascending order: the newest segment with a record wins (a freshly opened one is empty).
+        if meta.len() > 0 {
+            usage.last_write = meta.modified().ok();
+        }
+    }
+    Ok(usage)
+}
+
 /// Where a record is: its segment and byte offset. Stable for the record's whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId {

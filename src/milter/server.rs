@@ -14,7 +14,6 @@ use tokio::task::JoinSet;
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
 use crate::autoreply::AutoReplier;
-use crate::engine::{Rule, Verdict};
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
@@ -242,6 +241,8 @@ async fn connection<S: MilterStream>(
     let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
     let mut accepted: Vec<Box<Message>> = Vec::new();
+    // Commands waiting for their reply to be written, for the stage latency histograms.
+    let mut waiting: Vec<(&'static str, Instant)> = Vec::new();
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -255,20 +256,27 @@ async fn connection<S: MilterStream>(
             let stage = match &cmd {
                 Command::Mail(_) => Some("mail"),
                 Command::Rcpt(_) => Some("rcpt"),
+                Command::BodyEob => Some("eom"),
                 _ => None,
             };
-            match session.handle(cmd, cx)? {
+            if let Some(stage) = stage {
+                waiting.push((stage, Instant::now()));
+            }
+            let step = session.handle(cmd, cx)?;
+            if let Some(r) = session.take_refusal() {
+                match r.rule {
+                    Some(rule) => metrics::recipient(r.decision, rule),
+                    None => metrics::sender_blocked(),
+                }
+            }
+            match step {
                 Step::Reply(replies) => {
-                    if let (Some(stage), Some(Reply::ReplyCode(text))) = (stage, replies.first()) {
-                        count_refusal(stage, text);
-                    }
                     replies.iter().for_each(|r| r.encode(&mut out));
                 }
                 Step::EndOfMessage(msg) => {
-                    let started = Instant::now();
                     let stored = store(&msg, capture.take(), cx.journal.as_ref()).await;
                     let replies = session.finish(&msg, stored);
-                    record(&msg, &replies, started);
+                    record(&msg, &replies);
                     replies.iter().for_each(|r| r.encode(&mut out));
                     if replies.last() == Some(&Reply::Continue) {
                         accepted.push(msg);
@@ -291,6 +299,9 @@ async fn connection<S: MilterStream>(
         }
         for m in accepted.drain(..) {
             cx.autoreply.offer(&m);
+        }
+        for (stage, since) in waiting.drain(..) {
+            metrics::milter_stage(stage, since.elapsed());
         }
         if *stop.borrow() && !session.in_transaction() {
             // Between messages: closing now loses nothing; Postfix reconnects for the next one.
@@ -428,37 +439,62 @@ async fn store(
     }
 }
 
-/// Logs the decision for one message and counts it.
-fn record(msg: &Message, replies: &[Reply], started: Instant) {
+/// Logs the decision for one message and counts it. Refused recipients and blocked senders were
+/// counted when decided (see [`Session::take_refusal`]); the recipients of a message refused as a
+/// whole are not counted again.
+fn record(msg: &Message, replies: &[Reply]) {
     let outcome = match replies.last() {
         Some(Reply::Continue | Reply::Accept) => "accepted",
         Some(Reply::Tempfail) => "tempfailed",
         Some(Reply::ReplyCode(code)) if code.starts_with('4') => "tempfailed",
         _ => "rejected",
     };
-    metrics::message(outcome, started.elapsed());
-    for r in &msg.recipients {
-        metrics::recipient(decision_label(
-            r.resolution.rule,
-            &r.resolution.verdict,
-            r.resolution.rewritten(),
-        ));
-    }
-    if msg.client.local_submission {
-        // Refused at end of message, not at RCPT (see the session docs), so counted here.
-        for (_, reply) in &msg.refused {
-            metrics::recipient(if reply.code() >= 500 {
-                "reject"
-            } else {
-                "defer"
-            });
+    metrics::message(outcome);
+    if !matches!(msg.outcome, MessageOutcome::Refuse(_)) {
+        for r in &msg.recipients {
+            metrics::recipient(r.resolution.decision(), r.resolution.rule);
         }
     }
+    let queue_id = msg.queue_id.as_deref().unwrap_or("-");
     if matches!(msg.outcome, MessageOutcome::CannotRewrite) {
-        tracing::error!(
-            queue_id = msg.queue_id.as_deref().unwrap_or("-"),
+        // The MTA's configuration, not handoff, is at fault: a warning, and the sender retries.
+        tracing::warn!(
+            queue_id,
             "the MTA did not allow recipient edits (milter actions ADDRCPT/DELRCPT); message tempfailed"
         );
+    }
+    let message_id = msg.message_id();
+    let message_id = message_id.as_deref().unwrap_or("-");
+    let generation = msg.snapshot.generation;
+    if !msg.snapshot.policy.settings.log_addresses {
+        // `[log] addresses = false`: the rule and counts, no address.
+        let decisions: Vec<String> = msg
+            .recipients
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}->{}",
+                    r.resolution.rule.as_str(),
+                    r.resolution.decision().as_str(),
+                    r.resolution.deliver.len()
+                )
+            })
+            .chain(
+                msg.refused
+                    .iter()
+                    .map(|(_, reply)| format!("refused:{}", reply.code())),
+            )
+            .collect();
+        tracing::info!(
+            queue_id,
+            message_id,
+            generation,
+            outcome,
+            recipients = msg.recipients.len() + msg.refused.len(),
+            decisions = %decisions.join(" "),
+            "message"
+        );
+        return;
     }
     let decisions: Vec<String> = msg
         .recipients
@@ -479,35 +515,12 @@ fn record(msg: &Message, replies: &[Reply], started: Instant) {
         )
         .collect();
     tracing::info!(
-        queue_id = msg.queue_id.as_deref().unwrap_or("-"),
-        message_id = msg.message_id().as_deref().unwrap_or("-"),
+        queue_id,
+        message_id,
         from = msg.sender.as_ref().map_or("<>", |a| a.as_str()),
-        generation = msg.snapshot.generation,
+        generation,
         outcome,
         decisions = %decisions.join(" "),
         "message"
     );
-}
-
-/// Counts a refusal answered at MAIL (a blocked sender) or RCPT (a refused recipient).
-fn count_refusal(stage: &str, reply_text: &str) {
-    match stage {
-        "mail" => metrics::sender_blocked(),
-        _ => metrics::recipient(if reply_text.starts_with('5') {
-            "reject"
-        } else {
-            "defer"
-        }),
-    }
-}
-
-/// The recipient decision label for metrics (a small fixed set).
-fn decision_label(rule: Rule, verdict: &Verdict, rewritten: bool) -> &'static str {
-    match (rule, verdict) {
-        (_, Verdict::Reject(_)) => "reject",
-        (_, Verdict::Defer(_)) => "defer",
-        (Rule::Alias, _) => "alias",
-        (Rule::Departed, _) if rewritten => "forward",
-        _ => "deliver",
-    }
 }

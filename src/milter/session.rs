@@ -25,6 +25,7 @@ use std::sync::Arc;
 use jiff::civil::Date;
 
 use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
+use crate::engine::{Decision, Rule};
 use crate::policy::SmtpReply;
 use crate::runtime::store::Snapshot;
 pub use crate::transaction::{
@@ -135,6 +136,15 @@ impl Stage {
     }
 }
 
+/// A refusal decided by the last MAIL (a blocked sender) or RCPT (a refused recipient, with the
+/// rule that decided it), for the caller's metrics. Reported when decided, also for local
+/// submission, where the refusal is only answered at end of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub decision: Decision,
+    pub rule: Option<Rule>,
+}
+
 /// One milter connection.
 #[derive(Debug)]
 pub struct Session {
@@ -145,6 +155,7 @@ pub struct Session {
     /// Macros as (stage letter, name without braces, value); later ones win.
     macros: Vec<(u8, String, String)>,
     tx: Option<Transaction>,
+    refusal: Option<Refusal>,
 }
 
 impl Default for Session {
@@ -162,7 +173,13 @@ impl Session {
             client: Client::default(),
             macros: Vec::new(),
             tx: None,
+            refusal: None,
         }
+    }
+
+    /// The refusal the last command decided, if any (taken: each is reported once).
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
     }
 
     /// The actions negotiated with the MTA.
@@ -340,6 +357,10 @@ impl Session {
             }
             Err(reply) => {
                 // The MTA aborts the transaction after a refused MAIL; no RCPT follows.
+                self.refusal = Some(Refusal {
+                    decision: Decision::BlockSender,
+                    rule: None,
+                });
                 self.tx = None;
                 self.stage = Stage::Ready;
                 Step::Reply(vec![reply_code(&reply)])
@@ -353,12 +374,30 @@ impl Session {
         };
         let raw = args.into_iter().next().unwrap_or_default();
         match tx.rcpt(raw, cx.today()) {
-            RcptOutcome::Accepted | RcptOutcome::RefusedLater => {
+            RcptOutcome::Accepted => {
+                self.stage = Stage::Rcpt;
+                self.continue_unless(Protocol::NR_RCPT)
+            }
+            RcptOutcome::RefusedLater { decision, rule } => {
+                self.refusal = Some(Refusal {
+                    decision,
+                    rule: Some(rule),
+                });
                 self.stage = Stage::Rcpt;
                 self.continue_unless(Protocol::NR_RCPT)
             }
             // Only this recipient is refused; if none is left, the MTA sends ABORT.
-            RcptOutcome::Refused(reply) => Step::Reply(vec![reply_code(&reply)]),
+            RcptOutcome::Refused {
+                reply,
+                decision,
+                rule,
+            } => {
+                self.refusal = Some(Refusal {
+                    decision,
+                    rule: Some(rule),
+                });
+                Step::Reply(vec![reply_code(&reply)])
+            }
         }
     }
 

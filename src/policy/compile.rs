@@ -133,6 +133,7 @@ fn only_entries_in_includes(file: FileId, raw: &RawFile, errs: &mut Collector) {
         ("domains", raw.domains.as_ref().map(|(o, _)| o)),
         ("archive", raw.archive.as_ref().map(|(o, _)| o)),
         ("autoreply", raw.autoreply.as_ref().map(|(o, _)| o)),
+        ("log", raw.log.as_ref().map(|(o, _)| o)),
     ];
     for (name, origin) in sections {
         if let Some(o) = origin {
@@ -290,6 +291,11 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
         copy_to,
         segment_bytes: u64::from(segment_mb) * 1024 * 1024,
         autoreply,
+        log_addresses: raw
+            .log
+            .as_ref()
+            .and_then(|(_, l)| l.addresses)
+            .unwrap_or(true),
     }
 }
 

@@ -171,6 +171,9 @@ pub struct Settings {
     /// Journal segments are sealed at this size.
     pub segment_bytes: u64,
     pub autoreply: AutoreplySettings,
+    /// Whether the per-message log line names addresses (`[log] addresses`, default true). Takes
+    /// effect on reload.
+    pub log_addresses: bool,
 }
 
 /// `[autoreply]`: how often departed accounts may answer, and where that is remembered.
@@ -333,14 +336,33 @@ pub enum LoadError {
 
 /// Loads and validates the policy file at `path` and the files it includes.
 pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    let text = read(path)?;
+    load_with(path, &HashMap::new())
+}
+
+/// Loads like [`load`], with the text of some files (the main file or included ones, by the path
+/// the load would read them at) taken from `edited` instead of the disk: the admin commands
+/// validate an edit as a whole before writing it.
+pub fn load_with(path: &Path, edited: &HashMap<PathBuf, String>) -> Result<Policy, LoadError> {
+    let text = match edited.get(path) {
+        Some(t) => t.clone(),
+        None => read(path)?,
+    };
     let sources = Sources {
         files: vec![SourceFile {
             path: path.to_path_buf(),
             text,
         }],
     };
-    compile::compile(sources, Some(&read_includes)).map_err(LoadError::Invalid)
+    let includes = |base: &Path, pattern: &str| {
+        let mut files = read_includes(base, pattern)?;
+        for f in &mut files {
+            if let Some(t) = edited.get(&f.path) {
+                f.text = t.clone();
+            }
+        }
+        Ok(files)
+    };
+    compile::compile(sources, Some(&includes)).map_err(LoadError::Invalid)
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {

@@ -66,6 +66,12 @@ pub struct RawAutoreply {
     pub authserv_id: Option<Spanned<Vec<SString>>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub addresses: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplate {
@@ -108,13 +114,13 @@ pub struct RawFile {
     pub domains: Option<(Origin, RawDomains)>,
     pub archive: Option<(Origin, RawArchive)>,
     pub autoreply: Option<(Origin, RawAutoreply)>,
+    pub log: Option<(Origin, RawLog)>,
     pub templates: Vec<Entry<RawTemplate>>,
     pub aliases: Vec<Entry<Vec<SString>>>,
     pub accounts: Vec<Entry<RawAccount>>,
 }
 
-const TOP_KEYS: &str =
-    "include, listen, relay, storage, domains, archive, autoreply, templates, aliases, accounts";
+const TOP_KEYS: &str = "include, listen, relay, storage, domains, archive, autoreply, log, templates, aliases, accounts";
 
 /// Parses one file's text. Every problem goes to `errs`; what could be read is returned.
 pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
@@ -149,6 +155,7 @@ pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
             "domains" => raw.domains = read(file, value, errs).map(|v| (origin, v)),
             "archive" => raw.archive = read(file, value, errs).map(|v| (origin, v)),
             "autoreply" => raw.autoreply = read(file, value, errs).map(|v| (origin, v)),
+            "log" => raw.log = read(file, value, errs).map(|v| (origin, v)),
             "templates" => raw.templates = entries(file, "templates", value, errs, read),
             "aliases" => raw.aliases = entries(file, "aliases", value, errs, read_members),
             "accounts" => raw.accounts = entries(file, "accounts", value, errs, read),

@@ -1,5 +1,5 @@
-//! The operator endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is up) and
-//! `/readyz` (able to serve mail). A deliberately small HTTP/1.1 server: one request per
+//! The operator endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is up),
+//! `/readyz` (able to serve mail) and `/status` (JSON for `handoff status`). A deliberately small HTTP/1.1 server: one request per
 //! connection, a bounded request head, a read timeout, no keep-alive.
 
 use std::sync::Arc;
@@ -12,14 +12,24 @@ use tokio::net::{TcpListener, TcpStream};
 /// Reports whether handoff can serve mail, and if not, why.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Builds the `/status` JSON document.
+pub type StatusReport = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the endpoint serves.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub metrics: PrometheusHandle,
+    pub ready: ReadyCheck,
+    pub status: StatusReport,
+}
+
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the endpoints until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    metrics: PrometheusHandle,
-    ready: ReadyCheck,
+    endpoints: Endpoints,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -35,20 +45,16 @@ pub async fn serve(
                 }
             },
         };
-        let (metrics, ready) = (metrics.clone(), ready.clone());
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &metrics, &ready).await {
+            if let Err(e) = answer(stream, &endpoints).await {
                 tracing::debug!("metrics connection: {e}");
             }
         });
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    metrics: &PrometheusHandle,
-    ready: &ReadyCheck,
-) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, endpoints: &Endpoints) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -68,7 +74,7 @@ async fn answer(
     })
     .await;
     let (status, content_type, body) = match complete {
-        Ok(Ok(true)) => route(&head, metrics, ready),
+        Ok(Ok(true)) => route(&head, endpoints),
         Ok(Ok(false)) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
         Ok(Err(e)) => return Err(e),
         Err(_) => ("408 Request Timeout", "text/plain", "timeout\n".to_string()),
@@ -81,11 +87,7 @@ async fn answer(
     stream.shutdown().await
 }
 
-fn route(
-    head: &[u8],
-    metrics: &PrometheusHandle,
-    ready: &ReadyCheck,
-) -> (&'static str, &'static str, String) {
+fn route(head: &[u8], endpoints: &Endpoints) -> (&'static str, &'static str, String) {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
@@ -95,9 +97,14 @@ fn route(
     }
     let path = target.split('?').next().unwrap_or(target);
     match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            endpoints.metrics.render(),
+        ),
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
-        "/readyz" => match ready() {
+        "/status" => ("200 OK", "application/json", (endpoints.status)()),
+        "/readyz" => match (endpoints.ready)() {
             Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
             Err(why) => (
                 "503 Service Unavailable",
@@ -108,7 +115,7 @@ fn route(
         _ => (
             "404 Not Found",
             "text/plain",
-            "try /metrics, /healthz or /readyz\n".into(),
+            "try /metrics, /healthz, /readyz or /status\n".into(),
         ),
     }
 }

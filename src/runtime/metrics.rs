@@ -1,12 +1,16 @@
 //! Every metric handoff exports, by name, in one place. Labels come from small fixed sets
-//! (states, outcomes); never addresses.
+//! (states, outcomes, decisions, rules, stages); never addresses.
+//!
+//! Counters whose label sets are fixed are registered at zero at start-up, so a dashboard shows
+//! 0 rather than "no data" and `rate()` sees the first increment.
 
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::autoreply::Suppression;
+use crate::engine::{Decision, Rule};
 use crate::policy::{Policy, State};
 
 pub const POLICY_RELOADS: &str = "handoff_policy_reloads_total";
@@ -17,9 +21,7 @@ pub const POLICY_ALIASES: &str = "handoff_policy_aliases";
 pub const MILTER_SESSIONS_ACTIVE: &str = "handoff_milter_sessions_active";
 pub const MILTER_SESSIONS: &str = "handoff_milter_sessions_total";
 pub const MESSAGES: &str = "handoff_messages_total";
-pub const MESSAGE_SECONDS: &str = "handoff_message_finish_seconds";
 pub const RECIPIENTS: &str = "handoff_recipients_total";
-pub const SENDERS_BLOCKED: &str = "handoff_senders_blocked_total";
 pub const JOURNAL_RECORDS: &str = "handoff_journal_records_total";
 pub const JOURNAL_BYTES: &str = "handoff_journal_bytes_total";
 pub const JOURNAL_FSYNCS: &str = "handoff_journal_fsyncs_total";
@@ -38,7 +40,13 @@ const AUTOREPLY_FAILURES: [&str; 3] = ["journal", "relay_rejected", "relay_unava
 
 /// Installs the process-wide Prometheus recorder. Call once, at start-up.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    let handle = PrometheusBuilder::new().install_recorder()?;
+    let mut builder = PrometheusBuilder::new();
+    for name in [MILTER_STAGE_SECONDS, JOURNAL_FSYNC_SECONDS] {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), &LATENCY_BUCKETS)?;
+    }
+    builder = builder
+        .set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_RECORDS.into()), &BATCH_BUCKETS)?;
+    let handle = builder.install_recorder()?;
     describe_counter!(
         POLICY_RELOADS,
         "Policy reload attempts by result (applied, unchanged, refused)."
@@ -62,17 +70,9 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         MESSAGES,
         "Messages at end of data, by outcome (accepted, rejected, tempfailed)."
     );
-    describe_histogram!(
-        MESSAGE_SECONDS,
-        "Time from end of data to the answer (storing included), in seconds."
-    );
     describe_counter!(
         RECIPIENTS,
-        "Recipients by decision (deliver, forward, alias, reject, defer)."
-    );
-    describe_counter!(
-        SENDERS_BLOCKED,
-        "Senders refused because their account may not send."
+        "Recipients by decision (deliver, forward, alias, reject_disabled, reject_deleted, defer_frozen; block_sender once per refused sender)."
     );
     describe_counter!(
         JOURNAL_RECORDS,
@@ -124,6 +124,15 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         counter!(AUTOREPLIES_FAILED, "reason" => reason).absolute(0);
     }
     gauge!(AUTOREPLIES_QUEUED).set(0.0);
+    for outcome in ["accepted", "rejected", "tempfailed"] {
+        counter!(MESSAGES, "outcome" => outcome).absolute(0);
+    }
+    for decision in Decision::ALL {
+        counter!(RECIPIENTS, "decision" => decision.as_str()).absolute(0);
+    }
+    gauge!(MILTER_SESSIONS_ACTIVE).set(0.0);
+    counter!(MILTER_SESSIONS).absolute(0);
+    install_operations();
     Ok(handle)
 }
 
@@ -146,17 +155,19 @@ pub fn milter_session_ended() {
     gauge!(MILTER_SESSIONS_ACTIVE).decrement(1.0);
 }
 
-pub fn message(outcome: &'static str, finish: Duration) {
+pub fn message(outcome: &'static str) {
     counter!(MESSAGES, "outcome" => outcome).increment(1);
-    histogram!(MESSAGE_SECONDS).record(finish.as_secs_f64());
 }
 
-pub fn recipient(decision: &'static str) {
-    counter!(RECIPIENTS, "decision" => decision).increment(1);
+/// One recipient decided by `rule`.
+pub fn recipient(decision: Decision, rule: Rule) {
+    counter!(RECIPIENTS, "decision" => decision.as_str()).increment(1);
+    counter!(RULE_HITS, "rule" => rule.as_str()).increment(1);
 }
 
+/// A transaction refused because its sender may not send.
 pub fn sender_blocked() {
-    counter!(SENDERS_BLOCKED).increment(1);
+    counter!(RECIPIENTS, "decision" => Decision::BlockSender.as_str()).increment(1);
 }
 
 pub fn autoreply_sent() {
@@ -199,4 +210,66 @@ pub fn reload(result: &'static str) {
 
 fn state_label(state: State) -> &'static str {
     state.as_str()
+}
+
+// --- Operations: milter stage latencies, rule hits, LMTP sessions ------------------------
+// (names, buckets, registration and recording in one block)
+
+/// Time from receiving a milter command to sending its reply, by `stage` (mail, rcpt, eom); eom
+/// includes making the message durable in the journal.
+pub const MILTER_STAGE_SECONDS: &str = "handoff_milter_stage_seconds";
+/// Recipients decided, by the rule that decided them ([`Rule::as_str`]).
+pub const RULE_HITS: &str = "handoff_rule_hits_total";
+pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
+
+/// The milter stages whose latency is measured.
+pub const STAGES: [&str; 3] = ["mail", "rcpt", "eom"];
+
+const RULES: [Rule; 8] = [
+    Rule::NotLocal,
+    Rule::Unlisted,
+    Rule::Active,
+    Rule::Alias,
+    Rule::Departed,
+    Rule::Disabled,
+    Rule::Frozen,
+    Rule::Deleted,
+];
+
+/// Seconds. A milter reply is due within Postfix's milter_command_timeout (30 s) and the end of
+/// message within milter_content_timeout (300 s); fsyncs take 0.1 ms on a battery-backed cache
+/// and tens of ms on a busy disk.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Descriptions and zero values of the operations block.
+fn install_operations() {
+    describe_histogram!(
+        MILTER_STAGE_SECONDS,
+        "Time from receiving a milter command to sending its reply, by stage (mail, rcpt, eom), in seconds."
+    );
+    describe_counter!(
+        RULE_HITS,
+        "Recipients decided, by the rule that decided them (not_local, unlisted, active, alias, departed, disabled, frozen, deleted)."
+    );
+    describe_gauge!(LMTP_SESSIONS_ACTIVE, "LMTP connections open now.");
+    for rule in RULES {
+        counter!(RULE_HITS, "rule" => rule.as_str()).absolute(0);
+    }
+    gauge!(LMTP_SESSIONS_ACTIVE).set(0.0);
+}
+
+/// How long a milter command of `stage` (one of [`STAGES`]) waited for its reply.
+pub fn milter_stage(stage: &'static str, took: Duration) {
+    histogram!(MILTER_STAGE_SECONDS, "stage" => stage).record(took.as_secs_f64());
+}
+
+pub fn lmtp_session_started() {
+    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
+}
+
+pub fn lmtp_session_ended() {
+    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
 }

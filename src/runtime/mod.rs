@@ -3,8 +3,10 @@
 
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod serve;
+pub mod status;
 pub mod store;
 
 /// Today's date in the server's local time zone: `until` dates are calendar dates as the admin

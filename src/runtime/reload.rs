@@ -134,15 +134,21 @@ pub async fn run(
                 trigger = t;
             }
         }
+        super::notify::reloading();
         let (p, s) = (path.clone(), store.clone());
         let outcome = match tokio::task::spawn_blocking(move || reload_once(&p, &s)).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!("policy reload task failed: {e}; the running policy stays");
+                super::notify::ready("policy reload failed; the running policy stays");
                 continue;
             }
         };
         emit(trigger, &outcome);
+        super::notify::ready(&format!(
+            "policy generation {}",
+            store.snapshot().generation
+        ));
         if let (Outcome::Applied { .. }, Some(w)) = (&outcome, watcher.as_mut()) {
             w.follow(&store.snapshot().policy);
         }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::reload::{self, Trigger};
 use super::store::PolicyStore;
-use super::{http, metrics};
+use super::{http, metrics, notify, status};
 use crate::autoreply::{self, AutoReplier};
 use crate::journal::Journal;
 use crate::milter;
@@ -113,12 +113,27 @@ pub async fn run_until(
         tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
         // Ready once listening (the policy is loaded and the milter bound before this point) and
         // while the journal takes writes.
-        let ready: http::ReadyCheck = Arc::new(move || match &journal {
+        let j = journal.clone();
+        let ready: http::ReadyCheck = Arc::new(move || match &j {
             Some(j) if !j.healthy() => Err("the archive journal's last write failed".into()),
             _ => Ok(()),
         });
-        tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
+        let (st, path) = (store.clone(), config.clone());
+        // Lists the journal directory on each request: cheap, and requests are rare.
+        let status: http::StatusReport = Arc::new(move || {
+            status::Status::from_daemon(&path, &st.snapshot(), journal.as_ref()).to_json()
+        });
+        let endpoints = http::Endpoints {
+            metrics: handle,
+            ready,
+            status,
+        };
+        tasks.spawn(http::serve(listener, endpoints, stopped(stop.clone())));
     }
+    notify::ready(&format!(
+        "policy generation {}",
+        store.snapshot().generation
+    ));
 
     let (tx, rx) = mpsc::channel(1);
     let watch_tx = options.watch.then(|| tx.clone());
@@ -132,6 +147,7 @@ pub async fn run_until(
     tasks.spawn(forward_sighup(tx, stopped(stop.clone())));
 
     stopped(stop).await;
+    notify::stopping();
     tracing::info!("shutting down");
     while tasks.join_next().await.is_some() {}
     Ok(())
