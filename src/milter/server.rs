@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
-use crate::engine::{Rule, Verdict};
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
@@ -405,78 +404,15 @@ fn record(msg: &Message, replies: &[Reply], started: Instant) {
         Some(Reply::ReplyCode(code)) if code.starts_with('4') => "tempfailed",
         _ => "rejected",
     };
-    metrics::message(outcome, started.elapsed());
-    for r in &msg.recipients {
-        metrics::recipient(decision_label(
-            r.resolution.rule,
-            &r.resolution.verdict,
-            r.resolution.rewritten(),
-        ));
-    }
-    if msg.client.local_submission {
-        // Refused at end of message, not at RCPT (see the session docs), so counted here.
-        for (_, reply) in &msg.refused {
-            metrics::recipient(if reply.code() >= 500 {
-                "reject"
-            } else {
-                "defer"
-            });
-        }
-    }
-    if matches!(msg.outcome, MessageOutcome::CannotRewrite) {
-        tracing::error!(
-            queue_id = msg.queue_id.as_deref().unwrap_or("-"),
-            "the MTA did not allow recipient edits (milter actions ADDRCPT/DELRCPT); message tempfailed"
-        );
-    }
-    let decisions: Vec<String> = msg
-        .recipients
-        .iter()
-        .map(|r| {
-            let to: Vec<&str> = r.resolution.deliver.iter().map(|a| a.as_str()).collect();
-            format!(
-                "{}={}->{}",
-                r.resolution.recipient,
-                r.resolution.rule.as_str(),
-                to.join("+")
-            )
-        })
-        .chain(
-            msg.refused
-                .iter()
-                .map(|(raw, reply)| format!("{raw}=refused:{}", reply.code())),
-        )
-        .collect();
-    tracing::info!(
-        queue_id = msg.queue_id.as_deref().unwrap_or("-"),
-        message_id = msg.message_id().as_deref().unwrap_or("-"),
-        from = msg.sender.as_ref().map_or("<>", |a| a.as_str()),
-        generation = msg.snapshot.generation,
-        outcome,
-        decisions = %decisions.join(" "),
-        "message"
-    );
+    crate::runtime::record::message(msg, outcome, started, "milter");
 }
 
 /// Counts a refusal answered at MAIL (a blocked sender) or RCPT (a refused recipient).
 fn count_refusal(stage: &str, reply_text: &str) {
-    match stage {
-        "mail" => metrics::sender_blocked(),
-        _ => metrics::recipient(if reply_text.starts_with('5') {
-            "reject"
-        } else {
-            "defer"
-        }),
-    }
-}
-
-/// The recipient decision label for metrics (a small fixed set).
-fn decision_label(rule: Rule, verdict: &Verdict, rewritten: bool) -> &'static str {
-    match (rule, verdict) {
-        (_, Verdict::Reject(_)) => "reject",
-        (_, Verdict::Defer(_)) => "defer",
-        (Rule::Alias, _) => "alias",
-        (Rule::Departed, _) if rewritten => "forward",
-        _ => "deliver",
-    }
+    let code = if reply_text.starts_with('5') {
+        550
+    } else {
+        450
+    };
+    crate::runtime::record::refusal(stage, code);
 }

@@ -15,6 +15,9 @@ pub const POLICY_ACCOUNTS: &str = "handoff_policy_accounts";
 pub const POLICY_ALIASES: &str = "handoff_policy_aliases";
 pub const MILTER_SESSIONS_ACTIVE: &str = "handoff_milter_sessions_active";
 pub const MILTER_SESSIONS: &str = "handoff_milter_sessions_total";
+pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
+pub const LMTP_SESSIONS: &str = "handoff_lmtp_sessions_total";
+pub const NEXT_HOP_ERRORS: &str = "handoff_next_hop_errors_total";
 pub const MESSAGES: &str = "handoff_messages_total";
 pub const MESSAGE_SECONDS: &str = "handoff_message_finish_seconds";
 pub const RECIPIENTS: &str = "handoff_recipients_total";
@@ -48,6 +51,18 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     describe_gauge!(POLICY_ALIASES, "Aliases in the policy in force.");
     describe_gauge!(MILTER_SESSIONS_ACTIVE, "Milter connections open now.");
     describe_counter!(MILTER_SESSIONS, "Milter connections accepted.");
+    describe_gauge!(
+        LMTP_SESSIONS_ACTIVE,
+        "LMTP/SMTP content-filter connections open now."
+    );
+    describe_counter!(
+        LMTP_SESSIONS,
+        "LMTP/SMTP content-filter connections accepted."
+    );
+    describe_counter!(
+        NEXT_HOP_ERRORS,
+        "Messages the content filter could not hand to its next hop (answered 4xx)."
+    );
     describe_counter!(
         MESSAGES,
         "Messages at end of data, by outcome (accepted, rejected, tempfailed)."
@@ -109,6 +124,19 @@ pub fn milter_session_started() {
 
 pub fn milter_session_ended() {
     gauge!(MILTER_SESSIONS_ACTIVE).decrement(1.0);
+}
+
+pub fn lmtp_session_started() {
+    counter!(LMTP_SESSIONS).increment(1);
+    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
+}
+
+pub fn lmtp_session_ended() {
+    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
+}
+
+pub fn next_hop_error() {
+    counter!(NEXT_HOP_ERRORS).increment(1);
 }
 
 pub fn message(outcome: &'static str, finish: Duration) {

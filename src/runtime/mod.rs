@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod record;
 pub mod reload;
 pub mod serve;
 pub mod store;
