@@ -12,6 +12,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub milter_port: u16,
     pub metrics_port: u16,
+    /// The content-filter (LMTP/SMTP) listener's port, when started with one.
+    pub lmtp_port: Option<u16>,
     pub config: PathBuf,
     pub log: PathBuf,
 }
@@ -57,11 +59,33 @@ impl Daemon {
         Daemon::start_custom(policy, milter, None, args)
     }
 
+    /// Starts handoff as a content filter too: its LMTP/SMTP listener on a free port, handing
+    /// messages to `next_hop` (an `[lmtp] next_hop` value, e.g. Postfix's reinjection port).
+    pub fn start_content_filter(policy: &str, next_hop: &str) -> Daemon {
+        let lmtp_port = free_port();
+        let extra =
+            format!("lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n");
+        let mut d = Daemon::start_full(policy, None, None, &extra, &[]);
+        d.lmtp_port = Some(lmtp_port);
+        d
+    }
+
     /// Starts handoff with its journal in `journal` instead of its temp directory.
     pub fn start_custom(
         policy: &str,
         milter: Option<&str>,
         journal: Option<&Path>,
+        args: &[&str],
+    ) -> Daemon {
+        Daemon::start_full(policy, milter, journal, "", args)
+    }
+
+    /// `extra`: lines that go at the end of the `[listen]` table (and may open more tables).
+    fn start_full(
+        policy: &str,
+        milter: Option<&str>,
+        journal: Option<&Path>,
+        extra: &str,
         args: &[&str],
     ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
@@ -70,7 +94,7 @@ impl Daemon {
         let milter = milter.map_or_else(|| format!("127.0.0.1:{milter_port}"), str::to_string);
         let journal = journal.map_or_else(|| "journal".to_string(), |p| p.display().to_string());
         let text = format!(
-            "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
+            "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n{extra}\
              [storage]\njournal = \"{journal}\"\nstate = \"state\"\n{policy}"
         );
         std::fs::write(&config, text).unwrap();
@@ -80,6 +104,7 @@ impl Daemon {
             dir,
             milter_port,
             metrics_port,
+            lmtp_port: None,
             config,
             log,
         };

@@ -12,3 +12,4 @@ mod lab;
 mod milter_wire;
 mod miltertest;
 mod policy_files;
+mod scenarios;

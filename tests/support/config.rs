@@ -76,6 +76,16 @@ impl LabConfig {
         self
     }
 
+    /// Adds the entries of a master.cf-syntax file: an entry starts at a line that does not
+    /// begin with whitespace; indented lines continue it; `#` lines are comments.
+    pub fn master_cf_file(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("lab config: cannot read {}: {e}", path.display()));
+        self.master_cf.extend(master_cf_entries(&text));
+        self
+    }
+
     /// Sets the value of `{name}`.
     pub fn var(mut self, name: impl Into<String>, value: impl ToString) -> Self {
         self.vars.push((name.into(), value.to_string()));
@@ -139,6 +149,25 @@ pub fn parse_main_cf(text: &str, origin: &str) -> Result<Vec<String>, Vec<String
     } else {
         Err(errors)
     }
+}
+
+/// The entries of a master.cf-syntax text, continuation lines joined.
+pub fn master_cf_entries(text: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match (line.starts_with([' ', '\t']), entries.last_mut()) {
+            (true, Some(entry)) => {
+                entry.push(' ');
+                entry.push_str(trimmed);
+            }
+            _ => entries.push(trimmed.to_string()),
+        }
+    }
+    entries
 }
 
 fn is_parameter_name(name: &str) -> bool {
@@ -262,6 +291,18 @@ mod tests {
         assert!(
             err.contains("{miltr_port}") && err.contains("milter_port"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn master_cf_text_yields_entries_with_continuations_joined() {
+        let text = "# comment\nhandoff unix - - n - 10 lmtp\n    -o a=b\n  # indented comment\n    -o c=\n\n10025 inet n - n - - smtpd\n";
+        assert_eq!(
+            master_cf_entries(text),
+            [
+                "handoff unix - - n - 10 lmtp -o a=b -o c=",
+                "10025 inet n - n - - smtpd"
+            ]
         );
     }
 
