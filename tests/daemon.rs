@@ -179,10 +179,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    #[allow(dead_code)] // harness API that not every set of test modules uses
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
+    #[allow(dead_code)] // harness API that not every set of test modules uses
     pub fn config_path(&self) -> &Path {
         &self.config
     }

@@ -16,7 +16,7 @@ use handoff::journal::{Kind, reader};
 
 use crate::daemon::{Daemon, free_port, wait_for};
 use crate::e2e_milter::milter_lines;
-use crate::support::{Lab, LabConfig, Transcript, master_cf_entries, parse_main_cf, send};
+use crate::support::{Lab, LabConfig, Transcript, send};
 
 pub const POLICY: &str = r#"
 [domains]
@@ -253,32 +253,11 @@ fn scenarios_in_milter_mode() {
     check_journal(&d, "milter");
 }
 
-/// The content-filter lines admins paste, pointed at this test's handoff and reinjection port.
-pub fn content_filter_config(lmtp_port: u16, reinject_port: u16) -> LabConfig {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postfix");
-    let fill = |text: &str| {
-        assert!(text.contains("10025") || text.contains("10026"));
-        text.replace("[127.0.0.1]:10026", &format!("[127.0.0.1]:{lmtp_port}"))
-            .replace("127.0.0.1:10025", &format!("127.0.0.1:{reinject_port}"))
-    };
-    let main_path = dir.join("main.cf.content-filter");
-    let main = fill(&std::fs::read_to_string(&main_path).unwrap());
-    let mut config = LabConfig::default();
-    for line in parse_main_cf(&main, &main_path.display().to_string()).unwrap() {
-        config = config.main_cf_line(line);
-    }
-    let master = fill(&std::fs::read_to_string(dir.join("master.cf.content-filter")).unwrap());
-    for entry in master_cf_entries(&master) {
-        config = config.master_cf_entry(entry);
-    }
-    config
-}
-
 /// handoff as a content filter in front of a lab, delivering back to its reinjection port.
 pub fn content_filter_lab(policy: &str) -> (Daemon, Lab) {
     let reinject = free_port();
     let d = Daemon::start_content_filter(policy, &format!("127.0.0.1:{reinject}"));
-    let lab = Lab::start(content_filter_config(d.lmtp_port.unwrap(), reinject));
+    let lab = Lab::start(LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject));
     (d, lab)
 }
 

@@ -9,6 +9,7 @@ mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
 mod lab;
+mod lmtp_wire;
 mod milter_wire;
 mod miltertest;
 mod policy_files;

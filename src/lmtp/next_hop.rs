@@ -80,49 +80,87 @@ pub fn describe(hop: &NextHop) -> String {
     }
 }
 
-/// Delivers `d` through `conn` (opened or re-opened as needed). Returns the next hop's reply
-/// for each address of `d.envelope`. On an error the connection is dropped and the caller
-/// answers every recipient with a 4xx.
-pub async fn deliver(
+/// The envelope as the next hop answered it, before any content was sent.
+pub struct Envelope {
+    /// The reply for each address of the outgoing envelope so far: RCPT's for those refused,
+    /// and for all of them when the transaction cannot go on.
+    replies: Vec<Reply>,
+    /// Addresses the next hop accepted at RCPT.
+    accepted: Vec<usize>,
+    /// The next hop answered DATA with 354 and waits for the content.
+    open: bool,
+}
+
+impl Envelope {
+    /// Whether the content is to be sent (the next hop accepted at least one address and DATA).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The replies when the content is not sent.
+    pub fn into_replies(self) -> Vec<Reply> {
+        self.replies
+    }
+}
+
+/// Opens (or re-opens) the connection and sends MAIL, RCPT for every address and DATA. The
+/// caller then stores the message and either [`send`]s the content or [`abort`]s, so that the
+/// journal never holds a message the next hop refused outright, and the next hop never gets
+/// one the journal does not hold.
+pub async fn begin(
     conn: &mut Option<Connection>,
     hop: &NextHop,
     helo: &str,
     d: &Delivery,
-    mut content: Content<'_>,
-) -> Result<Vec<Reply>, HopError> {
+) -> Result<Envelope, HopError> {
     let reused = conn.is_some();
     if conn.is_none() {
         *conn = Some(connect(hop, helo).await?);
     }
     // `conn` was filled just above.
     let c = conn.as_mut().expect("connection opened above");
-    match envelope(c, hop, d).await {
-        Ok(replies) => {
-            let result = finish(c, hop, d, replies, &mut content).await;
-            if result.is_err() {
-                *conn = None;
-            }
-            result
-        }
+    let result = match envelope(c, hop, d).await {
         Err(e) if reused && e.stale() => {
             // The next hop closed the idle connection: open a new one, once.
             tracing::debug!(next_hop = %describe(hop), "cached connection was closed; reconnecting");
             *conn = Some(connect(hop, helo).await?);
             let c = conn.as_mut().expect("connection opened above");
-            let result = match envelope(c, hop, d).await {
-                Ok(replies) => finish(c, hop, d, replies, &mut content).await,
+            match envelope(c, hop, d).await {
+                Ok(replies) => judge(c, hop, d, replies).await,
                 Err(e) => Err(e),
-            };
-            if result.is_err() {
-                *conn = None;
             }
-            result
         }
-        Err(e) => {
-            *conn = None;
-            Err(e)
-        }
+        Ok(replies) => judge(c, hop, d, replies).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        *conn = None;
     }
+    result
+}
+
+/// Gives up on a transaction whose envelope is open: closing the connection in the middle of
+/// DATA makes the next hop discard what it got (RFC 5321 section 4.1.1.4).
+pub fn abort(conn: &mut Option<Connection>) {
+    *conn = None;
+}
+
+/// Sends the content of an open envelope; returns the reply for each address.
+pub async fn send(
+    conn: &mut Option<Connection>,
+    hop: &NextHop,
+    d: &Delivery,
+    env: Envelope,
+    mut content: Content<'_>,
+) -> Result<Vec<Reply>, HopError> {
+    let Some(c) = conn.as_mut().filter(|_| env.open) else {
+        return Ok(env.replies);
+    };
+    let result = content_and_replies(c, hop, d, env, &mut content).await;
+    if result.is_err() {
+        *conn = None;
+    }
+    result
 }
 
 async fn connect(hop: &NextHop, helo: &str) -> Result<Connection, HopError> {
@@ -210,14 +248,13 @@ async fn envelope(
     Ok(replies)
 }
 
-/// After the envelope: the content and its replies, mapped to the addresses.
-async fn finish(
+/// The envelope's replies, mapped to the addresses; `open` when DATA got 354.
+async fn judge(
     c: &mut Connection,
     hop: &NextHop,
     d: &Delivery,
     replies: Vec<Response<String>>,
-    content: &mut Content<'_>,
-) -> Result<Vec<Reply>, HopError> {
+) -> Result<Envelope, HopError> {
     let protocol = |source| HopError::Protocol {
         hop: describe(hop),
         source,
@@ -227,35 +264,61 @@ async fn finish(
         return Err(protocol(mail_send::Error::UnparseableReply));
     }
     let mail = reply(&replies[0]);
-    let mut out: Vec<Reply> = replies[1..=n].iter().map(reply).collect();
     if !mail.is_positive() {
-        return Ok(vec![mail; n]);
+        return Ok(Envelope {
+            replies: vec![mail; n],
+            accepted: Vec::new(),
+            open: false,
+        });
     }
-    let data = &replies[n + 1];
+    let mut out: Vec<Reply> = replies[1..=n].iter().map(reply).collect();
     let accepted: Vec<usize> = (0..n).filter(|&i| out[i].is_positive()).collect();
-    if data.code != 354 {
-        // No content was sent; leave the next hop outside any transaction.
-        let said = reply(data);
-        let said = if said.is_positive() {
-            Reply::new(451, "4.4.0 next hop did not accept the content")
-        } else {
-            said
-        };
-        for &i in &accepted {
-            out[i] = said.clone();
-        }
-        if !accepted.is_empty() {
-            c.client.cmd(b"RSET\r\n").await.map_err(protocol)?;
-        }
-        return Ok(out);
+    let data = &replies[n + 1];
+    if data.code == 354 {
+        return Ok(Envelope {
+            replies: out,
+            accepted,
+            open: true,
+        });
     }
+    // No content will be sent; leave the next hop outside any transaction.
+    let said = reply(data);
+    let said = if said.is_positive() {
+        Reply::new(451, "4.4.0 next hop did not accept the content")
+    } else {
+        said
+    };
+    for &i in &accepted {
+        out[i] = said.clone();
+    }
+    c.client.cmd(b"RSET\r\n").await.map_err(protocol)?;
+    Ok(Envelope {
+        replies: out,
+        accepted: Vec::new(),
+        open: false,
+    })
+}
+
+/// The content of an open envelope and the replies to it.
+async fn content_and_replies(
+    c: &mut Connection,
+    hop: &NextHop,
+    d: &Delivery,
+    env: Envelope,
+    content: &mut Content<'_>,
+) -> Result<Vec<Reply>, HopError> {
+    let protocol = |source| HopError::Protocol {
+        hop: describe(hop),
+        source,
+    };
     write_content(&mut c.client.stream, &d.prepend, content).await?;
-    let expected = if c.lmtp { accepted.len() } else { 1 };
+    let expected = if c.lmtp { env.accepted.len() } else { 1 };
     let ends = tokio::time::timeout(TIMEOUT, c.client.read_many(expected))
         .await
         .map_err(|_| protocol(mail_send::Error::Timeout))?
         .map_err(protocol)?;
-    for (k, &i) in accepted.iter().enumerate() {
+    let mut out = env.replies;
+    for (k, &i) in env.accepted.iter().enumerate() {
         let end = if c.lmtp { &ends[k] } else { &ends[0] };
         out[i] = reply(end);
     }

@@ -379,46 +379,66 @@ async fn deliver(
             Err(e) => return failed(&format!("cannot reopen the spooled message: {e}")),
         },
     };
+    // The envelope first: a next hop that is down or refuses every address costs no journal
+    // record; the content goes only once the journal holds the message.
+    let hop_failed = |e: next_hop::HopError| {
+        metrics::next_hop_error();
+        tracing::warn!("next hop: {e}; recipients tempfailed");
+        let reply = Reply::new(
+            451,
+            format!(
+                "4.4.1 next hop {} unavailable",
+                next_hop::describe(&cx.next_hop)
+            ),
+        );
+        vec![reply; d.envelope.len()]
+    };
+    let env = match next_hop::begin(next, &cx.next_hop, &cx.hostname, d).await {
+        Ok(env) => env,
+        Err(e) => return session.finish(d, true, &hop_failed(e)),
+    };
+    if !env.is_open() {
+        return session.finish(d, true, &env.into_replies());
+    }
     if let Some(journal) = &cx.journal {
         let entry = Entry::new(
             Kind::Message,
             &d.message.archive_meta(size, "lmtp"),
             for_journal,
         );
-        match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
-            Ok(Ok(id)) => tracing::debug!(record = %id, "journaled"),
-            Ok(Err(e)) => return failed(&format!("journal: {e}")),
-            Err(_) => return failed(&format!("journal did not answer within {STORE_TIMEOUT:?}")),
+        let stored = match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
+            Ok(Ok(id)) => {
+                tracing::debug!(record = %id, "journaled");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("journal: {e}")),
+            Err(_) => Err(format!("journal did not answer within {STORE_TIMEOUT:?}")),
+        };
+        if let Err(why) = stored {
+            next_hop::abort(next);
+            return failed(&why);
         }
     }
     let content = match &content {
         Held::Bytes(b) => Content::Bytes(b),
         Held::File(f) => {
             use std::io::{Seek, SeekFrom};
-            let mut f = match f.try_clone() {
-                Ok(f) => f,
-                Err(e) => return failed(&format!("cannot reopen the spooled message: {e}")),
-            };
-            if let Err(e) = f.seek(SeekFrom::Start(0)) {
-                return failed(&format!("cannot rewind the spooled message: {e}"));
+            let reopened = f.try_clone().and_then(|mut f| {
+                f.seek(SeekFrom::Start(0))?;
+                Ok(f)
+            });
+            match reopened {
+                Ok(f) => Content::File(tokio::fs::File::from_std(f)),
+                Err(e) => {
+                    next_hop::abort(next);
+                    return failed(&format!("cannot reopen the spooled message: {e}"));
+                }
             }
-            Content::File(tokio::fs::File::from_std(f))
         }
     };
-    let results = match next_hop::deliver(next, &cx.next_hop, &cx.hostname, d, content).await {
+    let results = match next_hop::send(next, &cx.next_hop, d, env, content).await {
         Ok(r) => r,
-        Err(e) => {
-            metrics::next_hop_error();
-            tracing::warn!("next hop: {e}; recipients tempfailed");
-            let reply = Reply::new(
-                451,
-                format!(
-                    "4.4.1 next hop {} unavailable",
-                    next_hop::describe(&cx.next_hop)
-                ),
-            );
-            vec![reply; d.envelope.len()]
-        }
+        Err(e) => hop_failed(e),
     };
     session.finish(d, true, &results)
 }

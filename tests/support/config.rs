@@ -86,6 +86,35 @@ impl LabConfig {
         self
     }
 
+    /// handoff as an after-queue content filter, exactly as deploy/postfix/main.cf.content-filter
+    /// and master.cf.content-filter say, with handoff's LMTP port (10026 there) and the
+    /// reinjection port (10025 there) replaced.
+    pub fn content_filter(self, lmtp_port: u16, reinject_port: u16) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postfix");
+        let read = |name: &str| {
+            let path = dir.join(name);
+            let text = fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("lab config: cannot read {}: {e}", path.display()));
+            assert!(
+                text.contains("[127.0.0.1]:10026") || text.contains("127.0.0.1:10025"),
+                "{name} no longer uses the documented ports"
+            );
+            let text = text
+                .replace("[127.0.0.1]:10026", &format!("[127.0.0.1]:{lmtp_port}"))
+                .replace("127.0.0.1:10025", &format!("127.0.0.1:{reinject_port}"));
+            (path.display().to_string(), text)
+        };
+        let (main_path, main) = read("main.cf.content-filter");
+        let mut config = self;
+        match parse_main_cf(&main, &main_path) {
+            Ok(lines) => config.main_cf.extend(lines),
+            Err(errors) => panic!("lab config: {}", errors.join("\n")),
+        }
+        let (_, master) = read("master.cf.content-filter");
+        config.master_cf.extend(master_cf_entries(&master));
+        config
+    }
+
     /// Sets the value of `{name}`.
     pub fn var(mut self, name: impl Into<String>, value: impl ToString) -> Self {
         self.vars.push((name.into(), value.to_string()));
