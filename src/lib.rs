@@ -4,6 +4,8 @@
 //! The crate is laid out so that the architecture is visible:
 //! - [`address`], [`policy`] and [`engine`] are pure: data in, decisions out. The policy module
 //!   reads the policy files and nothing else; the engine does no I/O at all.
+//! - [`autoreply`] answers mail for departed accounts: pure rules and message building, and
+//!   the worker that remembers, rate-limits and sends, off the mail path.
 //! - [`runtime`] holds the I/O edges: the reloadable policy store, the file watcher and SIGHUP
 //!   handling, the metrics endpoint, and `serve`.
 //! - [`cli`] turns command lines into calls of the above; `main.rs` only maps the outcome to an
@@ -16,6 +18,7 @@
 
 pub mod address;
 mod archive_cli;
+pub mod autoreply;
 pub mod cli;
 pub mod engine;
 pub mod explain;

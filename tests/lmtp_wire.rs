@@ -194,6 +194,7 @@ fn served(limits: Limits) -> Served {
         next_hop: NextHop::Smtp(sink.addr()),
         hostname: "filter.test".into(),
         spool_dir: std::env::temp_dir(),
+        autoreply: handoff::autoreply::AutoReplier::disabled(),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();

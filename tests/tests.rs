@@ -5,6 +5,7 @@ mod daemon;
 mod support;
 
 mod alias_graphs;
+mod e2e_autoreply;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::codec::{self, Decoder, Frame, Reply};
 use super::next_hop::{self, Connection, Content};
 use super::session::{self, Action, Context, Delivery, Session};
+use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
 use crate::milter::server::Listener;
@@ -78,6 +79,8 @@ pub struct Services {
     pub hostname: String,
     /// Where spooled messages spill when archiving is off (with it on: the journal directory).
     pub spool_dir: PathBuf,
+    /// Offered each message once a recipient of it was accepted.
+    pub autoreply: AutoReplier,
 }
 
 impl Context for Services {
@@ -202,18 +205,33 @@ struct Capture {
     failed: Option<io::Error>,
 }
 
+/// An LMTP/SMTP socket. Reads and writes take turns (replies go out before the next read), so
+/// the stream is not split.
+trait LmtpStream: AsyncRead + AsyncWrite + Unpin {
+    /// Called after every read that returned data.
+    fn after_read(&self) {}
+}
+
+impl LmtpStream for tokio::net::UnixStream {}
+
+impl LmtpStream for tokio::net::TcpStream {
+    fn after_read(&self) {
+        // While handoff stores and delivers a message nothing goes back to carry the ACK of
+        // its last bytes; a delayed ACK (40 ms on Linux) then holds the client's next small
+        // write under Nagle. Quick ACKs avoid that; Linux turns them off again on its own, so
+        // set them after every read (as the milter listener does).
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
 /// Runs one connection to its end.
-async fn connection<S>(
-    stream: S,
+async fn connection<S: LmtpStream>(
+    mut stream: S,
     client: Client,
     cx: &Services,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), ConnectionError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
+) -> Result<(), ConnectionError> {
     let mut decoder = Decoder::new(limits.codec);
     let mut session = Session::new(cx.hostname.clone(), client, limits.session);
     let mut next: Option<Connection> = None;
@@ -247,7 +265,7 @@ where
                         }
                         Action::Close(r) => {
                             r.encode(&mut out);
-                            wr.write_all(&out).await?;
+                            stream.write_all(&out).await?;
                             return Ok(());
                         }
                         // Only the end of data delivers or refuses a message.
@@ -272,7 +290,7 @@ where
                         Action::Deliver(d) => {
                             // Answer what was pipelined before, then work on the message.
                             if !out.is_empty() {
-                                wr.write_all(&out).await?;
+                                stream.write_all(&out).await?;
                                 out.clear();
                             }
                             let started = Instant::now();
@@ -280,6 +298,12 @@ where
                             let outcome = outcome_label(&replies);
                             record::message(&d.message, outcome, started, "lmtp");
                             replies.iter().for_each(|r| r.encode(&mut out));
+                            if replies.iter().any(Reply::is_positive) {
+                                // After the replies are written: auto-replies never delay mail.
+                                stream.write_all(&out).await?;
+                                out.clear();
+                                cx.autoreply.offer(&d.message);
+                            }
                         }
                         Action::Replies(rs) => {
                             if let Some(r) = rs.first() {
@@ -295,14 +319,14 @@ where
             }
         }
         if !out.is_empty() {
-            wr.write_all(&out).await?;
+            stream.write_all(&out).await?;
             out.clear();
         }
         let busy = session.in_transaction() || decoder.in_data();
         if *stop.borrow() && !busy {
             // Between messages: closing loses nothing; Postfix reconnects for the next one.
             Reply::new(421, "4.3.2 Error: shutting down").encode(&mut out);
-            let _ = wr.write_all(&out).await;
+            let _ = stream.write_all(&out).await;
             return Ok(());
         }
         let wait = if busy {
@@ -311,12 +335,12 @@ where
             limits.idle_timeout
         };
         let n = tokio::select! {
-            r = tokio::time::timeout(wait, rd.read(&mut buf)) => match r {
+            r = tokio::time::timeout(wait, stream.read(&mut buf)) => match r {
                 Ok(n) => n?,
                 Err(_) => {
                     // RFC 5321 section 4.5.3.2: the server may close after its timeout, with 421.
                     Reply::new(421, "4.4.2 Error: timeout exceeded").encode(&mut out);
-                    let _ = wr.write_all(&out).await;
+                    let _ = stream.write_all(&out).await;
                     return Err(ConnectionError::Timeout(wait));
                 }
             },
@@ -326,6 +350,7 @@ where
             // EOF: an unfinished message was never acknowledged.
             return Ok(());
         }
+        stream.after_read();
         decoder.feed(&buf[..n]);
     }
 }

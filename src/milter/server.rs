@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
+use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
 use crate::policy::ListenAddr;
@@ -99,6 +100,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 pub struct Services {
     pub store: Arc<PolicyStore>,
     pub journal: Option<Journal>,
+    /// Accepted messages are offered to it once answered.
+    pub autoreply: AutoReplier,
 }
 
 impl Context for Services {
@@ -205,21 +208,39 @@ pub enum ConnectionError {
 }
 
 /// Runs one connection to its end.
-async fn connection<S>(
-    stream: S,
+/// A milter socket. Reads and writes take turns (the protocol is request/response), so the
+/// stream is not split.
+trait MilterStream: AsyncRead + AsyncWrite + Unpin {
+    /// Called after every read that returned data.
+    fn after_read(&self) {}
+}
+
+impl MilterStream for tokio::net::UnixStream {}
+
+impl MilterStream for tokio::net::TcpStream {
+    fn after_read(&self) {
+        // Postfix asks for no reply to headers and body chunks (NR_HDR, NR_BODY), so after the
+        // DATA-stage macros nothing goes back to carry an ACK; the kernel delays it 40 ms, and
+        // Postfix's socket (Nagle on) holds its next writes until then: 40 ms per message.
+        // Quick ACKs fix that; Linux turns them off again on its own, so set them after every
+        // read. Measured: 19 → 340 msg/s for one SMTP session.
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
+async fn connection<S: MilterStream>(
+    mut stream: S,
     cx: &Services,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), ConnectionError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
+) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
+    // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
+    let mut accepted: Vec<Box<Message>> = Vec::new();
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -248,25 +269,34 @@ where
                     let replies = session.finish(&msg, stored);
                     record(&msg, &replies, started);
                     replies.iter().for_each(|r| r.encode(&mut out));
+                    if replies.last() == Some(&Reply::Continue) {
+                        accepted.push(msg);
+                    }
                 }
                 Step::Close => {
                     if !out.is_empty() {
-                        wr.write_all(&out).await?;
+                        stream.write_all(&out).await?;
+                    }
+                    for m in &accepted {
+                        cx.autoreply.offer(m);
                     }
                     return Ok(());
                 }
             }
         }
         if !out.is_empty() {
-            wr.write_all(&out).await?;
+            stream.write_all(&out).await?;
             out.clear();
+        }
+        for m in accepted.drain(..) {
+            cx.autoreply.offer(&m);
         }
         if *stop.borrow() && !session.in_transaction() {
             // Between messages: closing now loses nothing; Postfix reconnects for the next one.
             return Ok(());
         }
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(&mut buf)) => match r {
+            r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
                 Ok(n) => n?,
                 Err(_) => return Err(ConnectionError::Idle(idle)),
             },
@@ -276,6 +306,7 @@ where
             // EOF anywhere ends the session; an unfinished message was never acknowledged.
             return Ok(());
         }
+        stream.after_read();
         decoder.feed(&buf[..n]);
     }
 }

@@ -18,8 +18,8 @@ use super::raw::{self, Entry, RawAccount, RawFile, SString};
 use super::reply::SmtpReply;
 use super::template::{TemplateError, Text};
 use super::{
-    Account, Alias, Diagnostics, ListenAddr, LmtpSettings, MAX_DEPTH, MAX_WIDTH, NextHop, Node,
-    Policy, Settings, State, Template,
+    Account, Alias, AutoreplySettings, Diagnostics, ListenAddr, LmtpSettings, MAX_DEPTH, MAX_WIDTH,
+    NextHop, Node, Policy, Settings, State, Template,
 };
 use crate::address::Address;
 
@@ -37,6 +37,7 @@ const DEFAULT_RETENTION_DAYS: u32 = 1826;
 /// (RFC 5230 section 4.1) allows 1 day as a minimum, and handoff caps the setting at 60.
 const DEFAULT_AUTOREPLY_DAYS: u32 = 7;
 const DEFAULT_AUTOREPLY_MAX_PER_HOUR: u32 = 1000;
+const DEFAULT_AUTOREPLY_MAX_PER_HOUR_PER_ACCOUNT: u32 = 100;
 
 /// Builds a policy from its main file (already in `sources`), reading includes through `includes`.
 pub(crate) fn compile(
@@ -313,22 +314,7 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
             errs,
         ) as usize,
     };
-    let autoreply_days = bounded(
-        autoreply.and_then(|a| a.days.as_ref()),
-        DEFAULT_AUTOREPLY_DAYS,
-        1,
-        60,
-        "autoreply.days",
-        errs,
-    );
-    let autoreply_max_per_hour = bounded(
-        autoreply.and_then(|a| a.max_per_hour.as_ref()),
-        DEFAULT_AUTOREPLY_MAX_PER_HOUR,
-        1,
-        1_000_000,
-        "autoreply.max_per_hour",
-        errs,
-    );
+    let autoreply = autoreply_settings(autoreply, &bounded, errs);
     Settings {
         milter,
         lmtp,
@@ -342,9 +328,110 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
         legal_hold,
         copy_to,
         segment_bytes: u64::from(segment_mb) * 1024 * 1024,
-        autoreply_days,
-        autoreply_max_per_hour,
+        autoreply,
     }
+}
+
+/// The `bounded` integer check of [`settings`]: value, default, min, max, name.
+type BoundedCheck<'a> =
+    dyn Fn(Option<&Spanned<i64>>, u32, i64, i64, &str, &mut Collector) -> u32 + 'a;
+
+/// `[autoreply]`, validated; see [`AutoreplySettings`] for what each value means.
+fn autoreply_settings(
+    raw: Option<&raw::RawAutoreply>,
+    bounded: &BoundedCheck<'_>,
+    errs: &mut Collector,
+) -> AutoreplySettings {
+    let f = FileId(0);
+    let days = bounded(
+        raw.and_then(|a| a.days.as_ref()),
+        DEFAULT_AUTOREPLY_DAYS,
+        1,
+        60,
+        "autoreply.days",
+        errs,
+    );
+    let max_per_hour = bounded(
+        raw.and_then(|a| a.max_per_hour.as_ref()),
+        DEFAULT_AUTOREPLY_MAX_PER_HOUR,
+        1,
+        1_000_000,
+        "autoreply.max_per_hour",
+        errs,
+    );
+    let max_per_hour_per_account = bounded(
+        raw.and_then(|a| a.max_per_hour_per_account.as_ref()),
+        DEFAULT_AUTOREPLY_MAX_PER_HOUR_PER_ACCOUNT,
+        1,
+        1_000_000,
+        "autoreply.max_per_hour_per_account",
+        errs,
+    );
+    let store = raw.and_then(|a| a.store.as_ref()).and_then(|s| {
+        let url = s.get_ref().trim();
+        match check_redis_url(url) {
+            Ok(()) => Some(url.to_string()),
+            Err(e) => {
+                errs.error(f, s.span().start, format!("`autoreply.store`: {e}"));
+                None
+            }
+        }
+    });
+    let mut authserv_ids = Vec::new();
+    if let Some(list) = raw.and_then(|a| a.authserv_id.as_ref()) {
+        for id in list.get_ref() {
+            let text = id.get_ref().trim();
+            // RFC 8601 section 2.2: authserv-id is a `value` (a token or quoted string); in
+            // practice the receiving host's name. No spaces, `;` or comments.
+            let bad = text.is_empty()
+                || text.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, ';' | '(' | ')' | '"')
+                });
+            if bad {
+                errs.error(
+                    f,
+                    id.span().start,
+                    format!("`autoreply.authserv_id`: `{text}` is not an authserv-id (a host name such as mx.corp.example)"),
+                );
+            } else {
+                authserv_ids.push(text.to_ascii_lowercase());
+            }
+        }
+    }
+    let require = raw.and_then(|a| a.require_authenticated.as_ref());
+    let require_authenticated = require.is_some_and(|r| *r.get_ref());
+    if let Some(r) = require
+        && *r.get_ref()
+        && raw.and_then(|a| a.authserv_id.as_ref()).is_none()
+    {
+        errs.error(
+            f,
+            r.span().start,
+            "`autoreply.require_authenticated` needs `authserv_id`: the Authentication-Results \
+             headers of which hosts to trust",
+        );
+    }
+    AutoreplySettings {
+        days,
+        max_per_hour,
+        max_per_hour_per_account,
+        store,
+        require_authenticated,
+        authserv_ids,
+    }
+}
+
+/// A Redis URL handoff can connect to without TLS support: `redis://` or `redis+unix://`.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+        return Err(format!(
+            "`{url}` is not a Redis URL handoff supports (redis://host:port/db or redis+unix:///path)"
+        ));
+    }
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| format!("`{url}`: {e}"))
 }
 
 fn fallback_addr() -> SocketAddr {
@@ -1037,9 +1124,72 @@ mod tests {
             Some(ListenAddr::Tcp("127.0.0.1:8891".parse().unwrap()))
         );
         assert_eq!(p.settings.retention_days, 1826);
-        assert_eq!(p.settings.autoreply_days, 7);
+        assert_eq!(p.settings.autoreply.days, 7);
+        assert_eq!(p.settings.autoreply.max_per_hour_per_account, 100);
+        assert_eq!(p.settings.autoreply.store, None);
+        assert!(!p.settings.autoreply.require_authenticated);
         assert_eq!(p.recipient_delimiter, Some('+'));
         assert!(p.accounts.is_empty());
+    }
+
+    #[test]
+    fn autoreply_settings_are_validated_with_lines() {
+        let p = Policy::from_text(
+            "p.toml",
+            "[autoreply]\nstore = \"redis://127.0.0.1:6379/2\"\nmax_per_hour_per_account = 5\n\
+             require_authenticated = true\nauthserv_id = [\"MX.corp.example\", \"mx2.corp.example\"]\n",
+        )
+        .unwrap();
+        let a = &p.settings.autoreply;
+        assert_eq!(a.store.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert_eq!(a.max_per_hour_per_account, 5);
+        assert!(a.require_authenticated);
+        assert_eq!(a.authserv_ids, ["mx.corp.example", "mx2.corp.example"]);
+
+        let errs = errors(
+            "[autoreply]\nstore = \"http://cache:6379\"\nmax_per_hour_per_account = 0\n\
+             require_authenticated = true\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("p.toml:2:9: `autoreply.store`"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("p.toml:3:28: `autoreply.max_per_hour_per_account` is 0"),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2]
+                .starts_with("p.toml:4:25: `autoreply.require_authenticated` needs `authserv_id`"),
+            "{}",
+            errs[2]
+        );
+        let errs = errors(
+            "[autoreply]\nauthserv_id = [\"mx.corp.example; dmarc=pass\", \"\"]\nstore = \"redis://[::1\"\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("p.toml:2:16:") && e.contains("not an authserv-id")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("p.toml:2:47:")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("p.toml:3:9:") && e.contains("autoreply.store")),
+            "{errs:#?}"
+        );
+        let errs = errors("[autoreply]\nreply_days = 3\n");
+        assert!(
+            errs.len() == 1 && errs[0].starts_with("p.toml:2:1: unknown field `reply_days`"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -191,8 +191,24 @@ pub struct Settings {
     pub copy_to: Option<Address>,
     /// Journal segments are sealed at this size.
     pub segment_bytes: u64,
-    pub autoreply_days: u32,
-    pub autoreply_max_per_hour: u32,
+    pub autoreply: AutoreplySettings,
+}
+
+/// `[autoreply]`: how often departed accounts may answer, and where that is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoreplySettings {
+    /// One reply per sender per account within this many days.
+    pub days: u32,
+    /// Replies per clock hour from this instance, all accounts together.
+    pub max_per_hour: u32,
+    /// Replies per clock hour from this instance for one account.
+    pub max_per_hour_per_account: u32,
+    /// A Redis URL shared by several instances; `None`: a file under `[storage] state`.
+    pub store: Option<String>,
+    /// Reply only to senders a trusted `Authentication-Results` header vouches for.
+    pub require_authenticated: bool,
+    /// The authserv-ids (RFC 8601) whose `Authentication-Results` are trusted, lower case.
+    pub authserv_ids: Vec<String>,
 }
 
 impl Settings {
@@ -222,6 +238,9 @@ impl Settings {
         }
         if self.segment_bytes != new.segment_bytes {
             out.push("archive.segment_mb");
+        }
+        if self.autoreply.store != new.autoreply.store {
+            out.push("autoreply.store");
         }
         out
     }

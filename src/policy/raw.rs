@@ -69,6 +69,11 @@ pub struct RawArchive {
 pub struct RawAutoreply {
     pub days: Option<Spanned<i64>>,
     pub max_per_hour: Option<Spanned<i64>>,
+    pub max_per_hour_per_account: Option<Spanned<i64>>,
+    /// `redis://host:port[/db]`: the once-per-sender memory shared by several instances.
+    pub store: Option<SString>,
+    pub require_authenticated: Option<Spanned<bool>>,
+    pub authserv_id: Option<Spanned<Vec<SString>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::autoreply::Suppression;
 use crate::policy::{Policy, State};
 
 pub const POLICY_RELOADS: &str = "handoff_policy_reloads_total";
@@ -28,6 +29,15 @@ pub const JOURNAL_FSYNCS: &str = "handoff_journal_fsyncs_total";
 pub const JOURNAL_FSYNC_SECONDS: &str = "handoff_journal_fsync_seconds";
 pub const JOURNAL_BATCH_RECORDS: &str = "handoff_journal_batch_records";
 pub const JOURNAL_ERRORS: &str = "handoff_journal_errors_total";
+pub const AUTOREPLIES_SENT: &str = "handoff_autoreplies_sent_total";
+pub const AUTOREPLIES_SUPPRESSED: &str = "handoff_autoreplies_suppressed_total";
+pub const AUTOREPLIES_FAILED: &str = "handoff_autoreplies_failed_total";
+pub const AUTOREPLIES_QUEUED: &str = "handoff_autoreplies_queued";
+pub const AUTOREPLY_MEMORY_PAIRS: &str = "handoff_autoreply_memory_pairs";
+
+/// Why an auto-reply was not sent although it was allowed: the `reason` of
+/// [`AUTOREPLIES_FAILED`].
+const AUTOREPLY_FAILURES: [&str; 3] = ["journal", "relay_rejected", "relay_unavailable"];
 
 /// Installs the process-wide Prometheus recorder. Call once, at start-up.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -101,9 +111,34 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Journal batches that failed (their messages were tempfailed)."
     );
     counter!(JOURNAL_ERRORS).absolute(0);
+    describe_counter!(AUTOREPLIES_SENT, "Auto-replies the relay accepted.");
+    describe_counter!(
+        AUTOREPLIES_SUPPRESSED,
+        "Auto-replies not sent, by the rule that forbade them (null_sender, mailing_list, already_replied, store_unavailable, ...)."
+    );
+    describe_counter!(
+        AUTOREPLIES_FAILED,
+        "Auto-replies allowed but not sent: journal (the journal refused it), relay_rejected (5xx), relay_unavailable (gave up retrying)."
+    );
+    describe_gauge!(
+        AUTOREPLIES_QUEUED,
+        "Auto-replies waiting to be sent or being sent (retries included)."
+    );
+    describe_gauge!(
+        AUTOREPLY_MEMORY_PAIRS,
+        "(account, sender) pairs the embedded auto-reply memory holds."
+    );
     for result in ["applied", "unchanged", "refused"] {
         counter!(POLICY_RELOADS, "result" => result).absolute(0);
     }
+    counter!(AUTOREPLIES_SENT).absolute(0);
+    for reason in Suppression::ALL {
+        counter!(AUTOREPLIES_SUPPRESSED, "reason" => reason.as_str()).absolute(0);
+    }
+    for reason in AUTOREPLY_FAILURES {
+        counter!(AUTOREPLIES_FAILED, "reason" => reason).absolute(0);
+    }
+    gauge!(AUTOREPLIES_QUEUED).set(0.0);
     Ok(handle)
 }
 
@@ -150,6 +185,28 @@ pub fn recipient(decision: &'static str) {
 
 pub fn sender_blocked() {
     counter!(SENDERS_BLOCKED).increment(1);
+}
+
+pub fn autoreply_sent() {
+    counter!(AUTOREPLIES_SENT).increment(1);
+}
+
+pub fn autoreply_suppressed(reason: &'static str) {
+    counter!(AUTOREPLIES_SUPPRESSED, "reason" => reason).increment(1);
+}
+
+/// `reason` is one of `journal`, `relay_rejected`, `relay_unavailable`.
+pub fn autoreply_failed(reason: &'static str) {
+    debug_assert!(AUTOREPLY_FAILURES.contains(&reason), "{reason}");
+    counter!(AUTOREPLIES_FAILED, "reason" => reason).increment(1);
+}
+
+pub fn autoreply_queued(delta: f64) {
+    gauge!(AUTOREPLIES_QUEUED).increment(delta);
+}
+
+pub fn autoreply_memory_pairs(n: usize) {
+    gauge!(AUTOREPLY_MEMORY_PAIRS).set(n as f64);
 }
 
 pub fn journal_batch(records: usize, bytes: u64, fsync: Duration) {

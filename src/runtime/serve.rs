@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::reload::{self, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
+use crate::autoreply::{self, AutoReplier};
 use crate::journal::Journal;
 use crate::lmtp;
 use crate::milter;
@@ -74,12 +75,24 @@ pub async fn run_until(
             None
         }
     };
+    // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
+    let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
+        .context("cannot open the auto-reply memory")?;
+    // Every reply is journaled before it is sent (when archiving is on).
+    let hook = journal
+        .clone()
+        .map_or_else(autoreply::no_journal, autoreply::journal_hook);
+    let (autoreply, autoreply_worker) =
+        AutoReplier::new(autoreply::Config::default(), memory, hook);
     let services = Arc::new(Services {
         store: store.clone(),
         journal: journal.clone(),
+        autoreply,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(autoreply_worker.run(stopped(stop.clone())));
+
     // The mail listeners bind first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
         let listener = Listener::bind(addr)
@@ -106,6 +119,7 @@ pub async fn run_until(
             next_hop: options.next_hop.clone(),
             hostname: hostname(),
             spool_dir: std::env::temp_dir(),
+            autoreply: services.autoreply.clone(),
         });
         tasks.spawn(lmtp::server::serve(
             listener,

@@ -1,0 +1,604 @@
+//! Auto-replies end to end: a private Postfix whose smtpd runs handoff as its milter, and whose
+//! `deploy/postfix/master.cf.relay` listener (no milters) takes handoff's replies; the lab's sink
+//! receives both the forwarded mail and the replies. Redis, where a test needs it, is a private
+//! `redis-server` on a free loopback port, killed when the test ends.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+
+use crate::daemon::{Daemon, free_port, wait_for};
+use crate::e2e_milter::milter_lines;
+use crate::support::{Delivered, Lab, LabConfig, SmtpClient, send};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `{relay}` is the relay listener's port; `{store}` the `[autoreply] store` line, if any.
+const POLICY: &str = r#"
+[relay]
+address = "127.0.0.1:{relay}"
+
+[domains]
+local = ["corp.example"]
+
+[autoreply]
+days = 7
+{store}
+
+[templates.departed]
+subject = "{{name}} has left / {{name}} 已离职 (re: {{original_subject}})"
+body = """
+{{name}} no longer works here. Please write to {{successor}}.
+{{name}} 已离职，请联系 {{successor}}。
+"""
+
+[accounts."gone@corp.example"]
+state = "departed"
+name = "Gone Person"
+successor = "cs@corp.example"
+keep_copy = false
+autoreply = "departed"
+
+[accounts."a@corp.example"]
+state = "departed"
+successor = "a-next@example.net"
+keep_copy = false
+autoreply = "departed"
+
+[accounts."b@corp.example"]
+state = "departed"
+successor = "b-next@example.net"
+keep_copy = false
+autoreply = "departed"
+"#;
+
+fn policy(relay_port: u16, store: Option<&str>) -> String {
+    POLICY
+        .replace("{relay}", &relay_port.to_string())
+        .replace(
+            "{store}",
+            &store.map_or(String::new(), |s| format!("store = \"{s}\"")),
+        )
+        .replace("{{", "{")
+        .replace("}}", "}")
+}
+
+/// The relay listener admins paste into master.cf, on this test's port.
+fn relay_entry(port: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postfix/master.cf.relay");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let entry: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let entry = entry.join("\n");
+    assert!(
+        entry.starts_with("127.0.0.1:10025 "),
+        "the documented entry uses the default relay port: {entry}"
+    );
+    entry.replace("127.0.0.1:10025", &format!("127.0.0.1:{port}"))
+}
+
+/// handoff and a lab in front of it, replies going back through the relay listener.
+struct Setup {
+    daemon: Daemon,
+    lab: Lab,
+}
+
+impl Setup {
+    fn start(store: Option<&str>) -> Setup {
+        let relay = free_port();
+        let daemon = Daemon::start(&policy(relay, store));
+        let mut config = LabConfig::default().master_cf_entry(relay_entry(relay));
+        for line in milter_lines(daemon.milter_port) {
+            config = config.main_cf_line(line);
+        }
+        Setup {
+            lab: Lab::start(config),
+            daemon,
+        }
+    }
+}
+
+fn message(from: &str, to: &str, subject: &str, extra: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@example.net>\r\n{extra}\r\nHello.\r\n",
+        subject.replace(' ', "-")
+    )
+}
+
+/// The auto-replies the sink got (null envelope sender, `Auto-Submitted: auto-replied`).
+fn replies(lab: &Lab) -> Vec<Delivered> {
+    lab.sink()
+        .all()
+        .into_iter()
+        .filter(|d| {
+            d.mail_from.is_empty() && d.header("Auto-Submitted").as_deref() == Some("auto-replied")
+        })
+        .collect()
+}
+
+/// Waits until the sink has a message with this subject for `rcpt`, and returns it.
+fn wait_delivery(lab: &Lab, subject: &str, rcpt: &str) -> Delivered {
+    wait_for(TIMEOUT, &format!("{subject:?} delivered to {rcpt}"), || {
+        lab.sink().all().into_iter().find(|d| {
+            d.header("Subject").as_deref() == Some(subject)
+                && d.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(rcpt))
+        })
+    })
+}
+
+/// Waits until the sink holds exactly `n` replies (more fails at once).
+fn wait_replies(lab: &Lab, n: usize) -> Vec<Delivered> {
+    wait_for(TIMEOUT, &format!("{n} auto-replies at the sink"), || {
+        let got = replies(lab);
+        assert!(got.len() <= n, "more than {n} replies: {got:#?}");
+        (got.len() == n).then_some(got)
+    })
+}
+
+fn metric(d: &Daemon, sample: &str) -> f64 {
+    d.metric(sample).unwrap_or(0.0)
+}
+
+fn suppressed(reason: &str) -> String {
+    format!("handoff_autoreplies_suppressed_total{{reason=\"{reason}\"}}")
+}
+
+/// Waits until the metric reaches `want` (handoff counts a decision right after making it).
+fn wait_metric(d: &Daemon, sample: &str, want: f64) {
+    wait_for(TIMEOUT, &format!("{sample} = {want}"), || {
+        (metric(d, sample) == want).then_some(())
+    });
+}
+
+fn accepted(t: &crate::support::Transcript) -> bool {
+    t.data.as_ref().is_some_and(|r| r.code == 250)
+}
+
+#[test]
+fn a_departed_user_answers_once_per_sender_even_across_a_restart() {
+    let Setup { mut daemon, lab } = Setup::start(None);
+    let d = &daemon;
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        message(
+            "Sender <sender@example.net>",
+            "gone@corp.example",
+            "Hello 1",
+            "",
+        ),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Hello 1", "cs@corp.example");
+    let reply = wait_replies(&lab, 1).remove(0);
+    assert_eq!(reply.mail_from, "", "null envelope sender");
+    assert_eq!(reply.rcpt_to, ["sender@example.net"]);
+    let parsed = MessageParser::new().parse(&reply.data).unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some("Gone Person has left / Gone Person 已离职 (re: Hello 1)")
+    );
+    let from = parsed.from().unwrap().first().unwrap();
+    assert_eq!(from.address(), Some("gone@corp.example"));
+    assert_eq!(from.name(), Some("Gone Person"));
+    assert_eq!(
+        parsed.to().unwrap().first().unwrap().address(),
+        Some("sender@example.net")
+    );
+    assert_eq!(parsed.in_reply_to().as_text(), Some("Hello-1@example.net"));
+    assert_eq!(parsed.references().as_text(), Some("Hello-1@example.net"));
+    assert_eq!(
+        reply.header("X-Auto-Response-Suppress").as_deref(),
+        Some("All")
+    );
+    assert!(
+        parsed
+            .message_id()
+            .is_some_and(|id| id.ends_with("@corp.example"))
+    );
+    assert!(parsed.date().is_some());
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains("已离职，请联系 cs@corp.example。"), "{body}");
+    // The reply came back through the relay listener, which has no milter: handoff saw one
+    // message, not two.
+    wait_metric(d, "handoff_autoreplies_sent_total", 1.0);
+    assert_eq!(
+        metric(d, "handoff_messages_total{outcome=\"accepted\"}"),
+        1.0
+    );
+    // The reply is in the archive journal, as handoff created it, byte for byte.
+    let mut created = Vec::new();
+    handoff::journal::reader::for_each_record(&d.journal_dir(), |info, file| {
+        if info.header.kind == handoff::journal::Kind::Created {
+            created.push((
+                info.meta.clone(),
+                handoff::journal::segment::read_body(file, info)?,
+            ));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(created.len(), 1, "one created record for one reply");
+    let meta: handoff::journal::record::MessageMeta =
+        serde_json::from_slice(&created[0].0).unwrap();
+    assert_eq!(
+        (meta.origin.as_str(), meta.sender.as_str()),
+        ("autoreply", "")
+    );
+    assert_eq!(meta.final_recipients, ["sender@example.net"]);
+    assert_eq!(meta.accounts, ["gone@corp.example"]);
+    let journaled = MessageParser::new().parse(&created[0].1).unwrap();
+    assert_eq!(journaled.message_id(), parsed.message_id());
+
+    // The same sender again within `days`: delivered, not answered.
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        message("sender@example.net", "gone@corp.example", "Hello 2", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Hello 2", "cs@corp.example");
+    wait_metric(d, &suppressed("already_replied"), 1.0);
+    assert_eq!(replies(&lab).len(), 1);
+
+    // handoff crashes and starts again: the memory (under [storage] state) still knows.
+    daemon.kill();
+    daemon.spawn(&[]);
+    let d = &daemon;
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        message("sender@example.net", "gone@corp.example", "Hello 3", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Hello 3", "cs@corp.example");
+    wait_metric(d, &suppressed("already_replied"), 1.0);
+    assert_eq!(metric(d, "handoff_autoreplies_sent_total"), 0.0);
+    assert_eq!(replies(&lab).len(), 1);
+    assert!(
+        daemon.path("state/autoreply.memory").exists(),
+        "the memory lives under [storage] state"
+    );
+
+    // Another sender is answered.
+    let t = send(
+        &lab,
+        "other@example.net",
+        &["gone@corp.example"],
+        message("other@example.net", "gone@corp.example", "Hello 4", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    let got = wait_replies(&lab, 2);
+    assert!(got.iter().any(|r| r.rcpt_to == ["other@example.net"]));
+    // Switching the store is a restart-only setting: a reload says so and keeps the memory
+    // that knows both senders.
+    let text = std::fs::read_to_string(daemon.config_path()).unwrap();
+    let text = text.replace("days = 7", "days = 7\nstore = \"redis://127.0.0.1:1/\"");
+    std::fs::write(daemon.config_path(), text).unwrap();
+    daemon.signal("HUP");
+    wait_for(TIMEOUT, "a restart-needed warning", || {
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("restart") && l.contains("autoreply.store"))
+            .then_some(())
+    });
+    let t = send(
+        &lab,
+        "other@example.net",
+        &["gone@corp.example"],
+        message("other@example.net", "gone@corp.example", "Hello 5", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Hello 5", "cs@corp.example");
+    wait_metric(&daemon, &suppressed("already_replied"), 2.0);
+    assert_eq!(replies(&lab).len(), 2);
+}
+
+#[test]
+fn lists_bulk_mail_and_auto_replies_get_no_reply() {
+    let Setup { daemon: d, lab } = Setup::start(None);
+    let cases = [
+        (
+            "robot@example.net",
+            "List",
+            "List-Id: Staff <staff.lists.example.net>\r\nList-Unsubscribe: <mailto:leave@example.net>\r\n",
+            "mailing_list",
+        ),
+        (
+            "news@example.net",
+            "Bulk",
+            "Precedence: bulk\r\n",
+            "precedence",
+        ),
+        (
+            "ooo@example.net",
+            "Auto",
+            "Auto-Submitted: auto-replied\r\n",
+            "auto_submitted",
+        ),
+        ("", "Bounce", "", "null_sender"),
+        ("MAILER-DAEMON@example.net", "Daemon", "", "system_sender"),
+        ("boss@example.net", "Spam", "X-Spam-Flag: YES\r\n", "spam"),
+    ];
+    for (from, subject, extra, _) in cases {
+        let t = send(
+            &lab,
+            from,
+            &["gone@corp.example"],
+            message("x@example.net", "gone@corp.example", subject, extra),
+        );
+        assert!(accepted(&t), "{t}");
+    }
+    // A Bcc copy: the departed address is not in To or Cc.
+    let t = send(
+        &lab,
+        "friend@example.net",
+        &["gone@corp.example"],
+        message("friend@example.net", "team@example.net", "Bcc", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    for (_, subject, _, reason) in cases {
+        wait_delivery(&lab, subject, "cs@corp.example");
+        wait_metric(&d, &suppressed(reason), 1.0);
+    }
+    wait_delivery(&lab, "Bcc", "cs@corp.example");
+    wait_metric(&d, &suppressed("not_addressed"), 1.0);
+    assert!(replies(&lab).is_empty(), "{:#?}", replies(&lab));
+
+    // The same setup answers a person.
+    let t = send(
+        &lab,
+        "person@example.net",
+        &["gone@corp.example"],
+        message("person@example.net", "gone@corp.example", "Person", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    assert_eq!(wait_replies(&lab, 1)[0].rcpt_to, ["person@example.net"]);
+}
+
+/// A private redis-server on 127.0.0.1 (no persistence), killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server (tests/setup.sh installs it): {e}")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+                s.write_all(b"PING\r\n").ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).ok()?;
+                (&buf == b"+PONG\r\n").then_some(())
+            },
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One SMTP transaction with an smtpd other than the lab's main one.
+fn send_via(addr: SocketAddr, from: &str, to: &str, message: &str) {
+    let mut c = SmtpClient::connect(addr).unwrap();
+    assert_eq!(c.ehlo("client.example").unwrap().code, 250);
+    assert_eq!(c.mail_from(from).unwrap().code, 250);
+    assert_eq!(c.rcpt_to(to).unwrap().code, 250);
+    let data = c.data(message.as_bytes()).unwrap();
+    assert_eq!(data.code, 250, "{data}");
+    let _ = c.quit();
+}
+
+#[test]
+fn two_instances_sharing_redis_send_one_reply() {
+    let redis = Redis::start();
+    let relay = free_port();
+    let text = policy(relay, Some(&redis.url()));
+    let (d1, d2) = (Daemon::start(&text), Daemon::start(&text));
+    // One Postfix, two smtpd listeners, each with its own handoff.
+    let smtpd2 = free_port();
+    let mut config = LabConfig::default()
+        .master_cf_entry(relay_entry(relay))
+        .master_cf_entry(format!(
+            "127.0.0.1:{smtpd2} inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:{}",
+            d2.milter_port
+        ));
+    for line in milter_lines(d1.milter_port) {
+        config = config.main_cf_line(line);
+    }
+    let lab = Lab::start(config);
+    let second: SocketAddr = format!("127.0.0.1:{smtpd2}").parse().unwrap();
+
+    let msg = message("sender@example.net", "gone@corp.example", "Twice", "");
+    let t = send(&lab, "sender@example.net", &["gone@corp.example"], &msg);
+    assert!(accepted(&t), "{t}");
+    send_via(second, "sender@example.net", "gone@corp.example", &msg);
+    wait_for(TIMEOUT, "both copies delivered", || {
+        let n = lab
+            .sink()
+            .all()
+            .iter()
+            .filter(|d| d.header("Subject").as_deref() == Some("Twice"))
+            .count();
+        (n == 2).then_some(())
+    });
+    wait_for(TIMEOUT, "one instance sent, the other remembered", || {
+        let sent = metric(&d1, "handoff_autoreplies_sent_total")
+            + metric(&d2, "handoff_autoreplies_sent_total");
+        let skipped = metric(&d1, &suppressed("already_replied"))
+            + metric(&d2, &suppressed("already_replied"));
+        (sent == 1.0 && skipped == 1.0).then_some(())
+    });
+    assert_eq!(
+        metric(&d1, "handoff_messages_total{outcome=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&d2, "handoff_messages_total{outcome=\"accepted\"}"),
+        1.0
+    );
+    let got = wait_replies(&lab, 1);
+    assert_eq!(got[0].rcpt_to, ["sender@example.net"]);
+}
+
+#[test]
+fn with_redis_down_mail_flows_and_no_reply_is_sent() {
+    let mut redis = Redis::start();
+    let Setup { daemon: d, lab } = Setup::start(Some(&redis.url()));
+    redis.stop();
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        message("sender@example.net", "gone@corp.example", "Redis down", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Redis down", "cs@corp.example");
+    wait_metric(&d, &suppressed("store_unavailable"), 1.0);
+    assert!(replies(&lab).is_empty());
+
+    // Redis back on its port: the next message is answered.
+    redis.spawn();
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        message("sender@example.net", "gone@corp.example", "Redis up", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    wait_delivery(&lab, "Redis up", "cs@corp.example");
+    assert_eq!(wait_replies(&lab, 1)[0].rcpt_to, ["sender@example.net"]);
+}
+
+/// `a@` and `b@` are departed; their successors' systems send mail straight back into
+/// handoff (a forwarder that rewrites the envelope sender, a mailbox that auto-answers).
+/// Nothing ping-pongs: one reply to the first sender, the loop marker stops the forwarding,
+/// and replies are never answered.
+#[test]
+fn departed_accounts_forwarding_to_each_other_do_not_ping_pong() {
+    let Setup { daemon: d, lab } = Setup::start(None);
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["a@corp.example"],
+        message("sender@example.net", "a@corp.example", "Loop", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    let first = wait_delivery(&lab, "Loop", "a-next@example.net");
+    assert_eq!(wait_replies(&lab, 1)[0].rcpt_to, ["sender@example.net"]);
+
+    // a-next's system forwards everything to b@ (envelope rewritten, headers kept). b@ is not
+    // in To: no reply; b@ forwards to b-next.
+    lab.sink().take();
+    let t = send(&lab, "a-next@example.net", &["b@corp.example"], &first.data);
+    assert!(accepted(&t), "{t}");
+    let second = wait_delivery(&lab, "Loop", "b-next@example.net");
+    wait_metric(&d, &suppressed("not_addressed"), 1.0);
+    assert_eq!(
+        second.headers("X-Handoff-Forwarded"),
+        ["a@corp.example", "b@corp.example"]
+    );
+
+    // b-next's system sends it back to a@: the marker keeps it in a@'s mailbox, unforwarded,
+    // and a@ does not answer b-next.
+    lab.sink().take();
+    let t = send(
+        &lab,
+        "b-next@example.net",
+        &["a@corp.example"],
+        &second.data,
+    );
+    assert!(accepted(&t), "{t}");
+    let third = wait_delivery(&lab, "Loop", "a@corp.example");
+    assert_eq!(third.rcpt_to, ["a@corp.example"], "not forwarded again");
+    wait_metric(&d, &suppressed("loop_marked"), 1.0);
+
+    // A departed account writes to another: b@ answers a@ once ...
+    lab.sink().take();
+    let t = send(
+        &lab,
+        "a@corp.example",
+        &["b@corp.example"],
+        message("a@corp.example", "b@corp.example", "From a", ""),
+    );
+    assert!(accepted(&t), "{t}");
+    let reply = wait_replies(&lab, 1).remove(0);
+    assert_eq!(reply.rcpt_to, ["a@corp.example"]);
+    // ... and when that reply reaches a@ through handoff (with its null sender, or with a
+    // sender some forwarder put there), a@ does not answer it.
+    lab.sink().take();
+    let t = send(&lab, "", &["a@corp.example"], &reply.data);
+    assert!(accepted(&t), "{t}");
+    let t = send(&lab, "b@corp.example", &["a@corp.example"], &reply.data);
+    assert!(accepted(&t), "{t}");
+    wait_metric(&d, &suppressed("null_sender"), 1.0);
+    wait_metric(&d, &suppressed("auto_submitted"), 1.0);
+    wait_for(TIMEOUT, "the reply delivered twice to a-next", || {
+        let n = lab
+            .sink()
+            .all()
+            .iter()
+            .filter(|m| m.rcpt_to == ["a-next@example.net"])
+            .count();
+        (n == 2).then_some(())
+    });
+    assert!(
+        replies(&lab)
+            .iter()
+            .all(|r| r.rcpt_to != ["b@corp.example"])
+    );
+    assert_eq!(metric(&d, "handoff_autoreplies_sent_total"), 2.0);
+}
