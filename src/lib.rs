@@ -30,6 +30,7 @@ pub mod cli;
 pub mod engine;
 pub mod explain;
 pub mod journal;
+pub mod lmtp;
 pub mod milter;
 pub mod policy;
 pub mod runtime;

@@ -95,6 +95,14 @@ pub enum RcptOutcome {
     },
 }
 
+/// A refusal decided by a MAIL (a blocked sender) or RCPT (a refused recipient, with the rule
+/// that decided it), for the front end's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub decision: engine::Decision,
+    pub rule: Option<engine::Rule>,
+}
+
 /// A finished message, for the journal, the auto-reply component and the log.
 #[derive(Debug)]
 pub struct Message {

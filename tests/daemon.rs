@@ -12,6 +12,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub milter_port: u16,
     pub metrics_port: u16,
+    /// The content-filter (LMTP/SMTP) listener's port, when started with one.
+    pub lmtp_port: Option<u16>,
     pub config: PathBuf,
     pub log: PathBuf,
     /// Extra environment for the process (e.g. NOTIFY_SOCKET).
@@ -59,6 +61,17 @@ impl Daemon {
         Daemon::start_custom(policy, milter, None, args)
     }
 
+    /// Starts handoff as a content filter too: its LMTP/SMTP listener on a free port, handing
+    /// messages to `next_hop` (an `[lmtp] next_hop` value, e.g. Postfix's reinjection port).
+    pub fn start_content_filter(policy: &str, next_hop: &str) -> Daemon {
+        let lmtp_port = free_port();
+        let extra =
+            format!("lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n");
+        let mut d = Daemon::start_full(policy, None, None, &extra, &[]);
+        d.lmtp_port = Some(lmtp_port);
+        d
+    }
+
     /// Starts handoff with its journal in `journal` instead of its temp directory.
     pub fn start_custom(
         policy: &str,
@@ -71,15 +84,37 @@ impl Daemon {
         d
     }
 
+    /// `extra`: lines that go at the end of the `[listen]` table (and may open more tables).
+    fn start_full(
+        policy: &str,
+        milter: Option<&str>,
+        journal: Option<&Path>,
+        extra: &str,
+        args: &[&str],
+    ) -> Daemon {
+        let mut d = Daemon::prepare_full(policy, milter, journal, extra);
+        d.spawn(args);
+        d
+    }
+
     /// Writes the policy and picks the ports, without starting the process (see [`spawn`]).
     pub fn prepare(policy: &str, milter: Option<&str>, journal: Option<&Path>) -> Daemon {
+        Daemon::prepare_full(policy, milter, journal, "")
+    }
+
+    fn prepare_full(
+        policy: &str,
+        milter: Option<&str>,
+        journal: Option<&Path>,
+        extra: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let (milter_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("handoff.toml");
         let milter = milter.map_or_else(|| format!("127.0.0.1:{milter_port}"), str::to_string);
         let journal = journal.map_or_else(|| "journal".to_string(), |p| p.display().to_string());
         let text = format!(
-            "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
+            "[listen]\nmilter = \"{milter}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n{extra}\
              [storage]\njournal = \"{journal}\"\nstate = \"state\"\n{policy}"
         );
         std::fs::write(&config, text).unwrap();
@@ -89,6 +124,7 @@ impl Daemon {
             dir,
             milter_port,
             metrics_port,
+            lmtp_port: None,
             config,
             log,
             env: Vec::new(),
@@ -163,10 +199,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    #[allow(dead_code)] // harness API that not every set of test modules uses
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
+    #[allow(dead_code)] // harness API that not every set of test modules uses
     pub fn config_path(&self) -> &Path {
         &self.config
     }

@@ -264,10 +264,7 @@ async fn connection<S: MilterStream>(
             }
             let step = session.handle(cmd, cx)?;
             if let Some(r) = session.take_refusal() {
-                match r.rule {
-                    Some(rule) => metrics::recipient(r.decision, rule),
-                    None => metrics::sender_blocked(),
-                }
+                crate::runtime::record::refusal(r);
             }
             match step {
                 Step::Reply(replies) => {
@@ -449,78 +446,5 @@ fn record(msg: &Message, replies: &[Reply]) {
         Some(Reply::ReplyCode(code)) if code.starts_with('4') => "tempfailed",
         _ => "rejected",
     };
-    metrics::message(outcome);
-    if !matches!(msg.outcome, MessageOutcome::Refuse(_)) {
-        for r in &msg.recipients {
-            metrics::recipient(r.resolution.decision(), r.resolution.rule);
-        }
-    }
-    let queue_id = msg.queue_id.as_deref().unwrap_or("-");
-    if matches!(msg.outcome, MessageOutcome::CannotRewrite) {
-        // The MTA's configuration, not handoff, is at fault: a warning, and the sender retries.
-        tracing::warn!(
-            queue_id,
-            "the MTA did not allow recipient edits (milter actions ADDRCPT/DELRCPT); message tempfailed"
-        );
-    }
-    let message_id = msg.message_id();
-    let message_id = message_id.as_deref().unwrap_or("-");
-    let generation = msg.snapshot.generation;
-    if !msg.snapshot.policy.settings.log_addresses {
-        // `[log] addresses = false`: the rule and counts, no address.
-        let decisions: Vec<String> = msg
-            .recipients
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}:{}->{}",
-                    r.resolution.rule.as_str(),
-                    r.resolution.decision().as_str(),
-                    r.resolution.deliver.len()
-                )
-            })
-            .chain(
-                msg.refused
-                    .iter()
-                    .map(|(_, reply)| format!("refused:{}", reply.code())),
-            )
-            .collect();
-        tracing::info!(
-            queue_id,
-            message_id,
-            generation,
-            outcome,
-            recipients = msg.recipients.len() + msg.refused.len(),
-            decisions = %decisions.join(" "),
-            "message"
-        );
-        return;
-    }
-    let decisions: Vec<String> = msg
-        .recipients
-        .iter()
-        .map(|r| {
-            let to: Vec<&str> = r.resolution.deliver.iter().map(|a| a.as_str()).collect();
-            format!(
-                "{}={}->{}",
-                r.resolution.recipient,
-                r.resolution.rule.as_str(),
-                to.join("+")
-            )
-        })
-        .chain(
-            msg.refused
-                .iter()
-                .map(|(raw, reply)| format!("{raw}=refused:{}", reply.code())),
-        )
-        .collect();
-    tracing::info!(
-        queue_id,
-        message_id,
-        from = msg.sender.as_ref().map_or("<>", |a| a.as_str()),
-        generation,
-        outcome,
-        decisions = %decisions.join(" "),
-        "message"
-    );
+    crate::runtime::record::message(msg, outcome, "milter");
 }

@@ -25,13 +25,13 @@ use std::sync::Arc;
 use jiff::civil::Date;
 
 use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
-use crate::engine::{Decision, Rule};
+use crate::engine::Decision;
 use crate::policy::SmtpReply;
 use crate::runtime::store::Snapshot;
 pub use crate::transaction::{
     Client, LOOP_HEADER, MAX_HEADER_BYTES, Message, MessageOutcome, Recipient,
 };
-use crate::transaction::{Edit, RcptOutcome, Transaction};
+use crate::transaction::{Edit, RcptOutcome, Refusal, Transaction};
 
 /// The milter protocol version handoff speaks (Sendmail 8.14, Postfix 2.6+).
 pub const VERSION: u32 = 6;
@@ -136,15 +136,6 @@ impl Stage {
     }
 }
 
-/// A refusal decided by the last MAIL (a blocked sender) or RCPT (a refused recipient, with the
-/// rule that decided it), for the caller's metrics. Reported when decided, also for local
-/// submission, where the refusal is only answered at end of message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub decision: Decision,
-    pub rule: Option<Rule>,
-}
-
 /// One milter connection.
 #[derive(Debug)]
 pub struct Session {
@@ -177,7 +168,8 @@ impl Session {
         }
     }
 
-    /// The refusal the last command decided, if any (taken: each is reported once).
+    /// The refusal the last command decided, if any (taken: each is reported once). Reported when
+    /// decided, also for local submission, where the refusal is only answered at end of message.
     pub fn take_refusal(&mut self) -> Option<Refusal> {
         self.refusal.take()
     }

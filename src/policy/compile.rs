@@ -18,8 +18,8 @@ use super::raw::{self, Entry, RawAccount, RawFile, SString};
 use super::reply::SmtpReply;
 use super::template::{TemplateError, Text};
 use super::{
-    Account, Alias, AutoreplySettings, Diagnostics, ListenAddr, MAX_DEPTH, MAX_WIDTH, Node, Policy,
-    Settings, State, Template,
+    Account, Alias, AutoreplySettings, Diagnostics, ListenAddr, LmtpSettings, MAX_DEPTH, MAX_WIDTH,
+    NextHop, Node, Policy, Settings, State, Template,
 };
 use crate::address::Address;
 
@@ -129,6 +129,7 @@ fn only_entries_in_includes(file: FileId, raw: &RawFile, errs: &mut Collector) {
     let sections = [
         ("listen", raw.listen.as_ref().map(|(o, _)| o)),
         ("relay", raw.relay.as_ref().map(|(o, _)| o)),
+        ("lmtp", raw.lmtp.as_ref().map(|(o, _)| o)),
         ("storage", raw.storage.as_ref().map(|(o, _)| o)),
         ("domains", raw.domains.as_ref().map(|(o, _)| o)),
         ("archive", raw.archive.as_ref().map(|(o, _)| o)),
@@ -277,10 +278,48 @@ fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) -> Settings {
                 }
             }
         });
+    let lmtp_raw = raw.lmtp.as_ref().map(|(_, l)| l);
+    let next_hop = match lmtp_raw.and_then(|l| l.next_hop.as_ref()) {
+        Some(s) => parse_next_hop(s.get_ref(), &base).unwrap_or_else(|e| {
+            errs.error(f, s.span().start, format!("lmtp.next_hop: {e}"));
+            NextHop::Smtp(relay)
+        }),
+        // FILTER_README: the filter gives the message back to Postfix on the reinjection port.
+        None => NextHop::Smtp(relay),
+    };
+    let lmtp_options = LmtpSettings {
+        next_hop,
+        max_connections: bounded(
+            lmtp_raw.and_then(|l| l.max_connections.as_ref()),
+            100,
+            1,
+            100_000,
+            "lmtp.max_connections",
+            errs,
+        ) as usize,
+        max_message_bytes: u64::from(bounded(
+            lmtp_raw.and_then(|l| l.max_message_mb.as_ref()),
+            64,
+            1,
+            4096,
+            "lmtp.max_message_mb",
+            errs,
+        )) * 1024
+            * 1024,
+        max_recipients: bounded(
+            lmtp_raw.and_then(|l| l.max_recipients.as_ref()),
+            1000,
+            1,
+            100_000,
+            "lmtp.max_recipients",
+            errs,
+        ) as usize,
+    };
     let autoreply = autoreply_settings(autoreply, &bounded, errs);
     Settings {
         milter,
         lmtp,
+        lmtp_options,
         metrics,
         relay,
         journal_dir,
@@ -419,6 +458,21 @@ fn parse_listen(text: &str, base: &Path) -> Result<ListenAddr, String> {
         }));
     }
     socket_addr(text.strip_prefix("inet:").unwrap_or(text)).map(ListenAddr::Tcp)
+}
+
+/// `smtp:host:port` (or just `host:port`), `lmtp:host:port`, `lmtp:inet:host:port`,
+/// `lmtp:unix:/path`.
+fn parse_next_hop(text: &str, base: &Path) -> Result<NextHop, String> {
+    if let Some(rest) = text.strip_prefix("lmtp:") {
+        return parse_listen(rest, base).map(NextHop::Lmtp);
+    }
+    let rest = text.strip_prefix("smtp:").unwrap_or(text);
+    if rest.starts_with("unix:") {
+        return Err(format!(
+            "`{text}`: SMTP needs a TCP address; use lmtp:unix:/path for a socket"
+        ));
+    }
+    socket_addr(rest.strip_prefix("inet:").unwrap_or(rest)).map(NextHop::Smtp)
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
@@ -1153,6 +1207,54 @@ mod tests {
         .unwrap();
         assert_eq!(p.settings.journal_dir, PathBuf::from("/etc/handoff/j"));
         assert_eq!(p.settings.state_dir, PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn lmtp_settings_default_to_the_reinjection_port_and_are_checked() {
+        let p = Policy::from_text("/x/p.toml", "[relay]\naddress = \"127.0.0.1:2525\"\n").unwrap();
+        let o = &p.settings.lmtp_options;
+        assert_eq!(o.next_hop, NextHop::Smtp("127.0.0.1:2525".parse().unwrap()));
+        assert_eq!((o.max_connections, o.max_recipients), (100, 1000));
+        assert_eq!(o.max_message_bytes, 64 * 1024 * 1024);
+        let base = Path::new("/x");
+        let cases = [
+            (
+                "127.0.0.1:10025",
+                Ok(NextHop::Smtp("127.0.0.1:10025".parse().unwrap())),
+            ),
+            (
+                "smtp:[::1]:25",
+                Ok(NextHop::Smtp("[::1]:25".parse().unwrap())),
+            ),
+            (
+                "lmtp:inet:127.0.0.1:24",
+                Ok(NextHop::Lmtp(ListenAddr::Tcp(
+                    "127.0.0.1:24".parse().unwrap(),
+                ))),
+            ),
+            (
+                "lmtp:unix:lmtp.sock",
+                Ok(NextHop::Lmtp(ListenAddr::Unix("/x/lmtp.sock".into()))),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_next_hop(text, base), want, "{text}");
+        }
+        assert!(parse_next_hop("smtp:unix:/s", base).is_err());
+        assert!(parse_next_hop("mx.example:25", base).is_err());
+        let errs = errors(
+            "[lmtp]\nnext_hop = \"nowhere\"\nmax_connections = 0\nmax_recipients = -1\nmax_message_mb = 9999\nfoo = 1\n",
+        );
+        assert_eq!(errs.len(), 1, "unknown key first: {errs:#?}");
+        let errs = errors(
+            "[lmtp]\nnext_hop = \"nowhere\"\nmax_connections = 0\nmax_recipients = -1\nmax_message_mb = 9999\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("p.toml:2:12: lmtp.next_hop"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -153,11 +153,32 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// Where content-filter mode sends a message after deciding on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// SMTP, normally Postfix's reinjection listener (FILTER_README: 127.0.0.1:10025).
+    Smtp(SocketAddr),
+    /// LMTP to a final delivery agent (TCP or a unix socket).
+    Lmtp(ListenAddr),
+}
+
+/// The content-filter front end (`[lmtp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LmtpSettings {
+    pub next_hop: NextHop,
+    /// Sessions served at once; more get `421 4.3.2` (Postfix retries later).
+    pub max_connections: usize,
+    pub max_message_bytes: u64,
+    pub max_recipients: usize,
+}
+
 /// Process-level settings: listeners and storage take effect at start-up only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub milter: Option<ListenAddr>,
     pub lmtp: Option<ListenAddr>,
+    /// How the LMTP/SMTP front end behaves (used when `lmtp` is set).
+    pub lmtp_options: LmtpSettings,
     pub metrics: Option<SocketAddr>,
     pub relay: SocketAddr,
     pub journal_dir: PathBuf,
@@ -202,6 +223,9 @@ impl Settings {
         }
         if self.lmtp != new.lmtp {
             out.push("listen.lmtp");
+        }
+        if self.lmtp_options != new.lmtp_options {
+            out.push("lmtp");
         }
         if self.metrics != new.metrics {
             out.push("listen.metrics");

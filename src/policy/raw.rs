@@ -30,6 +30,16 @@ pub struct RawRelay {
     pub address: Option<SString>,
 }
 
+/// `[lmtp]`: the content-filter front end.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLmtp {
+    pub next_hop: Option<SString>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_message_mb: Option<Spanned<i64>>,
+    pub max_recipients: Option<Spanned<i64>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
@@ -110,6 +120,7 @@ pub struct RawFile {
     pub include: Vec<SString>,
     pub listen: Option<(Origin, RawListen)>,
     pub relay: Option<(Origin, RawRelay)>,
+    pub lmtp: Option<(Origin, RawLmtp)>,
     pub storage: Option<(Origin, RawStorage)>,
     pub domains: Option<(Origin, RawDomains)>,
     pub archive: Option<(Origin, RawArchive)>,
@@ -120,7 +131,7 @@ pub struct RawFile {
     pub accounts: Vec<Entry<RawAccount>>,
 }
 
-const TOP_KEYS: &str = "include, listen, relay, storage, domains, archive, autoreply, log, templates, aliases, accounts";
+const TOP_KEYS: &str = "include, listen, relay, lmtp, storage, domains, archive, autoreply, log, templates, aliases, accounts";
 
 /// Parses one file's text. Every problem goes to `errs`; what could be read is returned.
 pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
@@ -151,6 +162,7 @@ pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
             }
             "listen" => raw.listen = read(file, value, errs).map(|v| (origin, v)),
             "relay" => raw.relay = read(file, value, errs).map(|v| (origin, v)),
+            "lmtp" => raw.lmtp = read(file, value, errs).map(|v| (origin, v)),
             "storage" => raw.storage = read(file, value, errs).map(|v| (origin, v)),
             "domains" => raw.domains = read(file, value, errs).map(|v| (origin, v)),
             "archive" => raw.archive = read(file, value, errs).map(|v| (origin, v)),

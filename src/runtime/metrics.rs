@@ -20,6 +20,9 @@ pub const POLICY_ACCOUNTS: &str = "handoff_policy_accounts";
 pub const POLICY_ALIASES: &str = "handoff_policy_aliases";
 pub const MILTER_SESSIONS_ACTIVE: &str = "handoff_milter_sessions_active";
 pub const MILTER_SESSIONS: &str = "handoff_milter_sessions_total";
+pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
+pub const LMTP_SESSIONS: &str = "handoff_lmtp_sessions_total";
+pub const NEXT_HOP_ERRORS: &str = "handoff_next_hop_errors_total";
 pub const MESSAGES: &str = "handoff_messages_total";
 pub const RECIPIENTS: &str = "handoff_recipients_total";
 pub const JOURNAL_RECORDS: &str = "handoff_journal_records_total";
@@ -66,6 +69,18 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     describe_gauge!(POLICY_ALIASES, "Aliases in the policy in force.");
     describe_gauge!(MILTER_SESSIONS_ACTIVE, "Milter connections open now.");
     describe_counter!(MILTER_SESSIONS, "Milter connections accepted.");
+    describe_gauge!(
+        LMTP_SESSIONS_ACTIVE,
+        "LMTP/SMTP content-filter connections open now."
+    );
+    describe_counter!(
+        LMTP_SESSIONS,
+        "LMTP/SMTP content-filter connections accepted."
+    );
+    describe_counter!(
+        NEXT_HOP_ERRORS,
+        "Messages the content filter could not hand to its next hop (answered 4xx)."
+    );
     describe_counter!(
         MESSAGES,
         "Messages at end of data, by outcome (accepted, rejected, tempfailed)."
@@ -155,6 +170,19 @@ pub fn milter_session_ended() {
     gauge!(MILTER_SESSIONS_ACTIVE).decrement(1.0);
 }
 
+pub fn lmtp_session_started() {
+    counter!(LMTP_SESSIONS).increment(1);
+    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
+}
+
+pub fn lmtp_session_ended() {
+    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
+}
+
+pub fn next_hop_error() {
+    counter!(NEXT_HOP_ERRORS).increment(1);
+}
+
 pub fn message(outcome: &'static str) {
     counter!(MESSAGES, "outcome" => outcome).increment(1);
 }
@@ -220,7 +248,6 @@ fn state_label(state: State) -> &'static str {
 pub const MILTER_STAGE_SECONDS: &str = "handoff_milter_stage_seconds";
 /// Recipients decided, by the rule that decided them ([`Rule::as_str`]).
 pub const RULE_HITS: &str = "handoff_rule_hits_total";
-pub const LMTP_SESSIONS_ACTIVE: &str = "handoff_lmtp_sessions_active";
 
 /// The milter stages whose latency is measured.
 pub const STAGES: [&str; 3] = ["mail", "rcpt", "eom"];
@@ -264,12 +291,4 @@ fn install_operations() {
 /// How long a milter command of `stage` (one of [`STAGES`]) waited for its reply.
 pub fn milter_stage(stage: &'static str, took: Duration) {
     histogram!(MILTER_STAGE_SECONDS, "stage" => stage).record(took.as_secs_f64());
-}
-
-pub fn lmtp_session_started() {
-    gauge!(LMTP_SESSIONS_ACTIVE).increment(1.0);
-}
-
-pub fn lmtp_session_ended() {
-    gauge!(LMTP_SESSIONS_ACTIVE).decrement(1.0);
 }

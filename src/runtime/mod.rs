@@ -4,6 +4,7 @@
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod record;
 pub mod reload;
 pub mod serve;
 pub mod status;

@@ -12,6 +12,7 @@ use super::store::PolicyStore;
 use super::{http, metrics, notify, status};
 use crate::autoreply::{self, AutoReplier};
 use crate::journal::Journal;
+use crate::lmtp;
 use crate::milter;
 use crate::milter::server::{Limits, Listener, Services};
 use crate::policy;
@@ -92,7 +93,7 @@ pub async fn run_until(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(autoreply_worker.run(stopped(stop.clone())));
 
-    // The milter listener binds first: once the metrics endpoint answers, mail can flow.
+    // The mail listeners bind first: once the metrics endpoint answers, mail can flow.
     if let Some(addr) = &settings.milter {
         let listener = Listener::bind(addr)
             .await
@@ -102,6 +103,28 @@ pub async fn run_until(
             listener,
             services.clone(),
             Limits::default(),
+            stop.clone(),
+        ));
+    }
+
+    if let Some(addr) = &settings.lmtp {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for LMTP/SMTP connections on {addr}"))?;
+        let options = &settings.lmtp_options;
+        tracing::info!(address = %listener.describe(), next_hop = %lmtp::next_hop::describe(&options.next_hop), "content filter (LMTP/SMTP) listening");
+        let services = Arc::new(lmtp::server::Services {
+            store: store.clone(),
+            journal: journal.clone(),
+            next_hop: options.next_hop.clone(),
+            hostname: hostname(),
+            spool_dir: std::env::temp_dir(),
+            autoreply: services.autoreply.clone(),
+        });
+        tasks.spawn(lmtp::server::serve(
+            listener,
+            services,
+            lmtp::server::Limits::from_settings(options),
             stop.clone(),
         ));
     }
@@ -151,6 +174,19 @@ pub async fn run_until(
     tracing::info!("shutting down");
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The host name for greetings (the kernel's), or `handoff`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
+        .unwrap_or_else(|| "handoff".into())
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).

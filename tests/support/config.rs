@@ -76,6 +76,45 @@ impl LabConfig {
         self
     }
 
+    /// Adds the entries of a master.cf-syntax file: an entry starts at a line that does not
+    /// begin with whitespace; indented lines continue it; `#` lines are comments.
+    pub fn master_cf_file(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("lab config: cannot read {}: {e}", path.display()));
+        self.master_cf.extend(master_cf_entries(&text));
+        self
+    }
+
+    /// handoff as an after-queue content filter, exactly as deploy/postfix/main.cf.content-filter
+    /// and master.cf.content-filter say, with handoff's LMTP port (10026 there) and the
+    /// reinjection port (10025 there) replaced.
+    pub fn content_filter(self, lmtp_port: u16, reinject_port: u16) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postfix");
+        let read = |name: &str| {
+            let path = dir.join(name);
+            let text = fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("lab config: cannot read {}: {e}", path.display()));
+            assert!(
+                text.contains("[127.0.0.1]:10026") || text.contains("127.0.0.1:10025"),
+                "{name} no longer uses the documented ports"
+            );
+            let text = text
+                .replace("[127.0.0.1]:10026", &format!("[127.0.0.1]:{lmtp_port}"))
+                .replace("127.0.0.1:10025", &format!("127.0.0.1:{reinject_port}"));
+            (path.display().to_string(), text)
+        };
+        let (main_path, main) = read("main.cf.content-filter");
+        let mut config = self;
+        match parse_main_cf(&main, &main_path) {
+            Ok(lines) => config.main_cf.extend(lines),
+            Err(errors) => panic!("lab config: {}", errors.join("\n")),
+        }
+        let (_, master) = read("master.cf.content-filter");
+        config.master_cf.extend(master_cf_entries(&master));
+        config
+    }
+
     /// Sets the value of `{name}`.
     pub fn var(mut self, name: impl Into<String>, value: impl ToString) -> Self {
         self.vars.push((name.into(), value.to_string()));
@@ -139,6 +178,25 @@ pub fn parse_main_cf(text: &str, origin: &str) -> Result<Vec<String>, Vec<String
     } else {
         Err(errors)
     }
+}
+
+/// The entries of a master.cf-syntax text, continuation lines joined.
+pub fn master_cf_entries(text: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match (line.starts_with([' ', '\t']), entries.last_mut()) {
+            (true, Some(entry)) => {
+                entry.push(' ');
+                entry.push_str(trimmed);
+            }
+            _ => entries.push(trimmed.to_string()),
+        }
+    }
+    entries
 }
 
 fn is_parameter_name(name: &str) -> bool {
@@ -262,6 +320,18 @@ mod tests {
         assert!(
             err.contains("{miltr_port}") && err.contains("milter_port"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn master_cf_text_yields_entries_with_continuations_joined() {
+        let text = "# comment\nhandoff unix - - n - 10 lmtp\n    -o a=b\n  # indented comment\n    -o c=\n\n10025 inet n - n - - smtpd\n";
+        assert_eq!(
+            master_cf_entries(text),
+            [
+                "handoff unix - - n - 10 lmtp -o a=b -o c=",
+                "10025 inet n - n - - smtpd"
+            ]
         );
     }
 

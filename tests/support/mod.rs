@@ -16,7 +16,9 @@ mod lab;
 mod sink;
 mod smtp;
 
-pub use config::{LabConfig, parse_main_cf};
+pub use config::{LabConfig, master_cf_entries, parse_main_cf};
 pub use lab::{LAB_HOSTNAME, Lab, QueuedMessage, QueuedRecipient};
 pub use sink::{Delivered, Sink, SinkMode};
-pub use smtp::{Reply, SendOptions, SmtpClient, Transcript, send, send_authenticated, send_with};
+pub use smtp::{
+    Reply, SendOptions, SmtpClient, Transcript, encode_data, send, send_authenticated, send_with,
+};

@@ -1,0 +1,618 @@
+//! One SMTP or LMTP connection as a state machine, sans-IO: command lines and message content
+//! in, replies and "deliver this" out. The decisions are [`crate::transaction`]'s; this module
+//! only translates them to SMTP/LMTP and back.
+//!
+//! - The dialect is chosen by the client's greeting: `LHLO` makes an LMTP session (RFC 2033:
+//!   after the content, one reply per accepted recipient, in RCPT order), `EHLO`/`HELO` an SMTP
+//!   one (one reply for the whole message). One listener serves both, so Postfix may reach
+//!   handoff through a transport of type `lmtp` or `smtp`.
+//! - **RCPT**: refused recipients get their reply one by one; the message is already in
+//!   Postfix's queue, so local-submission rules do not apply here.
+//! - **End of data**: the transaction's edits become the outgoing envelope and the loop-marker
+//!   headers ([`Delivery`]); the caller stores the message, hands it to the next hop, and
+//!   asks [`Session::finish`] for the replies: an original recipient gets 250 only when the
+//!   next hop accepted every address it became.
+
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use smtp_proto::{MAIL_BODY_8BITMIME, Request};
+
+use super::codec::{DataEnd, DataFlaw, Reply};
+use crate::address::Address;
+use crate::policy::SmtpReply;
+use crate::runtime::store::Snapshot;
+use crate::transaction::{
+    Client, Edit, MAX_HEADER_BYTES, Message, MessageOutcome, RcptOutcome, Refusal, Transaction,
+};
+
+/// What the session needs from its surroundings: the policy in force and the date.
+pub trait Context {
+    fn snapshot(&self) -> Arc<Snapshot>;
+    fn today(&self) -> Date;
+}
+
+/// Which protocol the client chose with its greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// RFC 2033: one reply per accepted recipient after the content.
+    Lmtp,
+    /// RFC 5321: one reply for the whole message.
+    Smtp,
+}
+
+/// Limits the session enforces (the codec enforces line lengths and the content size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// RCPT commands per message; further ones get `452 4.5.3` (RFC 5321 section 4.5.3.1.8:
+    /// the client retries them in a later transaction). Postfix's smtpd_recipient_limit: 1000.
+    pub max_recipients: usize,
+    /// Advertised with SIZE; a larger MAIL SIZE= gets `552 5.3.4`.
+    pub message_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_recipients: 1000,
+            message_size: super::codec::Limits::default().message_size,
+        }
+    }
+}
+
+/// What the caller must do after a command or the end of the content.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this reply.
+    Reply(Reply),
+    /// Send this reply (354), then pass the message content to [`Session::data`] until its end.
+    StartData(Reply),
+    /// Send these replies (a refused message: one per recipient in LMTP, one in SMTP).
+    Replies(Vec<Reply>),
+    /// Store and deliver this message, then call [`Session::finish`] for the replies.
+    Deliver(Box<Delivery>),
+    /// Send this reply and close the connection.
+    Close(Reply),
+}
+
+/// A message ready to go to the next hop.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Message,
+    /// The envelope sender as the client wrote it (empty for the null sender).
+    pub sender: String,
+    /// The client declared BODY=8BITMIME.
+    pub body_8bit: bool,
+    /// The outgoing envelope: the original recipients after the edits.
+    pub envelope: Vec<String>,
+    /// Header lines to put in front of the message (the loop markers), CRLF-ended.
+    pub prepend: Vec<u8>,
+    /// Each accepted original recipient, in RCPT order, and the indices in `envelope` of the
+    /// addresses it became.
+    pub owners: Owners,
+}
+
+/// Original recipients and the indices of the envelope addresses each became.
+pub type Owners = Vec<(String, Vec<usize>)>;
+
+/// What the next hop said about one address of the outgoing envelope.
+pub type TargetReply = Reply;
+
+/// One SMTP/LMTP connection.
+#[derive(Debug)]
+pub struct Session {
+    hostname: String,
+    limits: Limits,
+    client: Client,
+    dialect: Option<Dialect>,
+    tx: Option<Pending>,
+    refusal: Option<Refusal>,
+}
+
+/// A transaction between MAIL and the end of its content.
+#[derive(Debug)]
+struct Pending {
+    tx: Transaction,
+    sender: String,
+    body_8bit: bool,
+    /// Accepted recipients, as written, in order.
+    accepted: Vec<String>,
+    rcpt_commands: usize,
+    in_data: bool,
+    headers: HeaderReader,
+}
+
+impl Session {
+    /// `hostname` names handoff in replies; `client` is the peer.
+    pub fn new(hostname: impl Into<String>, client: Client, limits: Limits) -> Session {
+        Session {
+            hostname: hostname.into(),
+            limits,
+            client,
+            dialect: None,
+            tx: None,
+            refusal: None,
+        }
+    }
+
+    /// The greeting sent when the connection opens.
+    /// The recipient refusal the last command decided, if any (taken: reported once).
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::new(220, format!("{} ESMTP LMTP handoff", self.hostname))
+    }
+
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.dialect
+    }
+
+    /// Whether a message is in progress (shutdown waits for it; timeouts are shorter outside).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Handles one command line (its line end included).
+    pub fn handle(&mut self, line: &[u8], cx: &dyn Context) -> Action {
+        if self.tx.as_ref().is_some_and(|t| t.in_data) {
+            // The caller switched the codec to content mode; a command here is a caller bug.
+            return Action::Reply(Reply::new(
+                503,
+                "5.5.1 Error: command inside message content",
+            ));
+        }
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(r) => r,
+            Err(e) => return Action::Reply(parse_error(&e)),
+        };
+        match request {
+            Request::Lhlo { host } => self.hello(Dialect::Lmtp, &host, true),
+            Request::Ehlo { host } => self.hello(Dialect::Smtp, &host, true),
+            Request::Helo { host } => self.hello(Dialect::Smtp, &host, false),
+            Request::Mail { from } => Action::Reply(self.mail(
+                from.address.into_owned(),
+                from.flags & MAIL_BODY_8BITMIME != 0,
+                from.size as u64,
+                cx,
+            )),
+            Request::Rcpt { to } => Action::Reply(self.rcpt(to.address.into_owned(), cx)),
+            Request::Data => self.data_command(),
+            Request::Rset => {
+                self.tx = None;
+                Action::Reply(Reply::new(250, "2.0.0 Ok"))
+            }
+            Request::Noop { .. } => Action::Reply(Reply::new(250, "2.0.0 Ok")),
+            Request::Quit => Action::Close(Reply::new(221, "2.0.0 Bye")),
+            Request::Vrfy { .. } => {
+                Action::Reply(Reply::new(502, "5.5.1 Error: VRFY is not offered"))
+            }
+            other => Action::Reply(Reply::new(
+                502,
+                format!("5.5.1 Error: {} is not offered", other.name()),
+            )),
+        }
+    }
+
+    fn hello(&mut self, dialect: Dialect, host: &str, extended: bool) -> Action {
+        self.tx = None;
+        self.dialect = Some(dialect);
+        self.client.hostname = host.to_string();
+        if !extended {
+            return Action::Reply(Reply::new(250, self.hostname.clone()));
+        }
+        Action::Reply(Reply::multi(
+            250,
+            vec![
+                self.hostname.clone(),
+                "PIPELINING".into(),
+                format!("SIZE {}", self.limits.message_size),
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ],
+        ))
+    }
+
+    fn mail(&mut self, sender: String, body_8bit: bool, size: u64, cx: &dyn Context) -> Reply {
+        if self.dialect.is_none() {
+            return Reply::new(503, "5.5.1 Error: send LHLO or EHLO first");
+        }
+        if self.tx.is_some() {
+            return Reply::new(503, "5.5.1 Error: nested MAIL command");
+        }
+        if size > self.limits.message_size {
+            return Reply::new(552, "5.3.4 Error: message size exceeds fixed limit");
+        }
+        let raw = format!("<{sender}>");
+        match Transaction::begin(cx.snapshot(), &self.client, raw, None, cx.today()) {
+            Ok(tx) => {
+                self.tx = Some(Pending {
+                    tx,
+                    sender,
+                    body_8bit,
+                    accepted: Vec::new(),
+                    rcpt_commands: 0,
+                    in_data: false,
+                    headers: HeaderReader::default(),
+                });
+                Reply::new(250, "2.1.0 Ok")
+            }
+            Err(reply) => smtp_reply(&reply),
+        }
+    }
+
+    fn rcpt(&mut self, address: String, cx: &dyn Context) -> Reply {
+        let Some(p) = self.tx.as_mut() else {
+            return Reply::new(503, "5.5.1 Error: need MAIL command");
+        };
+        if p.rcpt_commands >= self.limits.max_recipients {
+            return Reply::new(452, "4.5.3 Error: too many recipients");
+        }
+        p.rcpt_commands += 1;
+        match p.tx.rcpt(format!("<{address}>"), cx.today()) {
+            RcptOutcome::Accepted => {
+                p.accepted.push(address);
+                Reply::new(250, "2.1.5 Ok")
+            }
+            RcptOutcome::Refused {
+                reply,
+                decision,
+                rule,
+            } => {
+                self.refusal = Some(Refusal {
+                    decision,
+                    rule: Some(rule),
+                });
+                smtp_reply(&reply)
+            }
+            // Only for local submission, which this front end never is.
+            RcptOutcome::RefusedLater { .. } => Reply::new(451, "4.3.0 Error: try again later"),
+        }
+    }
+
+    fn data_command(&mut self) -> Action {
+        let dialect = self.dialect;
+        let Some(p) = self.tx.as_mut() else {
+            return Action::Reply(Reply::new(503, "5.5.1 Error: need MAIL command"));
+        };
+        if p.accepted.is_empty() {
+            // RFC 2033 section 4.2: LMTP answers 503 here; Postfix's smtpd says 554.
+            let code = if dialect == Some(Dialect::Lmtp) {
+                503
+            } else {
+                554
+            };
+            return Action::Reply(Reply::new(code, "5.5.1 Error: no valid recipients"));
+        }
+        p.in_data = true;
+        Action::StartData(Reply::new(354, "End data with <CR><LF>.<CR><LF>"))
+    }
+
+    /// Message content, as the codec produced it.
+    pub fn data(&mut self, bytes: &[u8]) {
+        if let Some(p) = self.tx.as_mut().filter(|p| p.in_data) {
+            p.headers.feed(bytes, &mut p.tx);
+        }
+    }
+
+    /// The end of the message content.
+    pub fn data_end(&mut self, end: DataEnd) -> Action {
+        let Some(mut p) = self.tx.take().filter(|p| p.in_data) else {
+            return Action::Reply(Reply::new(503, "5.5.1 Error: no message in progress"));
+        };
+        if let Some(flaw) = end.flaw {
+            let reply = match flaw {
+                // RFC 5321 section 2.3.8: CR and LF only as CRLF. A bare one is how SMTP
+                // smuggling starts; such a message is refused whole, never passed on.
+                DataFlaw::BareLineEnd => {
+                    Reply::new(554, "5.6.0 Error: bare CR or LF in message content")
+                }
+                DataFlaw::LineTooLong => Reply::new(500, "5.5.6 Error: line too long"),
+                DataFlaw::TooBig => {
+                    Reply::new(552, "5.3.4 Error: message size exceeds fixed limit")
+                }
+            };
+            return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+        }
+        p.headers.finish(&mut p.tx);
+        let message = p.tx.finish(self.client.clone(), None);
+        match &message.outcome {
+            MessageOutcome::Accept => {}
+            MessageOutcome::Refuse(reply) => {
+                let reply = smtp_reply(reply);
+                return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+            }
+            MessageOutcome::CannotRewrite => {
+                let reply = Reply::new(451, "4.3.0 Error: cannot rewrite this message");
+                return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+            }
+        }
+        let (envelope, prepend, owners) = plan(&message, &p.accepted);
+        Action::Deliver(Box::new(Delivery {
+            message,
+            sender: p.sender,
+            body_8bit: p.body_8bit,
+            envelope,
+            prepend,
+            owners,
+        }))
+    }
+
+    /// The replies for a delivered message. `stored`: the journal has it (or archiving is off);
+    /// `results`: the next hop's reply for each address of [`Delivery::envelope`].
+    pub fn finish(&self, d: &Delivery, stored: bool, results: &[TargetReply]) -> Vec<Reply> {
+        let per_owner: Vec<Reply> = d
+            .owners
+            .iter()
+            .map(|(original, targets)| match stored {
+                false => Reply::new(
+                    451,
+                    format!(
+                        "4.3.0 <{original}>: the message could not be archived; try again later"
+                    ),
+                ),
+                true => owner_reply(original, targets, &d.envelope, results),
+            })
+            .collect();
+        match self.dialect {
+            Some(Dialect::Lmtp) => per_owner,
+            _ => vec![whole_message(per_owner)],
+        }
+    }
+
+    fn per_recipient(&self, accepted: &[String], f: impl Fn(&str) -> Reply) -> Vec<Reply> {
+        match self.dialect {
+            Some(Dialect::Lmtp) => accepted.iter().map(|a| f(a)).collect(),
+            _ => vec![f("")],
+        }
+    }
+}
+
+/// The outgoing envelope (the accepted recipients with the edits applied), the headers to add,
+/// and which envelope addresses each original recipient became.
+fn plan(msg: &Message, accepted: &[String]) -> (Vec<String>, Vec<u8>, Owners) {
+    let same = |a: &str, b: &str| {
+        Address::from_envelope(a).is_some_and(|x| Address::from_envelope(b) == Some(x))
+    };
+    let mut envelope: Vec<String> = Vec::new();
+    for a in accepted {
+        if !envelope.contains(a) {
+            envelope.push(a.clone());
+        }
+    }
+    let mut prepend = Vec::new();
+    for edit in &msg.edits {
+        match edit {
+            Edit::RemoveRecipient(raw) => envelope.retain(|e| format!("<{e}>") != *raw),
+            Edit::AddRecipient(a) => {
+                if !envelope.iter().any(|e| same(e, a.as_str())) {
+                    envelope.push(a.to_string());
+                }
+            }
+            Edit::AddHeader { name, value } => {
+                prepend.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+        }
+    }
+    let mut owners = Vec::with_capacity(accepted.len());
+    for a in accepted {
+        let raw = format!("<{a}>");
+        let mut targets: Vec<String> = match msg.recipients.iter().find(|r| r.raw == raw) {
+            Some(r) => r.resolution.deliver.iter().map(|t| t.to_string()).collect(),
+            // Accepted without a decision (an address the policy cannot read): as addressed.
+            None => vec![a.clone()],
+        };
+        targets.extend(msg.copy_to.iter().map(|c| c.to_string()));
+        let mut indices = Vec::with_capacity(targets.len());
+        for t in targets {
+            let i = match envelope.iter().position(|e| *e == t || same(e, &t)) {
+                Some(i) => i,
+                None => {
+                    envelope.push(t);
+                    envelope.len() - 1
+                }
+            };
+            if !indices.contains(&i) {
+                indices.push(i);
+            }
+        }
+        owners.push((a.clone(), indices));
+    }
+    (envelope, prepend, owners)
+}
+
+/// One original recipient's reply: 250 when every address it became was accepted; 4xx when
+/// any was deferred (Postfix retries this recipient); otherwise 5xx with the refusal.
+fn owner_reply(original: &str, targets: &[usize], envelope: &[String], results: &[Reply]) -> Reply {
+    let result = |i: usize| {
+        results
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Reply::new(451, "4.4.0 no reply from the next hop"))
+    };
+    let failed: Vec<(usize, Reply)> = targets
+        .iter()
+        .map(|&i| (i, result(i)))
+        .filter(|(_, r)| !r.is_positive())
+        .collect();
+    let describe = |i: usize, r: &Reply, verb: &str| {
+        let class = if r.is_transient() { '4' } else { '5' };
+        let (enhanced, text) = split_enhanced(r.text(), class);
+        let target = envelope.get(i).map_or("", String::as_str);
+        let mut text = format!(
+            "{enhanced} <{original}>: next hop {verb} <{target}>: {} {text}",
+            r.code
+        );
+        text.truncate(480);
+        text
+    };
+    if failed.is_empty() {
+        return Reply::new(
+            250,
+            format!("2.1.5 <{original}>: delivered to the next hop"),
+        );
+    }
+    if let Some((i, r)) = failed.iter().find(|(_, r)| r.is_transient()) {
+        return Reply::new(r.code, describe(*i, r, "deferred"));
+    }
+    let (i, r) = &failed[0];
+    let code = if (500..600).contains(&r.code) {
+        r.code
+    } else {
+        554
+    };
+    Reply::new(code, describe(*i, r, "refused"))
+}
+
+/// The one SMTP reply for a whole message: 250 when every recipient was delivered; otherwise
+/// a deferral if anything was deferred (Postfix retries the message; recipients that were
+/// delivered may then get it twice), else the first refusal. LMTP avoids both.
+fn whole_message(per_owner: Vec<Reply>) -> Reply {
+    if per_owner.iter().all(Reply::is_positive) {
+        return Reply::new(250, "2.0.0 Ok: delivered to the next hop");
+    }
+    let first_temp = per_owner.iter().find(|r| r.is_transient()).cloned();
+    first_temp.unwrap_or_else(|| {
+        per_owner
+            .into_iter()
+            .find(|r| !r.is_positive())
+            .unwrap_or_else(|| Reply::new(451, "4.3.0 Error: try again later"))
+    })
+}
+
+/// `x.y.z rest` → (`x.y.z`, `rest`), or a default enhanced code of the reply's class.
+fn split_enhanced(text: &str, class: char) -> (String, &str) {
+    if let Some((first, rest)) = text.split_once(' ') {
+        let parts: Vec<&str> = first.split('.').collect();
+        if parts.len() == 3
+            && parts[0].len() == 1
+            && parts[0].starts_with(class)
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return (first.to_string(), rest);
+        }
+    }
+    (format!("{class}.0.0"), text)
+}
+
+fn smtp_reply(r: &SmtpReply) -> Reply {
+    match r.enhanced() {
+        Some(e) => Reply::new(r.code(), format!("{e} {}", r.text())),
+        None => Reply::new(r.code(), r.text().to_string()),
+    }
+}
+
+fn parse_error(e: &smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::new(500, "5.5.2 Error: command not recognized"),
+        E::InvalidSenderAddress => Reply::new(501, "5.1.7 Error: bad sender address syntax"),
+        E::InvalidRecipientAddress => Reply::new(501, "5.1.3 Error: bad recipient address syntax"),
+        E::SyntaxError { syntax } => Reply::new(501, format!("5.5.4 Syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, format!("5.5.4 Error: invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => {
+            let mut p = param.clone();
+            p.truncate(64);
+            Reply::new(555, format!("5.5.4 Error: unsupported parameter {p}"))
+        }
+        _ => Reply::new(500, "5.5.2 Error: command not recognized"),
+    }
+}
+
+/// Collects the header section from the message content for the transaction (loop markers,
+/// Message-ID, auto-reply rules), bounded by [`MAX_HEADER_BYTES`].
+#[derive(Debug, Default)]
+struct HeaderReader {
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl HeaderReader {
+    fn feed(&mut self, bytes: &[u8], tx: &mut Transaction) {
+        if self.done {
+            tx.add_body_bytes(bytes.len() as u64);
+            return;
+        }
+        let from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(bytes);
+        let end = if self.buf.starts_with(b"\r\n") {
+            Some(0)
+        } else {
+            self.buf[from..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| from + p + 2)
+        };
+        match end {
+            Some(end) => {
+                let body = (self.buf.len() - end - 2) as u64;
+                let head = std::mem::take(&mut self.buf);
+                add_headers(&head[..end], tx);
+                tx.add_body_bytes(body);
+                self.done = true;
+            }
+            None if self.buf.len() > MAX_HEADER_BYTES => {
+                // Past what the transaction keeps anyway: the complete lines so far.
+                let head = std::mem::take(&mut self.buf);
+                let cut = head
+                    .windows(2)
+                    .rposition(|w| w == b"\r\n")
+                    .map_or(0, |p| p + 2);
+                add_headers(&head[..cut], tx);
+                tx.add_body_bytes((head.len() - cut) as u64);
+                self.done = true;
+            }
+            None => {}
+        }
+    }
+
+    /// The content ended: a message without a body has only headers.
+    fn finish(&mut self, tx: &mut Transaction) {
+        if !self.done {
+            let head = std::mem::take(&mut self.buf);
+            add_headers(&head, tx);
+            self.done = true;
+        }
+    }
+}
+
+/// Splits a header section (CRLF lines) into fields, folded lines joined to their field.
+fn add_headers(head: &[u8], tx: &mut Transaction) {
+    let mut current: Option<(String, Vec<u8>)> = None;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            if let Some((_, value)) = current.as_mut() {
+                value.extend_from_slice(b"\r\n");
+                value.extend_from_slice(line);
+            }
+            continue;
+        }
+        if let Some((name, value)) = current.take() {
+            tx.add_header(name, value);
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
+            let value = &line[colon + 1..];
+            let start = value
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t'))
+                .unwrap_or(value.len());
+            current = Some((name, value[start..].to_vec()));
+        }
+    }
+    if let Some((name, value)) = current {
+        tx.add_header(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,533 @@
+use super::*;
+use crate::lmtp::codec::{Decoder, Frame, Limits as CodecLimits};
+use crate::policy::Policy;
+use crate::runtime::store::PolicyStore;
+
+const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+[aliases]
+"sales@corp.example" = ["alice@corp.example", "bob@corp.example"]
+[accounts."keep@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = true
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = false
+[accounts."dis@corp.example"]
+state = "disabled"
+[accounts."frz@corp.example"]
+state = "frozen"
+[accounts."del@corp.example"]
+state = "deleted"
+"#;
+
+struct Fixed(Arc<PolicyStore>);
+
+impl Context for Fixed {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot()
+    }
+    fn today(&self) -> Date {
+        jiff::civil::date(2026, 6, 1)
+    }
+}
+
+fn cx() -> Fixed {
+    cx_with(POLICY)
+}
+
+fn cx_with(policy: &str) -> Fixed {
+    Fixed(Arc::new(PolicyStore::new(
+        Policy::from_text("t.toml", policy).unwrap(),
+    )))
+}
+
+fn session() -> Session {
+    Session::new("filter.example", Client::default(), Limits::default())
+}
+
+fn reply_of(a: Action) -> Reply {
+    match a {
+        Action::Reply(r) | Action::StartData(r) | Action::Close(r) => r,
+        other => panic!("expected one reply, got {other:?}"),
+    }
+}
+
+fn status(r: &Reply) -> String {
+    let enhanced = r.text().split(' ').next().unwrap_or("");
+    format!("{} {enhanced}", r.code)
+}
+
+/// Runs command lines (no content) and returns each reply's status.
+fn run(s: &mut Session, cx: &Fixed, lines: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| status(&reply_of(s.handle(format!("{l}\r\n").as_bytes(), cx))))
+        .collect()
+}
+
+#[test]
+fn each_command_gets_the_reply_postfix_expects() {
+    let cx = cx();
+    // (commands before, command, expected status)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&[], "MAIL FROM:<a@example.net>", "503 5.5.1"),
+        (&[], "RCPT TO:<alice@corp.example>", "503 5.5.1"),
+        (&[], "DATA", "503 5.5.1"),
+        (&[], "NOOP", "250 2.0.0"),
+        (&[], "RSET", "250 2.0.0"),
+        (&[], "QUIT", "221 2.0.0"),
+        (&[], "VRFY alice", "502 5.5.1"),
+        (&[], "STARTTLS", "502 5.5.1"),
+        (&[], "BDAT 10 LAST", "502 5.5.1"),
+        (&[], "FROB", "500 5.5.2"),
+        (&[], "LHLO", "501 5.5.4"),
+        (&["LHLO mx"], "MAIL FROM:<a@example.net>", "250 2.1.0"),
+        (&["EHLO mx"], "MAIL FROM:<>", "250 2.1.0"),
+        (
+            &["HELO mx"],
+            "MAIL FROM:<a@example.net> BODY=8BITMIME",
+            "250 2.1.0",
+        ),
+        (
+            &["LHLO mx"],
+            "MAIL FROM:<a@example.net> SIZE=99999999999",
+            "552 5.3.4",
+        ),
+        (
+            &["LHLO mx"],
+            "MAIL FROM:<a@example.net> FROB=1",
+            "555 5.5.4",
+        ),
+        (&["LHLO mx"], "MAIL FROM:a@example.net", "501 5.5.4"),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "MAIL FROM:<b@x.example>",
+            "503 5.5.1",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<alice@corp.example>",
+            "250 2.1.5",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<dis@corp.example>",
+            "550 5.2.1",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<del@corp.example>",
+            "550 5.1.1",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<frz@corp.example>",
+            "450 4.2.1",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<gone@corp.example>",
+            "250 2.1.5",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<x@example.net> NOTIFY=NEVER",
+            "250 2.1.5",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "RCPT TO:<a b>",
+            "501 5.1.3",
+        ),
+        (&["LHLO mx", "MAIL FROM:<a@x.example>"], "DATA", "503 5.5.1"),
+        (&["EHLO mx", "MAIL FROM:<a@x.example>"], "DATA", "554 5.5.1"),
+        (
+            &[
+                "LHLO mx",
+                "MAIL FROM:<a@x.example>",
+                "RCPT TO:<dis@corp.example>",
+            ],
+            "DATA",
+            "503 5.5.1",
+        ),
+        (
+            &[
+                "LHLO mx",
+                "MAIL FROM:<a@x.example>",
+                "RCPT TO:<alice@corp.example>",
+            ],
+            "DATA",
+            "354 End",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>", "RSET"],
+            "RCPT TO:<alice@corp.example>",
+            "503 5.5.1",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>"],
+            "LHLO again",
+            "250 filter.example",
+        ),
+        (
+            &["LHLO mx", "MAIL FROM:<a@x.example>", "LHLO again"],
+            "RCPT TO:<alice@corp.example>",
+            "503 5.5.1",
+        ),
+    ];
+    for (before, command, want) in cases {
+        let mut s = session();
+        run(&mut s, &cx, before);
+        let got = run(&mut s, &cx, &[command]);
+        assert_eq!(got[0], *want, "{before:?} then {command}");
+    }
+}
+
+#[test]
+fn lhlo_and_ehlo_advertise_the_extensions_and_choose_the_dialect() {
+    let cx = cx();
+    for (hello, dialect) in [("LHLO mx", Dialect::Lmtp), ("EHLO mx", Dialect::Smtp)] {
+        let mut s = session();
+        let r = reply_of(s.handle(format!("{hello}\r\n").as_bytes(), &cx));
+        assert_eq!(r.code, 250);
+        assert_eq!(
+            r.lines,
+            [
+                "filter.example",
+                "PIPELINING",
+                &format!("SIZE {}", Limits::default().message_size),
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES"
+            ]
+        );
+        assert_eq!(s.dialect(), Some(dialect));
+    }
+}
+
+#[test]
+fn too_many_recipients_get_452_and_do_not_count() {
+    let cx = cx();
+    let mut s = Session::new(
+        "h",
+        Client::default(),
+        Limits {
+            max_recipients: 2,
+            ..Limits::default()
+        },
+    );
+    let got = run(
+        &mut s,
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<a@x.example>",
+            "RCPT TO:<alice@corp.example>",
+            "RCPT TO:<dis@corp.example>",
+            "RCPT TO:<bob@corp.example>",
+        ],
+    );
+    assert_eq!(got[4], "452 4.5.3");
+}
+
+/// A whole conversation through the codec and the session, with a next hop that answers each
+/// outgoing address from `hop`; returns the bytes handoff sends and the deliveries made.
+fn converse(
+    stream: &[u8],
+    chunk: usize,
+    cx: &Fixed,
+    hop: &dyn Fn(&str) -> Reply,
+) -> (String, Deliveries) {
+    let mut d = Decoder::new(CodecLimits::default());
+    let mut s = session();
+    let mut out = Vec::new();
+    let mut deliveries = Vec::new();
+    let mut content = Vec::new();
+    for piece in stream.chunks(chunk) {
+        d.feed(piece);
+        while let Some(frame) = d.next_frame() {
+            let action = match frame {
+                Frame::Command(line) => s.handle(&line, cx),
+                Frame::CommandTooLong => Action::Reply(Reply::new(500, "5.5.6 too long")),
+                Frame::Data(bytes) => {
+                    s.data(&bytes);
+                    content.extend(bytes);
+                    continue;
+                }
+                Frame::DataEnd(end) => s.data_end(end),
+            };
+            match action {
+                Action::Reply(r) | Action::Close(r) => r.encode(&mut out),
+                Action::StartData(r) => {
+                    r.encode(&mut out);
+                    d.start_data();
+                    content.clear();
+                }
+                Action::Replies(rs) => rs.iter().for_each(|r| r.encode(&mut out)),
+                Action::Deliver(del) => {
+                    let results: Vec<Reply> = del.envelope.iter().map(|a| hop(a)).collect();
+                    let mut msg = del.prepend.clone();
+                    msg.extend_from_slice(&content);
+                    deliveries.push((del.envelope.clone(), msg));
+                    s.finish(&del, true, &results)
+                        .iter()
+                        .for_each(|r| r.encode(&mut out));
+                }
+            }
+        }
+    }
+    (String::from_utf8(out).unwrap(), deliveries)
+}
+
+/// Each delivery's envelope and message.
+type Deliveries = Vec<(Vec<String>, Vec<u8>)>;
+
+fn ok(_: &str) -> Reply {
+    Reply::new(250, "2.0.0 Ok")
+}
+
+const MIXED: &[u8] = b"LHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<dis@corp.example>\r\n\
+RCPT TO:<gone@corp.example>\r\nRCPT TO:<frz@corp.example>\r\nRCPT TO:<keep@corp.example>\r\n\
+RCPT TO:<sales@corp.example>\r\nDATA\r\nSubject: hi\r\nMessage-ID: <m@x>\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n";
+
+#[test]
+fn lmtp_answers_each_accepted_recipient_and_rewrites_the_envelope_at_every_chunk_size() {
+    let cx = cx();
+    let (whole, deliveries) = converse(MIXED, MIXED.len(), &cx, &ok);
+    let codes: Vec<&str> = whole.lines().map(|l| &l[..4]).collect();
+    let want = [
+        "250-", "250-", "250-", "250-", "250 ", // LHLO
+        "250 ", // MAIL
+        "550 ", "250 ", "450 ", "250 ", "250 ", // RCPT dis, gone, frz, keep, sales
+        "354 ", // DATA
+        "250 ", "250 ", "250 ", // one per accepted recipient: gone, keep, sales
+        "221 ", // QUIT
+    ];
+    assert_eq!(codes, want, "{whole}");
+    assert!(
+        whole.contains("250 2.1.5 <gone@corp.example>: delivered"),
+        "{whole}"
+    );
+    let (envelope, message) = &deliveries[0];
+    assert_eq!(
+        envelope,
+        &[
+            "keep@corp.example",
+            "cs@corp.example",
+            "alice@corp.example",
+            "bob@corp.example"
+        ]
+    );
+    let text = String::from_utf8_lossy(message);
+    assert!(
+        text.starts_with("X-Handoff-Forwarded: gone@corp.example\r\nX-Handoff-Forwarded: keep@corp.example\r\nSubject: hi\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n.leading dot\r\n"), "{text}");
+    for chunk in 1..MIXED.len() {
+        assert_eq!(
+            converse(MIXED, chunk, &cx, &ok),
+            (whole.clone(), deliveries.clone()),
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn next_hop_outcomes_map_to_each_original_recipient() {
+    let cx = cx();
+    // keep → keep + cs; gone → cs; sales → alice + bob.
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        // cs deferred: both departed recipients are deferred; sales is fine.
+        (
+            "cs@corp.example=451",
+            &[
+                ("gone", "451 4.0.0"),
+                ("keep", "451 4.0.0"),
+                ("sales", "250 2.1.5"),
+            ],
+        ),
+        // bob refused, alice accepted: sales is refused (its sender learns about bob).
+        (
+            "bob@corp.example=550",
+            &[
+                ("gone", "250 2.1.5"),
+                ("keep", "250 2.1.5"),
+                ("sales", "550 5.0.0"),
+            ],
+        ),
+        // Both targets of keep refused; gone's only target refused.
+        (
+            "keep@corp.example=550 cs@corp.example=552",
+            &[
+                ("gone", "552 5.0.0"),
+                ("keep", "550 5.0.0"),
+                ("sales", "250 2.1.5"),
+            ],
+        ),
+        // A deferral wins over a refusal for the same original recipient.
+        (
+            "keep@corp.example=550 cs@corp.example=421",
+            &[
+                ("gone", "421 4.0.0"),
+                ("keep", "421 4.0.0"),
+                ("sales", "250 2.1.5"),
+            ],
+        ),
+    ];
+    for (rule, want) in cases {
+        let hop = |a: &str| -> Reply {
+            for r in rule.split(' ') {
+                let (addr, code) = r.split_once('=').unwrap();
+                if addr == a {
+                    return Reply::new(code.parse().unwrap(), "no");
+                }
+            }
+            Reply::new(250, "2.0.0 Ok")
+        };
+        let stream = b"LHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<gone@corp.example>\r\nRCPT TO:<keep@corp.example>\r\nRCPT TO:<sales@corp.example>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n";
+        let (out, _) = converse(stream, stream.len(), &cx, &hop);
+        let finals: Vec<&str> = out.lines().skip(10).collect();
+        assert_eq!(finals.len(), 3, "{out}");
+        for ((who, status), line) in want.iter().zip(&finals) {
+            assert!(
+                line.starts_with(status),
+                "{rule}: {who} wants {status}: {line}"
+            );
+            assert!(
+                line.contains(&format!("<{who}@corp.example>")),
+                "{rule}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn smtp_answers_once_for_the_whole_message() {
+    let cx = cx();
+    let stream = b"EHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<gone@corp.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n";
+    let (out, d) = converse(stream, 7, &cx, &ok);
+    assert!(
+        out.ends_with(
+            "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: delivered to the next hop\r\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(d[0].0, ["alice@corp.example", "cs@corp.example"]);
+    let refuse_alice = |a: &str| match a {
+        "alice@corp.example" => Reply::new(550, "5.1.1 unknown"),
+        _ => Reply::new(250, "2.0.0 Ok"),
+    };
+    let (out, _) = converse(stream, 7, &cx, &refuse_alice);
+    assert!(
+        out.ends_with(
+            "550 5.1.1 <alice@corp.example>: next hop refused <alice@corp.example>: 550 unknown\r\n"
+        ),
+        "{out}"
+    );
+    let defer_cs = |a: &str| match a {
+        "cs@corp.example" => Reply::new(452, "4.2.2 full"),
+        _ => Reply::new(250, "2.0.0 Ok"),
+    };
+    let (out, _) = converse(stream, 7, &cx, &defer_cs);
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("452 4.2.2 <gone@corp.example>"),
+        "{out}"
+    );
+}
+
+#[test]
+fn flawed_content_is_refused_per_recipient_and_never_delivered() {
+    let cx = cx();
+    for (content, want) in [
+        (&b"Subject: x\r\n\r\nbare\nlf\r\n.\r\n"[..], "554 5.6.0"),
+        (b"Subject: x\r\n\r\nbare\rcr\r\n.\r\n", "554 5.6.0"),
+    ] {
+        let mut stream = b"LHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<gone@corp.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n".to_vec();
+        stream.extend_from_slice(content);
+        stream.extend_from_slice(b"NOOP\r\n");
+        let (out, d) = converse(&stream, 3, &cx, &ok);
+        let last: Vec<&str> = out.lines().rev().take(3).collect();
+        assert_eq!(last[0], "250 2.0.0 Ok", "NOOP after: {out}");
+        assert!(
+            last[1].starts_with(want) && last[2].starts_with(want),
+            "{out}"
+        );
+        assert!(d.is_empty(), "nothing is delivered");
+    }
+}
+
+#[test]
+fn the_loop_marker_keeps_a_returning_message_with_the_departed_account() {
+    let cx = cx();
+    let stream = b"LHLO mx\r\nMAIL FROM:<cs@corp.example>\r\nRCPT TO:<gone@corp.example>\r\nDATA\r\nX-Handoff-Forwarded: gone@corp.example\r\nSubject: x\r\n\r\nx\r\n.\r\n";
+    let (out, d) = converse(stream, 5, &cx, &ok);
+    assert!(
+        out.lines().last().unwrap().starts_with("250 2.1.5"),
+        "{out}"
+    );
+    assert_eq!(d[0].0, ["gone@corp.example"]);
+    assert!(
+        !String::from_utf8_lossy(&d[0].1)
+            .starts_with("X-Handoff-Forwarded: gone@corp.example\r\nX-Handoff"),
+        "no second marker"
+    );
+}
+
+#[test]
+fn the_external_archive_is_a_target_of_every_recipient() {
+    let cx = cx_with(&format!(
+        "{POLICY}\n[archive]\ncopy_to = \"journal@archive.example\"\n"
+    ));
+    let stream = b"LHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<gone@corp.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n";
+    let (out, d) = converse(stream, stream.len(), &cx, &ok);
+    assert_eq!(
+        d[0].0,
+        [
+            "alice@corp.example",
+            "cs@corp.example",
+            "journal@archive.example"
+        ]
+    );
+    assert!(out.lines().last().unwrap().starts_with("250"), "{out}");
+    let defer_archive = |a: &str| match a {
+        "journal@archive.example" => Reply::new(451, "4.3.0 busy"),
+        _ => Reply::new(250, "2.0.0 Ok"),
+    };
+    let (out, _) = converse(stream, stream.len(), &cx, &defer_archive);
+    let last: Vec<&str> = out.lines().rev().take(2).collect();
+    assert!(last.iter().all(|l| l.starts_with("451 4.3.0")), "{out}");
+}
+
+#[test]
+fn an_unstored_message_is_deferred_for_every_recipient() {
+    let cx = cx();
+    let mut s = session();
+    run(
+        &mut s,
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<s@example.net>",
+            "RCPT TO:<gone@corp.example>",
+            "RCPT TO:<alice@corp.example>",
+            "DATA",
+        ],
+    );
+    s.data(b"Subject: x\r\n\r\nx\r\n");
+    let Action::Deliver(d) = s.data_end(crate::lmtp::codec::DataEnd {
+        size: 17,
+        flaw: None,
+    }) else {
+        panic!("expected a delivery")
+    };
+    let replies = s.finish(&d, false, &[]);
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|r| r.code == 451), "{replies:?}");
+}

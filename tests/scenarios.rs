@@ -1,0 +1,327 @@
+//! One table of end-to-end scenarios, run through a real Postfix in both modes:
+//! - **milter** (deploy/postfix/main.cf.milter): handoff answers each RCPT during the SMTP
+//!   session, so the client sees the refusals itself;
+//! - **content filter** (deploy/postfix/{main,master}.cf.content-filter): Postfix accepts the
+//!   message, queues it, and hands it to handoff over LMTP; a recipient handoff refuses with
+//!   5xx comes back to the sender as a bounce, one it defers with 4xx stays in Postfix's queue.
+//!
+//! Either way the sink must receive exactly the expected final recipients, and the journal must
+//! hold exactly one record for each message that had an accepted recipient.
+
+use std::path::Path;
+use std::time::Duration;
+
+use handoff::journal::record::MessageMeta;
+use handoff::journal::{Kind, reader};
+
+use crate::daemon::{Daemon, free_port, wait_for};
+use crate::e2e_milter::milter_lines;
+use crate::support::{Lab, LabConfig, Transcript, send};
+
+pub const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+
+[aliases]
+"sales@corp.example" = ["alice@corp.example", "bob@corp.example"]
+
+[accounts."keep@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = true
+
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = false
+
+[accounts."dis@corp.example"]
+state = "disabled"
+reply = "550 5.2.1 This mailbox is disabled; please write to cs@corp.example"
+
+[accounts."del@corp.example"]
+state = "deleted"
+
+[accounts."frz@corp.example"]
+state = "frozen"
+"#;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What happens to one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Accepted (and delivered to what it becomes).
+    Accepted,
+    /// Refused for good: 5xx at RCPT (milter), a bounce to the sender (content filter).
+    Refused,
+    /// Refused for now: 4xx at RCPT (milter), deferred in Postfix's queue (content filter).
+    Deferred,
+}
+
+pub struct Scenario {
+    /// Also the message's Subject and Message-ID local part.
+    pub name: &'static str,
+    pub rcpts: &'static [(&'static str, Class)],
+    /// Envelope recipients the sink must receive the message for.
+    pub delivered: &'static [&'static str],
+}
+
+use Class::{Accepted, Deferred, Refused};
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "plain",
+        rcpts: &[("alice@corp.example", Accepted)],
+        delivered: &["alice@corp.example"],
+    },
+    Scenario {
+        name: "disabled",
+        rcpts: &[("dis@corp.example", Refused)],
+        delivered: &[],
+    },
+    Scenario {
+        name: "deleted",
+        rcpts: &[("del@corp.example", Refused)],
+        delivered: &[],
+    },
+    Scenario {
+        name: "frozen",
+        rcpts: &[("frz@corp.example", Deferred)],
+        delivered: &[],
+    },
+    Scenario {
+        name: "departed-with-copy",
+        rcpts: &[("keep@corp.example", Accepted)],
+        delivered: &["cs@corp.example", "keep@corp.example"],
+    },
+    Scenario {
+        name: "departed-without-copy",
+        rcpts: &[("gone@corp.example", Accepted)],
+        delivered: &["cs@corp.example"],
+    },
+    Scenario {
+        name: "alias",
+        rcpts: &[("sales@corp.example", Accepted)],
+        delivered: &["alice@corp.example", "bob@corp.example"],
+    },
+    Scenario {
+        name: "alias-and-member",
+        rcpts: &[
+            ("sales@corp.example", Accepted),
+            ("alice@corp.example", Accepted),
+        ],
+        delivered: &["alice@corp.example", "bob@corp.example"],
+    },
+    Scenario {
+        name: "mixed",
+        rcpts: &[
+            ("dis@corp.example", Refused),
+            ("gone@corp.example", Accepted),
+            ("frz@corp.example", Deferred),
+            ("alice@corp.example", Accepted),
+        ],
+        delivered: &["alice@corp.example", "cs@corp.example"],
+    },
+    Scenario {
+        name: "mixed-refusals",
+        rcpts: &[
+            ("del@corp.example", Refused),
+            ("keep@corp.example", Accepted),
+            ("dis@corp.example", Refused),
+        ],
+        delivered: &["cs@corp.example", "keep@corp.example"],
+    },
+];
+
+pub fn message(subject: &str) -> String {
+    format!(
+        "From: Sender <sender@example.net>\r\nTo: someone@corp.example\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}@example.net>\r\n\r\nHello.\r\n"
+    )
+}
+
+/// Every envelope recipient the sink got for the message with this subject, sorted.
+fn delivered_to(lab: &Lab, subject: &str) -> Vec<String> {
+    let mut rcpts: Vec<String> = lab
+        .sink()
+        .all()
+        .iter()
+        .filter(|d| d.header("Subject").as_deref() == Some(subject))
+        .flat_map(|d| d.rcpt_to.iter().map(|r| r.to_lowercase()))
+        .collect();
+    rcpts.sort();
+    rcpts
+}
+
+fn sorted(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Waits for exactly `s.delivered` at the sink (nothing, when it is empty).
+fn expect_delivery(lab: &Lab, s: &Scenario) {
+    let want = sorted(s.delivered);
+    wait_for(
+        TIMEOUT,
+        &format!("{}: delivery to {want:?}", s.name),
+        || (delivered_to(lab, s.name) == want).then_some(()),
+    );
+}
+
+/// The message records in a journal.
+pub fn journaled(dir: &Path) -> Vec<MessageMeta> {
+    let mut out = Vec::new();
+    reader::for_each_record(dir, |info, _| {
+        if info.header.kind == Kind::Message {
+            out.push(serde_json::from_slice(&info.meta).unwrap());
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// Exactly one record per scenario with an accepted recipient, with its final recipients;
+/// none for the others.
+fn check_journal(d: &Daemon, origin: &str) {
+    let records = journaled(&d.journal_dir());
+    for s in SCENARIOS {
+        let id = format!("<{}@example.net>", s.name);
+        let mine: Vec<&MessageMeta> = records
+            .iter()
+            .filter(|m| m.message_id.as_deref() == Some(id.as_str()))
+            .collect();
+        if s.delivered.is_empty() {
+            assert!(
+                mine.is_empty(),
+                "{}: journaled although refused: {mine:#?}",
+                s.name
+            );
+            continue;
+        }
+        assert_eq!(mine.len(), 1, "{}: {mine:#?}", s.name);
+        let mut finals = mine[0].final_recipients.clone();
+        finals.sort();
+        assert_eq!(finals, sorted(s.delivered), "{}", s.name);
+        assert_eq!(mine[0].origin, origin, "{}", s.name);
+    }
+}
+
+fn class_of_rcpt_reply(t: &Transcript, rcpt: &str) -> Class {
+    match t.rcpt(rcpt).code / 100 {
+        2 => Accepted,
+        4 => Deferred,
+        _ => Refused,
+    }
+}
+
+#[test]
+fn scenarios_in_milter_mode() {
+    let d = Daemon::start(POLICY);
+    let mut config = LabConfig::default();
+    for line in milter_lines(d.milter_port) {
+        config = config.main_cf_line(line);
+    }
+    let lab = Lab::start(config);
+    for s in SCENARIOS {
+        let rcpts: Vec<&str> = s.rcpts.iter().map(|(r, _)| *r).collect();
+        let t = send(&lab, "sender@example.net", &rcpts, message(s.name));
+        for (r, class) in s.rcpts {
+            assert_eq!(class_of_rcpt_reply(&t, r), *class, "{}: {r}\n{t}", s.name);
+        }
+        let any = s.rcpts.iter().any(|(_, c)| *c == Accepted);
+        assert_eq!(
+            t.data.as_ref().is_some_and(|r| r.code == 250),
+            any,
+            "{}\n{t}",
+            s.name
+        );
+        expect_delivery(&lab, s);
+    }
+    // Nothing arrives late (a refused recipient delivered after all, say).
+    std::thread::sleep(Duration::from_millis(500));
+    for s in SCENARIOS {
+        assert_eq!(
+            delivered_to(&lab, s.name),
+            sorted(s.delivered),
+            "{}",
+            s.name
+        );
+    }
+    check_journal(&d, "milter");
+}
+
+/// handoff as a content filter in front of a lab, delivering back to its reinjection port.
+pub fn content_filter_lab(policy: &str) -> (Daemon, Lab) {
+    let reinject = free_port();
+    let d = Daemon::start_content_filter(policy, &format!("127.0.0.1:{reinject}"));
+    let lab = Lab::start(LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject));
+    (d, lab)
+}
+
+#[test]
+fn scenarios_in_content_filter_mode() {
+    let (d, lab) = content_filter_lab(POLICY);
+    for s in SCENARIOS {
+        let rcpts: Vec<&str> = s.rcpts.iter().map(|(r, _)| *r).collect();
+        let t = send(&lab, "sender@example.net", &rcpts, message(s.name));
+        // Postfix takes every recipient; handoff decides after the queue.
+        assert!(
+            t.rcpts.iter().all(|(_, r)| r.code == 250),
+            "{}\n{t}",
+            s.name
+        );
+        assert!(
+            t.data.as_ref().is_some_and(|r| r.code == 250),
+            "{}\n{t}",
+            s.name
+        );
+        expect_delivery(&lab, s);
+        for (r, class) in s.rcpts {
+            match class {
+                Accepted => {}
+                Refused => {
+                    wait_for(TIMEOUT, &format!("{}: a bounce for {r}", s.name), || {
+                        lab.sink().all().into_iter().find(|m| {
+                            let text = m.text();
+                            m.mail_from.is_empty()
+                                && m.rcpt_to == ["sender@example.net"]
+                                && text.contains(&format!("Subject: {}\r\n", s.name))
+                                && text.contains(&format!("Final-Recipient: rfc822; {r}"))
+                                && text.contains("Status: 5.")
+                        })
+                    });
+                }
+                Deferred => {
+                    wait_for(TIMEOUT, &format!("{}: {r} deferred", s.name), || {
+                        lab.queue().into_iter().find(|m| {
+                            m.recipients.iter().any(|q| {
+                                q.address == *r
+                                    && q.delay_reason
+                                        .as_deref()
+                                        .is_some_and(|w| w.contains("4.2.1"))
+                            })
+                        })
+                    });
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for s in SCENARIOS {
+        assert_eq!(
+            delivered_to(&lab, s.name),
+            sorted(s.delivered),
+            "{}",
+            s.name
+        );
+    }
+    check_journal(&d, "lmtp");
+    let log = lab.log();
+    assert!(
+        log.contains("dis@corp.example") && log.contains("status=bounced"),
+        "Postfix logs the bounce"
+    );
+}
