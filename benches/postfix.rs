@@ -13,6 +13,8 @@
 //!   with a policy of a few thousand accounts in which the test recipient is a departed account
 //!   with keep_copy, so that every message is rewritten (DELRCPT, ADDRCPT of the successor,
 //!   ADDHDR of the loop marker);
+//! - "same, journal off": the TCP setup with `[archive] enabled = false`, so the difference is
+//!   what the fsync'ed journal costs;
 //! - "Postfix + handoff (unix)": the same with the milter on a unix socket, as
 //!   policy/large-org.toml deploys it.
 //!
@@ -88,14 +90,17 @@ enum Setup {
     Alone,
     AloneSmtpSink,
     HandoffTcp,
+    /// The same as `HandoffTcp` with `[archive] enabled = false`: what durability costs.
+    HandoffTcpNoJournal,
     HandoffUnix,
 }
 
 /// In table order; "Postfix alone" first, it is what the ratios divide by.
-const SETUPS: [Setup; 4] = [
+const SETUPS: [Setup; 5] = [
     Setup::Alone,
     Setup::AloneSmtpSink,
     Setup::HandoffTcp,
+    Setup::HandoffTcpNoJournal,
     Setup::HandoffUnix,
 ];
 
@@ -105,12 +110,16 @@ impl Setup {
             Setup::Alone => "Postfix alone",
             Setup::AloneSmtpSink => "Postfix alone → smtp-sink",
             Setup::HandoffTcp => "Postfix + handoff (TCP)",
+            Setup::HandoffTcpNoJournal => "  same, journal off",
             Setup::HandoffUnix => "Postfix + handoff (unix)",
         }
     }
 
     fn rewrites(self) -> bool {
-        matches!(self, Setup::HandoffTcp | Setup::HandoffUnix)
+        matches!(
+            self,
+            Setup::HandoffTcp | Setup::HandoffTcpNoJournal | Setup::HandoffUnix
+        )
     }
 }
 
@@ -215,6 +224,10 @@ impl<'a> Target<'a> {
         let handoff = match setup {
             Setup::Alone | Setup::AloneSmtpSink => None,
             Setup::HandoffTcp => Some(Handoff::start(bin, policy, false)),
+            Setup::HandoffTcpNoJournal => {
+                let off = format!("[archive]\nenabled = false\n\n{policy}");
+                Some(Handoff::start(bin, &off, false))
+            }
             Setup::HandoffUnix => Some(Handoff::start(bin, policy, true)),
         };
         let mut config = LabConfig::default();
