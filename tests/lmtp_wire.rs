@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use handoff::lmtp::server::{Limits, Services, serve};
-use handoff::milter::server::Listener;
 use handoff::policy::{NextHop, Policy};
+use handoff::runtime::listen::Listener;
 use handoff::runtime::store::PolicyStore;
 
 use crate::daemon::{Daemon, free_port, wait_for};

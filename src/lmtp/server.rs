@@ -18,8 +18,8 @@ use super::session::{self, Action, Context, Delivery, Session};
 use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
-use crate::milter::server::Listener;
 use crate::policy::NextHop;
+use crate::runtime::listen::{Listener, Stream, drain};
 use crate::runtime::metrics;
 use crate::runtime::record;
 use crate::runtime::store::{PolicyStore, Snapshot};
@@ -107,10 +107,10 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            a = accept(&listener) => a,
+            a = listener.accept() => a,
         };
         let (stream, client) = match accepted {
-            Ok(s) => s,
+            Ok((s, peer)) => (s, client_of(peer)),
             Err(e) => {
                 tracing::error!("lmtp listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,39 +154,18 @@ pub async fn serve(
         });
         while tasks.try_join_next().is_some() {}
     }
-    let deadline = tokio::time::sleep(limits.shutdown_grace);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
-            _ = &mut deadline => {
-                tracing::warn!(remaining = tasks.len(), "lmtp sessions still busy at shutdown; closing them (Postfix retries)");
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
+    drain(&mut tasks, limits.shutdown_grace, "lmtp").await;
 }
 
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(l: &Listener) -> io::Result<(Stream, Client)> {
-    match l {
-        Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
-            let client = Client {
-                address: peer.ip().to_string(),
-                port: peer.port(),
-                ..Client::default()
-            };
-            (Stream::Tcp(s), client)
-        }),
-        Listener::Unix(l) => l
-            .accept()
-            .await
-            .map(|(s, _)| (Stream::Unix(s), Client::default())),
+/// What the session knows of a client: its address for TCP, nothing for a unix socket.
+fn client_of(peer: Option<std::net::SocketAddr>) -> Client {
+    match peer {
+        Some(p) => Client {
+            address: p.ip().to_string(),
+            port: p.port(),
+            ..Client::default()
+        },
+        None => Client::default(),
     }
 }
 

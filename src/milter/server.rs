@@ -2,12 +2,12 @@
 //! sans-IO [`Session`]. One task per connection; a connection's error stays in its task.
 
 use std::io;
-use std::path::Path;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::runtime::listen::{Listener, Stream, drain};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -16,7 +16,6 @@ use super::session::{Context, Message, MessageOutcome, Session, Step, header_lin
 use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
-use crate::policy::ListenAddr;
 use crate::runtime::metrics;
 use crate::runtime::store::{PolicyStore, Snapshot};
 
@@ -42,56 +41,6 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
         }
-    }
-}
-
-/// A bound milter socket.
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl Listener {
-    /// Binds `addr`. A unix socket replaces a stale socket file and gets mode 0660, so the
-    /// `postfix` group can connect when the socket's directory gives it access.
-    pub async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
-        match addr {
-            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
-            ListenAddr::Unix(path) => {
-                remove_stale_socket(path)?;
-                let l = UnixListener::bind(path)?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-                Ok(Listener::Unix(l))
-            }
-        }
-    }
-
-    /// Where it listens, for the log.
-    pub fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|e| format!("tcp (unknown: {e})"), |a| a.to_string()),
-            Listener::Unix(l) => l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-                .unwrap_or_else(|| "unix socket".into()),
-        }
-    }
-}
-
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -136,10 +85,10 @@ pub async fn serve(
         };
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            a = accept(&listener) => a,
+            a = listener.accept() => a,
         };
         let stream = match accepted {
-            Ok(s) => s,
+            Ok((s, _)) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::error!("milter listener: accept failed: {e}");
@@ -166,30 +115,7 @@ pub async fn serve(
         // Reap finished tasks so the set does not grow with the connection count.
         while tasks.try_join_next().is_some() {}
     }
-    let deadline = tokio::time::sleep(limits.shutdown_grace);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
-            _ = &mut deadline => {
-                tracing::warn!(remaining = tasks.len(), "milter sessions still busy at shutdown; closing them (the MTA retries)");
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-}
-
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(l: &Listener) -> io::Result<Stream> {
-    match l {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
-        Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
-    }
+    drain(&mut tasks, limits.shutdown_grace, "milter").await;
 }
 
 /// Why a connection ended abnormally.

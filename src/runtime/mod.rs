@@ -2,6 +2,7 @@
 //! endpoint, and the `serve` loop that ties them together.
 
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod record;

@@ -14,8 +14,9 @@ use crate::autoreply::{self, AutoReplier};
 use crate::journal::Journal;
 use crate::lmtp;
 use crate::milter;
-use crate::milter::server::{Limits, Listener, Services};
+use crate::milter::server::{Limits, Services};
 use crate::policy;
+use crate::runtime::listen::Listener;
 
 /// How `serve` runs, beyond what the policy file says.
 #[derive(Debug, Clone)]
