@@ -175,13 +175,16 @@ pub enum SenderVerdict {
 
 /// Decides what happens to mail for `recipient` on `today`.
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
+    // Sized for the common case (a departed account with a forward or two: about a dozen steps)
+    // so that most resolutions allocate each list once instead of growing it step by step; 12
+    // steps of 80 bytes also stay within glibc's per-thread cache of small blocks (1032 bytes).
     let mut cx = Cx {
         policy,
         today,
         rule: Rule::Unlisted,
-        deliver: Vec::new(),
+        deliver: Vec::with_capacity(4),
         autoreplies: Vec::new(),
-        steps: Vec::new(),
+        steps: Vec::with_capacity(12),
         refused: Vec::new(),
     };
     let top = cx.visit(recipient, 0);
