@@ -247,11 +247,17 @@ impl Policy {
                 via_detail: false,
             });
         }
-        let base = addr.without_detail(self.recipient_delimiter?)?;
-        let node = *self.index.get(&base)?;
+        // The base is only a key here: build it as a plain string, and let the hit share the
+        // policy's own copy of the address instead of allocating one.
+        let (base, domain) = addr.base_parts(self.recipient_delimiter?)?;
+        let mut probe = String::with_capacity(base.len() + 1 + domain.len());
+        probe.push_str(base);
+        probe.push('@');
+        probe.push_str(domain);
+        let (key, node) = self.index.get_key_value(probe.as_str())?;
         Some(Hit {
-            node,
-            key: base,
+            node: *node,
+            key: key.clone(),
             via_detail: true,
         })
     }
