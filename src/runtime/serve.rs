@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use super::reload::{self, Trigger};
+use super::reload::{self, PolicyWatcher, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics};
 use crate::policy;
@@ -44,6 +44,17 @@ pub async fn run_until(
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
     let settings = snap.policy.settings.clone();
+
+    // Watch before the endpoints come up: once /healthz answers, an edit is not missed. (A watch
+    // started by the reload task could begin after the first edits, and those were lost.)
+    let (tx, rx) = mpsc::channel(1);
+    let watcher = match options.watch {
+        true => PolicyWatcher::new(&config, tx.clone()).map(|mut w| {
+            w.follow(&snap.policy);
+            w
+        }),
+        false => None,
+    };
     drop(snap);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -60,12 +71,10 @@ pub async fn run_until(
         tasks.spawn(http::serve(listener, handle, ready, stopped(stop.clone())));
     }
 
-    let (tx, rx) = mpsc::channel(1);
-    let watch_tx = options.watch.then(|| tx.clone());
     tasks.spawn(reload::run(
         config.clone(),
         store.clone(),
-        watch_tx,
+        watcher,
         rx,
         stopped(stop.clone()),
     ));
