@@ -3,3 +3,4 @@
 mod alias_graphs;
 mod engine_cases;
 mod policy_files;
+mod reload;
