@@ -86,7 +86,12 @@ impl Address {
         if s.is_empty() {
             return None;
         }
-        Some(Address(Arc::from(s.to_lowercase())))
+        // Most envelopes arrive in lower-case ASCII already; they need no folding and no
+        // intermediate String (this runs once per RCPT TO).
+        if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+            return Some(Address(Arc::from(s.to_lowercase())));
+        }
+        Some(Address(Arc::from(s)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -95,23 +100,39 @@ impl Address {
 
     /// The part before the last `@` (the whole address when there is none).
     pub fn local_part(&self) -> &str {
-        self.0.rsplit_once('@').map_or(&self.0, |(l, _)| l)
+        self.split().map_or(&self.0, |(l, _)| l)
     }
 
     /// The part after the last `@`, empty when there is none.
     pub fn domain(&self) -> &str {
-        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+        self.split().map_or("", |(_, d)| d)
     }
 
     /// The address without its `+detail` extension, if it has one: `user+tag@d` → `user@d`.
     /// Mirrors Postfix's `recipient_delimiter` lookup order: the full address first, then the base.
     pub fn without_detail(&self, delimiter: char) -> Option<Address> {
-        let (local, domain) = self.0.rsplit_once('@')?;
+        let (base, domain) = self.base_parts(delimiter)?;
+        Some(Address(Arc::from(format!("{base}@{domain}"))))
+    }
+
+    /// The local part without its `+detail`, and the domain: `user+tag@d` → (`user`, `d`); `None`
+    /// when there is no detail to strip. Lets a lookup try the base without building an address.
+    pub(crate) fn base_parts(&self, delimiter: char) -> Option<(&str, &str)> {
+        let (local, domain) = self.split()?;
         let (base, _) = local.split_once(delimiter)?;
         if base.is_empty() {
             return None;
         }
-        Some(Address(Arc::from(format!("{base}@{domain}"))))
+        Some((base, domain))
+    }
+
+    /// Splits at the last `@`. A plain byte scan: addresses are short, and `@` is ASCII, so it
+    /// never matches inside a multi-byte character. (`rsplit_once` goes through a general
+    /// `memrchr` that costs more than the scan for strings this short; the engine does this on
+    /// every hop.)
+    fn split(&self) -> Option<(&str, &str)> {
+        let at = self.0.bytes().rposition(|b| b == b'@')?;
+        Some((&self.0[..at], &self.0[at + 1..]))
     }
 }
 
@@ -229,6 +250,9 @@ mod tests {
                 Some("user@corp.example"),
             ),
             ("root", Some("root")),
+            // Not ASCII: folded the Unicode way, like the policy's own addresses.
+            ("<Ünal@Corp.Example>", Some("ünal@corp.example")),
+            ("<ünal@corp.example>", Some("ünal@corp.example")),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -260,5 +284,8 @@ mod tests {
         );
         assert_eq!(a.local_part(), "user1+news+x");
         assert_eq!(a.domain(), "corp.example");
+        let bare = Address::from_envelope("root").unwrap();
+        assert_eq!((bare.local_part(), bare.domain()), ("root", ""));
+        assert_eq!(bare.without_detail('+'), None);
     }
 }

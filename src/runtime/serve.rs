@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use super::reload::{self, Trigger};
+use super::reload::{self, PolicyWatcher, Trigger};
 use super::store::PolicyStore;
 use super::{http, metrics, notify, status};
 use crate::autoreply::{self, AutoReplier};
@@ -27,9 +28,13 @@ pub struct Options {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: &Path, options: Options) -> anyhow::Result<()> {
+    // Installed here, not in the task: a signal that came before the task first ran would get
+    // its default action.
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        wait_for_stop_signal(term, int).await;
         let _ = stop_tx.send(true);
     });
     run_until(config, options, stop_rx).await
@@ -41,6 +46,10 @@ pub async fn run_until(
     options: Options,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Before the first load, which takes a while for a large policy: the default action of
+    // SIGHUP is to terminate, so a reload request during start-up used to kill the daemon. Now
+    // it waits in the stream and becomes a reload once serving.
+    let hup = signal(SignalKind::hangup());
     let config: PathBuf =
         std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
     let policy = policy::load(&config)?;
@@ -50,6 +59,17 @@ pub async fn run_until(
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
     let settings = snap.policy.settings.clone();
+
+    // Watch before the endpoints come up: once /healthz answers, an edit is not missed. (A watch
+    // started by the reload task could begin after the first edits, and those were lost.)
+    let (tx, rx) = mpsc::channel(1);
+    let watcher = match options.watch {
+        true => PolicyWatcher::new(&config, tx.clone()).map(|mut w| {
+            w.follow(&snap.policy);
+            w
+        }),
+        false => None,
+    };
     drop(snap);
 
     let journal = match settings.archive_enabled {
@@ -159,16 +179,14 @@ pub async fn run_until(
         store.snapshot().generation
     ));
 
-    let (tx, rx) = mpsc::channel(1);
-    let watch_tx = options.watch.then(|| tx.clone());
     tasks.spawn(reload::run(
         config.clone(),
         store.clone(),
-        watch_tx,
+        watcher,
         rx,
         stopped(stop.clone()),
     ));
-    tasks.spawn(forward_sighup(tx, stopped(stop.clone())));
+    tasks.spawn(forward_sighup(hup, tx, stopped(stop.clone())));
 
     stopped(stop).await;
     notify::stopping();
@@ -196,11 +214,11 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 async fn forward_sighup(
+    hup: std::io::Result<Signal>,
     tx: mpsc::Sender<Trigger>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
+    let mut hup = match hup {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot listen for SIGHUP ({e}); reload by editing the file");
@@ -223,12 +241,8 @@ async fn forward_sighup(
     }
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+async fn wait_for_stop_signal(term: std::io::Result<Signal>, int: std::io::Result<Signal>) {
+    let (Ok(mut term), Ok(mut int)) = (term, int) else {
         tracing::error!("cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
