@@ -282,6 +282,10 @@ fn every_listed_metric_moves_by_what_was_sent() {
     assert_eq!(status["source"], "daemon", "{body}");
     assert!(status["journal"]["bytes"].as_u64().unwrap() > 0, "{body}");
     assert!(status["journal"]["last_record"].is_string(), "{body}");
+    assert_eq!(
+        status["autoreply_queue"], 0,
+        "a running daemon reports its queue: {body}"
+    );
 }
 
 #[test]

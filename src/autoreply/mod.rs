@@ -248,6 +248,14 @@ impl AutoReplier {
         AutoReplier { tx: None }
     }
 
+    /// Replies waiting in the queue for the worker (not counting those being sent); `None` when
+    /// auto-replies are disabled.
+    pub fn queued(&self) -> Option<u64> {
+        self.tx
+            .as_ref()
+            .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
+    }
+
     /// Considers a message that was stored and accepted. Never blocks: the rules run here
     /// (pure, no I/O) and the replies they allow are queued for the worker. Returns, per
     /// account, `None` when a reply was queued, else why not.

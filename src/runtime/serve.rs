@@ -162,10 +162,11 @@ pub async fn run_until(
             Some(j) if !j.healthy() => Err("the archive journal's last write failed".into()),
             _ => Ok(()),
         });
-        let (st, path) = (store.clone(), config.clone());
+        let (st, path, replier) = (store.clone(), config.clone(), services.autoreply.clone());
         // Lists the journal directory on each request: cheap, and requests are rare.
         let status: http::StatusReport = Arc::new(move || {
-            status::Status::from_daemon(&path, &st.snapshot(), journal.as_ref()).to_json()
+            status::Status::from_daemon(&path, &st.snapshot(), journal.as_ref(), replier.queued())
+                .to_json()
         });
         let endpoints = http::Endpoints {
             metrics: handle,

@@ -44,13 +44,19 @@ pub struct JournalStatus {
 
 impl Status {
     /// The running daemon's view. Reads the journal directory's listing (no record).
-    pub fn from_daemon(config: &Path, snap: &Snapshot, journal: Option<&Journal>) -> Status {
+    pub fn from_daemon(
+        config: &Path,
+        snap: &Snapshot,
+        journal: Option<&Journal>,
+        autoreply_queue: Option<u64>,
+    ) -> Status {
         // The journal open since start-up (a reload cannot move it).
         let dir = journal.map_or(snap.policy.settings.journal_dir.as_path(), Journal::dir);
         let mut s = Status::from_policy(config, &snap.policy, "daemon", dir);
         s.generation = Some(snap.generation);
         s.loaded_at = Some(snap.loaded_at.to_string());
         s.journal.healthy = journal.map(Journal::healthy);
+        s.autoreply_queue = autoreply_queue;
         s
     }
 
