@@ -325,3 +325,99 @@ fn scenarios_in_content_filter_mode() {
         "Postfix logs the bounce"
     );
 }
+
+/// Auto-replies in content-filter mode: the reply goes out through the reinjection listener
+/// (no content filter there, so it is neither filtered nor journaled a second time), once per
+/// sender, and the journal holds the message and the reply it caused.
+#[test]
+fn auto_replies_in_content_filter_mode() {
+    let reinject = free_port();
+    let policy = format!(
+        r#"[relay]
+address = "127.0.0.1:{reinject}"
+
+[domains]
+local = ["corp.example"]
+
+[templates.departed]
+subject = "{{name}} has left"
+body = "Please write to {{successor}}."
+
+[accounts."gone@corp.example"]
+state = "departed"
+name = "Gone Person"
+successor = "cs@corp.example"
+keep_copy = false
+autoreply = "departed"
+"#
+    );
+    let d = Daemon::start_content_filter(&policy, &format!("127.0.0.1:{reinject}"));
+    let lab = Lab::start(LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject));
+    let direct = |subject: &str| {
+        format!(
+            "From: Sender <sender@example.net>\r\nTo: gone@corp.example\r\nSubject: {subject}\r\n\
+             Message-ID: <{subject}@example.net>\r\n\r\nHello.\r\n"
+        )
+    };
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        direct("cf-reply-1"),
+    );
+    assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
+    let reply = wait_for(TIMEOUT, "the auto-reply at the sink", || {
+        lab.sink()
+            .all()
+            .into_iter()
+            .find(|m| m.mail_from.is_empty() && m.rcpt_to == ["sender@example.net"])
+    });
+    assert_eq!(
+        reply.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    assert_eq!(
+        reply.header("Subject").as_deref(),
+        Some("Gone Person has left")
+    );
+    assert_eq!(delivered_to(&lab, "cf-reply-1"), ["cs@corp.example"]);
+
+    // The same sender again: delivered, not answered.
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &["gone@corp.example"],
+        direct("cf-reply-2"),
+    );
+    assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
+    wait_for(TIMEOUT, "the second message at the sink", || {
+        (delivered_to(&lab, "cf-reply-2") == ["cs@corp.example"]).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let replies = lab
+        .sink()
+        .all()
+        .into_iter()
+        .filter(|m| m.mail_from.is_empty())
+        .count();
+    assert_eq!(replies, 1, "one reply per sender");
+
+    let mut kinds = Vec::new();
+    reader::for_each_record(&d.journal_dir(), |info, _| {
+        if matches!(info.header.kind, Kind::Message | Kind::Created) {
+            kinds.push(info.header.kind);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == Kind::Message).count(),
+        2,
+        "the two messages, once each"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == Kind::Created).count(),
+        1,
+        "the reply, once"
+    );
+}
