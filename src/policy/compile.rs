@@ -111,6 +111,7 @@ pub(crate) fn compile(
         ..
     } = b;
     let domain_set = local_domains.iter().cloned().collect();
+    let expansions = crate::engine::ExpansionCache::new(accounts.len() + aliases.len());
     Ok(Policy {
         sources,
         settings,
@@ -122,6 +123,7 @@ pub(crate) fn compile(
         templates,
         include_patterns,
         index,
+        expansions,
     })
 }
 
