@@ -321,18 +321,30 @@ pub enum SenderVerdict {
 
 /// Decides what happens to mail for `recipient` on `today`.
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
-    let mut cx = Cx::new(policy, today);
-    let top = if policy.is_local(recipient.domain()) {
-        let hit = policy.lookup(recipient);
-        if let Some(hit) = &hit
-            && let Some(r) = resolve_expanding(policy, recipient, hit, today)
-        {
-            return r;
-        }
+    if !policy.is_local(recipient.domain()) {
+        return walk(policy, recipient, today, |cx| cx.visit(recipient, 0));
+    }
+    let hit = policy.lookup(recipient);
+    if let Some(hit) = &hit
+        && let Some(r) = resolve_expanding(policy, recipient, hit, today)
+    {
+        return r;
+    }
+    walk(policy, recipient, today, |cx| {
         cx.visit_listed(recipient, hit, 0)
-    } else {
-        cx.visit(recipient, 0)
-    };
+    })
+}
+
+/// [`resolve`] by walking the policy from the recipient's node down, `visit` being the first
+/// step of the walk.
+fn walk(
+    policy: &Policy,
+    recipient: &Address,
+    today: Date,
+    visit: impl FnOnce(&mut Cx) -> Visit,
+) -> Resolution {
+    let mut cx = Cx::new(policy, today);
+    let top = visit(&mut cx);
     let Cx {
         rule,
         deliver,
@@ -784,4 +796,84 @@ fn default_reply(state: State, addr: &Address) -> SmtpReply {
     text.push_str(">: ");
     text.push_str(what);
     SmtpReply::new(code, enhanced, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Switches at three levels: a member of an alias, a forward target, and the recipient.
+    const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+
+[templates.t]
+subject = "gone"
+body = "gone"
+
+[aliases]
+"team@corp.example" = ["leaver@corp.example", "dep@corp.example", "x@partner.example"]
+"outer@corp.example" = ["team@corp.example", "dep@corp.example"]
+
+[accounts."leaver@corp.example"]
+state = "active"
+successor = "boss@corp.example"
+until = 2026-03-01
+then = "departed"
+autoreply = "t"
+
+[accounts."boss@corp.example"]
+state = "departed"
+successor = "heir@corp.example"
+keep_copy = true
+until = 2026-06-01
+then = "deleted"
+
+[accounts."dep@corp.example"]
+state = "departed"
+forward = ["boss@corp.example", "leaver+fwd@corp.example"]
+keep_copy = true
+autoreply = "t"
+
+[accounts."heir@corp.example"]
+state = "active"
+"#;
+
+    /// The same resolution as a walk of the policy with no shared expansions, on dates that
+    /// move back and forth across the switches, so that cached expansions are reused and
+    /// replaced.
+    #[test]
+    fn shared_expansions_match_a_full_walk() {
+        let policy = Policy::from_text("p.toml", POLICY).unwrap();
+        let recipients = [
+            "team@corp.example",
+            "outer@corp.example",
+            "team+x@corp.example",
+            "dep@corp.example",
+            "dep+x@corp.example",
+            "boss@corp.example",
+            "boss+x@corp.example",
+            "leaver@corp.example",
+            "leaver+x@corp.example",
+        ];
+        let dates = [
+            (2026, 1, 1),
+            (2026, 3, 1),
+            (2026, 2, 28),
+            (2026, 6, 1),
+            (2026, 5, 31),
+            (2027, 1, 1),
+            (2026, 1, 1),
+        ];
+        for (y, m, d) in dates {
+            let today = jiff::civil::date(y, m, d);
+            for r in recipients {
+                let r = Address::parse_strict(r).unwrap();
+                let walked = walk(&policy, &r, today, |cx| cx.visit(&r, 0));
+                let shared = resolve(&policy, &r, today);
+                assert_eq!(shared, walked, "{r} on {today}");
+                assert_eq!(shared.decision(), walked.decision(), "{r} on {today}");
+            }
+        }
+    }
 }
