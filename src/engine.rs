@@ -16,11 +16,15 @@
 //!   possible in one transaction, and losing the frozen member's copy is not acceptable. When no
 //!   member is left, the recipient is refused with the first member's reply.
 
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use jiff::civil::Date;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::address::Address;
-use crate::policy::{MAX_DEPTH, Node, Policy, SmtpReply, State};
+use crate::policy::{Account, Alias, Hit, MAX_DEPTH, Node, Policy, SmtpReply, State};
 
 /// What the MTA should do with one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,6 +190,65 @@ pub enum Step {
     },
 }
 
+/// The steps of a resolution, in order: the recipient's own, then the expansion of the alias or
+/// departed account it reached (shared by every resolution that reaches that node on a date the
+/// expansion holds for, see [`ExpansionCache`]), then the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Steps {
+    head: Vec<Step>,
+    shared: Option<Arc<[Step]>>,
+    tail: Vec<Step>,
+}
+
+/// An iterator over [`Steps`].
+pub type StepsIter<'a> = std::iter::Chain<
+    std::iter::Chain<std::slice::Iter<'a, Step>, std::slice::Iter<'a, Step>>,
+    std::slice::Iter<'a, Step>,
+>;
+
+impl Steps {
+    pub fn iter(&self) -> StepsIter<'_> {
+        let shared: &[Step] = self.shared.as_deref().unwrap_or_default();
+        self.head.iter().chain(shared).chain(&self.tail)
+    }
+
+    /// Appends a step after all the others.
+    pub fn push(&mut self, step: Step) {
+        self.tail.push(step);
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.shared.as_deref().map_or(0, <[Step]>::len) + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> IntoIterator for &'a Steps {
+    type Item = &'a Step;
+    type IntoIter = StepsIter<'a>;
+
+    fn into_iter(self) -> StepsIter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for Steps {
+    fn eq(&self, other: &Steps) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Steps {}
+
+impl Serialize for Steps {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
 /// The decision for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolution {
@@ -195,7 +258,7 @@ pub struct Resolution {
     /// Final envelope recipients, de-duplicated, in order; empty unless the verdict is Deliver.
     pub deliver: Vec<Address>,
     pub autoreplies: Vec<AutoReplyPlan>,
-    pub steps: Vec<Step>,
+    pub steps: Steps,
 }
 
 impl Resolution {
@@ -258,19 +321,30 @@ pub enum SenderVerdict {
 
 /// Decides what happens to mail for `recipient` on `today`.
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
-    // Sized for the common case (a departed account with a forward or two: about a dozen steps)
-    // so that most resolutions allocate each list once instead of growing it step by step; 12
-    // steps of 80 bytes also stay within glibc's per-thread cache of small blocks (1032 bytes).
-    let mut cx = Cx {
-        policy,
-        today,
-        rule: Rule::Unlisted,
-        deliver: Vec::with_capacity(4),
-        autoreplies: Vec::new(),
-        steps: Vec::with_capacity(12),
-        refused: Vec::new(),
-    };
-    let top = cx.visit(recipient, 0);
+    if !policy.is_local(recipient.domain()) {
+        return walk(policy, recipient, today, |cx| cx.visit(recipient, 0));
+    }
+    let hit = policy.lookup(recipient);
+    if let Some(hit) = &hit
+        && let Some(r) = resolve_expanding(policy, recipient, hit, today)
+    {
+        return r;
+    }
+    walk(policy, recipient, today, |cx| {
+        cx.visit_listed(recipient, hit, 0)
+    })
+}
+
+/// [`resolve`] by walking the policy from the recipient's node down, `visit` being the first
+/// step of the walk.
+fn walk(
+    policy: &Policy,
+    recipient: &Address,
+    today: Date,
+    visit: impl FnOnce(&mut Cx) -> Visit,
+) -> Resolution {
+    let mut cx = Cx::new(policy, today);
+    let top = visit(&mut cx);
     let Cx {
         rule,
         deliver,
@@ -279,14 +353,7 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         refused,
         ..
     } = cx;
-    let verdict = match top {
-        Visit::Refused(reply) => refusal(reply),
-        Visit::Expanded => match (refused.iter().find(|r| r.code() < 500), refused.first()) {
-            (Some(deferred), _) => Verdict::Defer(deferred.clone()),
-            (None, Some(rejected)) if deliver.is_empty() => Verdict::Reject(rejected.clone()),
-            _ => Verdict::Deliver,
-        },
-    };
+    let verdict = verdict(top, &refused, deliver.is_empty());
     let (deliver, autoreplies) = match verdict {
         Verdict::Deliver => {
             steps.extend(deliver.iter().map(|a| Step::Deliver { address: a.clone() }));
@@ -301,7 +368,160 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         rule,
         deliver,
         autoreplies,
-        steps,
+        steps: Steps {
+            head: steps,
+            ..Steps::default()
+        },
+    }
+}
+
+/// [`resolve`] for a recipient whose entry is an alias or an account departed on `today`: the
+/// recipient's own steps around the node's shared expansion. `None` for any other entry.
+///
+/// The resolution is the one [`Cx::visit`] would build: the same steps in the same order, and
+/// the deliveries de-duplicated the same way (the expansion's are already unique, and only the
+/// recipient's own copy, first in line, can repeat one of them).
+fn resolve_expanding(
+    policy: &Policy,
+    recipient: &Address,
+    hit: &Hit,
+    today: Date,
+) -> Option<Resolution> {
+    let account = match hit.node {
+        Node::Account(i) => Some(&policy.accounts[i]),
+        Node::Alias(_) => None,
+    };
+    let state = account.map(|a| a.state_on(today));
+    if state.is_some_and(|s| s != State::Departed) {
+        return None;
+    }
+    let mut head = Vec::with_capacity(3);
+    if hit.via_detail {
+        head.push(Step::Detail {
+            address: recipient.clone(),
+            base: hit.key.clone(),
+        });
+    }
+    let (rule, own) = match account {
+        None => (Rule::Alias, None),
+        Some(account) => {
+            head.push(state_step(account, State::Departed));
+            head.push(copy_step(account, recipient));
+            (Rule::Departed, account.keep_copy.then_some(recipient))
+        }
+    };
+    let expansion = expansion(policy, hit.node, today);
+    let mut deliver = Vec::with_capacity(expansion.deliver.len() + 1);
+    deliver.extend(own.cloned());
+    deliver.extend(
+        expansion
+            .deliver
+            .iter()
+            .filter(|a| Some(*a) != own)
+            .cloned(),
+    );
+    let verdict = verdict(Visit::Expanded, &expansion.refused, deliver.is_empty());
+    let (deliver, autoreplies, tail) = match verdict {
+        Verdict::Deliver => {
+            let tail = deliver
+                .iter()
+                .map(|a| Step::Deliver { address: a.clone() })
+                .collect();
+            (deliver, expansion.autoreplies.clone(), tail)
+        }
+        _ => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    Some(Resolution {
+        recipient: recipient.clone(),
+        verdict,
+        rule,
+        deliver,
+        autoreplies,
+        steps: Steps {
+            head,
+            shared: Some(Arc::clone(&expansion.steps)),
+            tail,
+        },
+    })
+}
+
+/// The expansion below an alias or departed account on `today`: from the policy's cache when
+/// the cached one holds on that date, else walked and cached.
+fn expansion(policy: &Policy, node: Node, today: Date) -> Arc<Expansion> {
+    let slot = &policy.expansions.slots[policy.node_id(node)];
+    let cached = slot.load();
+    if let Some(e) = &*cached
+        && e.holds_on(today)
+    {
+        return Arc::clone(e);
+    }
+    let mut cx = Cx::new(policy, today);
+    match node {
+        Node::Alias(i) => cx.expand_alias(&policy.aliases[i], 0),
+        Node::Account(i) => cx.expand_departed(&policy.accounts[i], 0),
+    }
+    let e = Arc::new(Expansion {
+        from: cx.from,
+        until: cx.until,
+        steps: cx.steps.into(),
+        deliver: cx.deliver,
+        autoreplies: cx.autoreplies,
+        refused: cx.refused,
+    });
+    // Two threads may walk the same node at once; both store the same thing.
+    slot.store(Some(Arc::clone(&e)));
+    e
+}
+
+/// Per policy, the expansion of each alias and departed account (see [`Expansion`]), one slot
+/// per node, filled when mail first reaches the node. A slot holds the expansion for one span of
+/// dates, which is replaced when mail arrives on a date outside it (at midnight, when an `until`
+/// passes): the entries stay as many as the nodes mail reached.
+pub(crate) struct ExpansionCache {
+    slots: Box<[ArcSwapOption<Expansion>]>,
+}
+
+impl ExpansionCache {
+    pub(crate) fn new(nodes: usize) -> ExpansionCache {
+        ExpansionCache {
+            slots: (0..nodes).map(|_| ArcSwapOption::empty()).collect(),
+        }
+    }
+}
+
+/// A copy of a policy starts with an empty cache: entries are cheap to rebuild.
+impl Clone for ExpansionCache {
+    fn clone(&self) -> ExpansionCache {
+        ExpansionCache::new(self.slots.len())
+    }
+}
+
+impl fmt::Debug for ExpansionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpansionCache")
+            .field("nodes", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an alias expands to (its `Alias` step and everything below), or a departed account
+/// (everything after its `KeepCopy`/`NoCopy` step): the part of a resolution that does not
+/// depend on how the recipient was written. It depends on the date only through the `until`
+/// switches of the accounts reached, so it holds from `from` (inclusive) to `until`
+/// (exclusive), the nearest switches on either side of the date it was walked for.
+pub(crate) struct Expansion {
+    from: Option<Date>,
+    until: Option<Date>,
+    steps: Arc<[Step]>,
+    /// Unique, in order.
+    deliver: Vec<Address>,
+    autoreplies: Vec<AutoReplyPlan>,
+    refused: Vec<SmtpReply>,
+}
+
+impl Expansion {
+    fn holds_on(&self, today: Date) -> bool {
+        self.from.is_none_or(|from| today >= from) && self.until.is_none_or(|until| today < until)
     }
 }
 
@@ -331,6 +551,37 @@ pub fn check_sender(policy: &Policy, sender: Option<&Address>, today: Date) -> S
     }
 }
 
+/// The verdict for a recipient whose own node gave `top`, after the members in `refused` were
+/// dropped from its expansion.
+fn verdict(top: Visit, refused: &[SmtpReply], nothing_delivered: bool) -> Verdict {
+    match top {
+        Visit::Refused(reply) => refusal(reply),
+        Visit::Expanded => match (refused.iter().find(|r| r.code() < 500), refused.first()) {
+            (Some(deferred), _) => Verdict::Defer(deferred.clone()),
+            (None, Some(rejected)) if nothing_delivered => Verdict::Reject(rejected.clone()),
+            _ => Verdict::Deliver,
+        },
+    }
+}
+
+fn state_step(account: &Account, state: State) -> Step {
+    Step::State {
+        address: account.address.clone(),
+        state,
+        configured: account.state,
+        until: account.until.filter(|_| state != account.state),
+    }
+}
+
+/// Whether a departed account's mailbox keeps a copy, naming the address as written.
+fn copy_step(account: &Account, addr: &Address) -> Step {
+    let address = addr.clone();
+    match account.keep_copy {
+        true => Step::KeepCopy { address },
+        false => Step::NoCopy { address },
+    }
+}
+
 fn refusal(reply: SmtpReply) -> Verdict {
     if reply.code() >= 500 {
         Verdict::Reject(reply)
@@ -356,9 +607,28 @@ struct Cx<'p> {
     steps: Vec<Step>,
     /// Replies of members dropped inside an expansion, in order.
     refused: Vec<SmtpReply>,
+    /// The dates the walk's outcome holds for (see [`Expansion`]).
+    from: Option<Date>,
+    until: Option<Date>,
 }
 
-impl Cx<'_> {
+impl<'p> Cx<'p> {
+    fn new(policy: &'p Policy, today: Date) -> Cx<'p> {
+        // Sized for the common case (a departed account with a forward or two: about a dozen
+        // steps) so that most walks allocate each list once instead of growing it step by step.
+        Cx {
+            policy,
+            today,
+            rule: Rule::Unlisted,
+            deliver: Vec::with_capacity(4),
+            autoreplies: Vec::new(),
+            steps: Vec::with_capacity(12),
+            refused: Vec::new(),
+            from: None,
+            until: None,
+        }
+    }
+
     fn visit(&mut self, addr: &Address, depth: usize) -> Visit {
         if depth > MAX_DEPTH {
             // The loader refuses deeper chains, so this is a bug; defer rather than guess.
@@ -377,7 +647,13 @@ impl Cx<'_> {
             self.push_delivery(addr);
             return Visit::Expanded;
         }
-        let Some(hit) = self.policy.lookup(addr) else {
+        let hit = self.policy.lookup(addr);
+        self.visit_listed(addr, hit, depth)
+    }
+
+    /// [`Cx::visit`] for a local address, given what looking it up found.
+    fn visit_listed(&mut self, addr: &Address, hit: Option<Hit>, depth: usize) -> Visit {
+        let Some(hit) = hit else {
             self.classify(depth, Rule::Unlisted);
             self.steps.push(Step::Unlisted {
                 address: addr.clone(),
@@ -388,70 +664,31 @@ impl Cx<'_> {
         if hit.via_detail {
             self.steps.push(Step::Detail {
                 address: addr.clone(),
-                base: hit.key.clone(),
+                base: hit.key,
             });
         }
         match hit.node {
             Node::Alias(i) => {
-                let alias = &self.policy.aliases[i];
                 self.classify(depth, Rule::Alias);
-                self.steps.push(Step::Alias {
-                    address: alias.address.clone(),
-                    members: alias.members.clone(),
-                });
-                for m in &alias.members {
-                    self.visit_member(m, depth + 1);
-                }
+                self.expand_alias(&self.policy.aliases[i], depth);
                 Visit::Expanded
             }
             Node::Account(i) => {
                 let account = &self.policy.accounts[i];
-                let state = account.state_on(self.today);
+                let state = self.state_on(account);
                 self.classify(depth, Rule::of(state));
-                self.steps.push(Step::State {
-                    address: account.address.clone(),
-                    state,
-                    configured: account.state,
-                    until: account.until.filter(|_| state != account.state),
-                });
+                self.steps.push(state_step(account, state));
                 match state {
                     State::Active => {
                         self.push_delivery(addr);
                         Visit::Expanded
                     }
                     State::Departed => {
+                        self.steps.push(copy_step(account, addr));
                         if account.keep_copy {
-                            self.steps.push(Step::KeepCopy {
-                                address: addr.clone(),
-                            });
                             self.push_delivery(addr);
-                        } else {
-                            self.steps.push(Step::NoCopy {
-                                address: addr.clone(),
-                            });
                         }
-                        for f in &account.forward {
-                            self.steps.push(Step::Forward {
-                                from: account.address.clone(),
-                                to: f.clone(),
-                            });
-                            self.visit_member(f, depth + 1);
-                        }
-                        if let Some(t) = &account.autoreply
-                            && !self
-                                .autoreplies
-                                .iter()
-                                .any(|p| p.account == account.address)
-                        {
-                            self.steps.push(Step::AutoReply {
-                                account: account.address.clone(),
-                                template: t.clone(),
-                            });
-                            self.autoreplies.push(AutoReplyPlan {
-                                account: account.address.clone(),
-                                template: t.clone(),
-                            });
-                        }
+                        self.expand_departed(account, depth);
                         Visit::Expanded
                     }
                     State::Disabled | State::Frozen | State::Deleted => {
@@ -468,6 +705,56 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+
+    /// The alias's step and its members' expansions.
+    fn expand_alias(&mut self, alias: &Alias, depth: usize) {
+        self.steps.push(Step::Alias {
+            address: alias.address.clone(),
+            members: alias.members.clone(),
+        });
+        for m in &alias.members {
+            self.visit_member(m, depth + 1);
+        }
+    }
+
+    /// A departed account's forwards and its auto-reply: what follows its own copy.
+    fn expand_departed(&mut self, account: &Account, depth: usize) {
+        for f in &account.forward {
+            self.steps.push(Step::Forward {
+                from: account.address.clone(),
+                to: f.clone(),
+            });
+            self.visit_member(f, depth + 1);
+        }
+        if let Some(t) = &account.autoreply
+            && !self
+                .autoreplies
+                .iter()
+                .any(|p| p.account == account.address)
+        {
+            self.steps.push(Step::AutoReply {
+                account: account.address.clone(),
+                template: t.clone(),
+            });
+            self.autoreplies.push(AutoReplyPlan {
+                account: account.address.clone(),
+                template: t.clone(),
+            });
+        }
+    }
+
+    /// The account's state on the walk's date, narrowing the dates the walk holds for to the
+    /// side of its `until` that date is on.
+    fn state_on(&mut self, account: &Account) -> State {
+        if let (Some(until), Some(_)) = (account.until, account.then) {
+            if self.today >= until {
+                self.from = self.from.max(Some(until));
+            } else {
+                self.until = Some(self.until.map_or(until, |u| u.min(until)));
+            }
+        }
+        account.state_on(self.today)
     }
 
     fn classify(&mut self, depth: usize, rule: Rule) {
@@ -509,4 +796,84 @@ fn default_reply(state: State, addr: &Address) -> SmtpReply {
     text.push_str(">: ");
     text.push_str(what);
     SmtpReply::new(code, enhanced, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Switches at three levels: a member of an alias, a forward target, and the recipient.
+    const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+
+[templates.t]
+subject = "gone"
+body = "gone"
+
+[aliases]
+"team@corp.example" = ["leaver@corp.example", "dep@corp.example", "x@partner.example"]
+"outer@corp.example" = ["team@corp.example", "dep@corp.example"]
+
+[accounts."leaver@corp.example"]
+state = "active"
+successor = "boss@corp.example"
+until = 2026-03-01
+then = "departed"
+autoreply = "t"
+
+[accounts."boss@corp.example"]
+state = "departed"
+successor = "heir@corp.example"
+keep_copy = true
+until = 2026-06-01
+then = "deleted"
+
+[accounts."dep@corp.example"]
+state = "departed"
+forward = ["boss@corp.example", "leaver+fwd@corp.example"]
+keep_copy = true
+autoreply = "t"
+
+[accounts."heir@corp.example"]
+state = "active"
+"#;
+
+    /// The same resolution as a walk of the policy with no shared expansions, on dates that
+    /// move back and forth across the switches, so that cached expansions are reused and
+    /// replaced.
+    #[test]
+    fn shared_expansions_match_a_full_walk() {
+        let policy = Policy::from_text("p.toml", POLICY).unwrap();
+        let recipients = [
+            "team@corp.example",
+            "outer@corp.example",
+            "team+x@corp.example",
+            "dep@corp.example",
+            "dep+x@corp.example",
+            "boss@corp.example",
+            "boss+x@corp.example",
+            "leaver@corp.example",
+            "leaver+x@corp.example",
+        ];
+        let dates = [
+            (2026, 1, 1),
+            (2026, 3, 1),
+            (2026, 2, 28),
+            (2026, 6, 1),
+            (2026, 5, 31),
+            (2027, 1, 1),
+            (2026, 1, 1),
+        ];
+        for (y, m, d) in dates {
+            let today = jiff::civil::date(y, m, d);
+            for r in recipients {
+                let r = Address::parse_strict(r).unwrap();
+                let walked = walk(&policy, &r, today, |cx| cx.visit(&r, 0));
+                let shared = resolve(&policy, &r, today);
+                assert_eq!(shared, walked, "{r} on {today}");
+                assert_eq!(shared.decision(), walked.decision(), "{r} on {today}");
+            }
+        }
+    }
 }

@@ -111,6 +111,7 @@ pub(crate) fn compile(
         ..
     } = b;
     let domain_set = local_domains.iter().cloned().collect();
+    let expansions = crate::engine::ExpansionCache::new(accounts.len() + aliases.len());
     Ok(Policy {
         sources,
         settings,
@@ -122,6 +123,7 @@ pub(crate) fn compile(
         templates,
         include_patterns,
         index,
+        expansions,
     })
 }
 
@@ -970,12 +972,13 @@ impl Builder<'_> {
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); total];
         let mut leaves: Vec<usize> = vec![0; total];
         for (i, acc) in self.accounts.iter().enumerate() {
-            let departs = acc.state == State::Departed || acc.then == Some(State::Departed);
-            if !departs {
-                continue;
-            }
-            if acc.keep_copy {
+            // An account delivers to its own mailbox while active, and (with `keep_copy`) while
+            // departed: either way its address is one of the expansion's, at most once.
+            if delivers_to_self(acc) {
                 leaves[i] += 1;
+            }
+            if !departs(acc) {
+                continue;
             }
             for f in &acc.forward {
                 match lookup(&self.index, f) {
@@ -1094,8 +1097,9 @@ impl Builder<'_> {
             stack.extend(edges[i].iter().copied());
             let targets: Vec<&Address> = if i < n_acc {
                 let a = &self.accounts[i];
-                let own = a.keep_copy.then_some(&a.address);
-                own.into_iter().chain(a.forward.iter()).collect()
+                let own = delivers_to_self(a).then_some(&a.address);
+                let forward = if departs(a) { &a.forward[..] } else { &[] };
+                own.into_iter().chain(forward).collect()
             } else {
                 self.aliases[i - n_acc].members.iter().collect()
             };
@@ -1109,6 +1113,17 @@ impl Builder<'_> {
         }
         out.len()
     }
+}
+
+/// Whether the account is departed on some date, so that its forwards can be followed.
+fn departs(acc: &Account) -> bool {
+    acc.state == State::Departed || acc.then == Some(State::Departed)
+}
+
+/// Whether mail reaching the account lands in its own mailbox on some date: while it is active,
+/// or while it is departed with `keep_copy`.
+fn delivers_to_self(acc: &Account) -> bool {
+    acc.state == State::Active || acc.then == Some(State::Active) || departs(acc) && acc.keep_copy
 }
 
 #[cfg(test)]
@@ -1392,5 +1407,27 @@ forward = ["a+old@corp.example"]
             s = shared.join(",")
         );
         assert_eq!(errors(&diamond), Vec::<String>::new());
+    }
+
+    #[test]
+    fn active_members_count_towards_the_width() {
+        let policy = |n: usize| {
+            let mut text = String::new();
+            let members: Vec<String> = (0..n).map(|i| format!("\"a{i}@corp.example\"")).collect();
+            text.push_str(&format!(
+                "[aliases]\n\"all@corp.example\" = [{}]\n",
+                members.join(",")
+            ));
+            for i in 0..n {
+                text.push_str(&format!(
+                    "[accounts.\"a{i}@corp.example\"]\nstate = \"active\"\n"
+                ));
+            }
+            errors(&text)
+        };
+        assert_eq!(policy(MAX_WIDTH), Vec::<String>::new());
+        let errs = policy(MAX_WIDTH + 1);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("expands to 1001 addresses"), "{}", errs[0]);
     }
 }

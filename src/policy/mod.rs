@@ -279,6 +279,9 @@ pub struct Policy {
     /// The `include` patterns, made absolute, so a watcher can see new files appear.
     pub include_patterns: Vec<PathBuf>,
     index: Index,
+    /// What each alias and departed account expands to, filled as mail reaches them; the engine
+    /// owns its contents. A reload builds a new policy, so it never outlives the entries.
+    pub(crate) expansions: crate::engine::ExpansionCache,
 }
 
 /// A lookup hit: the node, and the base address when the hit came from stripping `+detail`.
@@ -318,6 +321,14 @@ impl Policy {
             key: key.clone(),
             via_detail: true,
         })
+    }
+
+    /// The node's position among all nodes: accounts first, then aliases.
+    pub(crate) fn node_id(&self, node: Node) -> usize {
+        match node {
+            Node::Account(i) => i,
+            Node::Alias(i) => self.accounts.len() + i,
+        }
     }
 
     pub fn account(&self, addr: &Address) -> Option<&Account> {
