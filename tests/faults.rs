@@ -75,6 +75,16 @@ fn message(id: &str) -> String {
     )
 }
 
+/// Tells sender threads to stop when dropped, also when the driving thread panics (otherwise
+/// `thread::scope` would wait for them forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// How one attempt ended.
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -251,6 +261,7 @@ fn kill_9_under_load_loses_nothing() {
                 }
             });
         }
+        let _stop = StopOnDrop(&stop);
         for _ in 0..kills {
             std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
             d.kill();
@@ -258,7 +269,6 @@ fn kill_9_under_load_loses_nothing() {
         }
         // Some mail after the last restart, then stop.
         std::thread::sleep(Duration::from_millis(1000));
-        stop.store(true, Ordering::Relaxed);
     });
     let accepted = accepted.into_inner().unwrap();
     let attempts = attempts.into_inner();
@@ -450,5 +460,138 @@ fn a_torn_journal_tail_is_cut_on_start() {
         "faults: torn tail: {} records kept, {} cut, 1 written after",
         before.len(),
         accepted.len() - before.len()
+    );
+}
+
+/// The main policy file of the reload test: listeners and storage as the harness picked them,
+/// and the accounts in an included file that the test breaks and mends.
+fn reload_config(d: &Daemon) -> String {
+    format!(
+        "include = [\"accounts.toml\"]\n[listen]\nmilter = \"127.0.0.1:{}\"\n\
+         metrics = \"127.0.0.1:{}\"\n[storage]\njournal = \"journal\"\nstate = \"state\"\n\
+         [domains]\nlocal = [\"corp.example\"]\n",
+        d.milter_port, d.metrics_port
+    )
+}
+
+/// A valid accounts file; `n` adds an active account so that each version differs.
+fn valid_accounts(n: usize) -> String {
+    format!(
+        "[accounts.\"dis@corp.example\"]\nstate = \"disabled\"\n\n\
+         [accounts.\"gone@corp.example\"]\nstate = \"departed\"\nsuccessor = \"cs@corp.example\"\n\
+         keep_copy = false\n\n[accounts.\"v{n}@corp.example\"]\nstate = \"active\"\n"
+    )
+}
+
+/// Policy reloads while mail flows: broken versions (syntax error, alias cycle, unknown
+/// template, the included file deleted, the included file replaced by a directory — root reads
+/// any file whatever its mode, so "cannot read" is a directory) alternate with valid ones. No
+/// message gets a wrong decision: the disabled account is always refused, the departed one
+/// always forwarded; each refused reload is counted and each valid one applied. Reloads are
+/// driven by SIGHUP with the watcher off, so that each write is exactly one reload.
+#[test]
+fn policy_reloads_under_load_never_give_a_wrong_decision() {
+    let mut d = Daemon::prepare(POLICY, None, None);
+    let accounts = d.path("accounts.toml");
+    std::fs::write(&accounts, valid_accounts(0)).unwrap();
+    std::fs::write(d.config_path(), reload_config(&d)).unwrap();
+    d.spawn(&["--no-watch"]);
+    let lab = lab_for(&d);
+    let reloads = |result: &str| {
+        d.metric(&format!(
+            "handoff_policy_reloads_total{{result=\"{result}\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    let cycle = "[aliases]\n\"a@corp.example\" = [\"b@corp.example\"]\n\
+                 \"b@corp.example\" = [\"a@corp.example\"]\n";
+    let template = "[accounts.\"gone@corp.example\"]\nstate = \"departed\"\n\
+                    successor = \"cs@corp.example\"\nautoreply = \"nosuch\"\n";
+    let broken: [(&str, &dyn Fn()); 5] = [
+        ("syntax error", &|| {
+            std::fs::write(&accounts, "[accounts.\"dis@corp.example\"\nstate = \n").unwrap()
+        }),
+        ("alias cycle", &|| {
+            std::fs::write(&accounts, format!("{}{cycle}", valid_accounts(0))).unwrap()
+        }),
+        ("unknown template", &|| {
+            std::fs::write(&accounts, template).unwrap()
+        }),
+        ("file deleted", &|| std::fs::remove_file(&accounts).unwrap()),
+        ("a directory", &|| {
+            std::fs::remove_file(&accounts).unwrap();
+            std::fs::create_dir(&accounts).unwrap()
+        }),
+    ];
+    let stop = AtomicBool::new(false);
+    let accepted = Mutex::new(Vec::new());
+    let refused_ok = AtomicUsize::new(0);
+    let rounds: usize = 4;
+    let (mut applied_want, mut refused_want) = (0.0, 0.0);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (lab, stop, accepted, refused_ok) = (&lab, &stop, &accepted, &refused_ok);
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("r{t}-{n}");
+                    let msg = message(&id);
+                    let from = "sender@example.net";
+                    match try_send(lab, from, "dis@corp.example", &msg) {
+                        Outcome::Refused(r) if r.starts_with("550 5.2.1") => {
+                            refused_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => panic!("{id} to the disabled account: {other:?}"),
+                    }
+                    let outcome = try_send(lab, from, "gone@corp.example", &msg);
+                    assert_eq!(outcome, Outcome::Accepted, "{id} to the departed account");
+                    accepted.lock().unwrap().push(id);
+                    n += 1;
+                }
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..rounds {
+            for (what, breakit) in &broken {
+                breakit();
+                d.signal("HUP");
+                refused_want += 1.0;
+                wait_for(Duration::from_secs(10), what, || {
+                    (reloads("refused") == refused_want).then_some(())
+                });
+                std::thread::sleep(Duration::from_millis(100));
+                if accounts.is_dir() {
+                    std::fs::remove_dir(&accounts).unwrap();
+                }
+                // A version that differs from the one in force, so that it is applied rather
+                // than found unchanged.
+                std::fs::write(&accounts, valid_accounts(applied_want as usize + 1)).unwrap();
+                d.signal("HUP");
+                applied_want += 1.0;
+                wait_for(Duration::from_secs(10), "a valid policy applied", || {
+                    (reloads("applied") == applied_want).then_some(())
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    assert_eq!(reloads("refused"), refused_want);
+    assert_eq!(reloads("applied"), applied_want);
+    assert_eq!(
+        d.metric("handoff_policy_generation"),
+        Some(applied_want + 1.0)
+    );
+    let accepted = accepted.into_inner().unwrap();
+    let account = Account::settle(&lab, &d.journal_dir(), accepted, Duration::from_secs(30));
+    // Forwarded, never delivered to the departed address itself.
+    for m in lab.sink().all() {
+        assert_eq!(m.rcpt_to, ["cs@corp.example"], "{:?}", m.header("Subject"));
+    }
+    account.report(
+        "policy_reloads",
+        &format!(
+            ", refused at RCPT {}, reloads refused {refused_want} applied {applied_want}",
+            refused_ok.into_inner()
+        ),
     );
 }
