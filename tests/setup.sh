@@ -6,10 +6,11 @@
 #   swaks              a one-off SMTP client, handy when debugging the lab
 #   redis-server       the shared auto-reply memory
 #   systemd            systemd-analyze, to verify deploy/systemd/handoff.service
+#   strace             fault injection: makes the running daemon's fdatasync fail (tests/faults.rs)
 # and, from crates.io, cargo-deb (builds the Debian package the deployment test installs).
 set -euo pipefail
 
-packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd)
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace)
 
 # The newest cargo-deb known to build with the project's Rust (1.95).
 cargo_deb_version=3.8.0

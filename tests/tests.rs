@@ -11,6 +11,7 @@ mod e2e_autoreply;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
+mod faults;
 mod lab;
 mod lmtp_wire;
 mod metrics;
