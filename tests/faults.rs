@@ -507,7 +507,8 @@ fn policy_reloads_under_load_never_give_a_wrong_decision() {
                  \"b@corp.example\" = [\"a@corp.example\"]\n";
     let template = "[accounts.\"gone@corp.example\"]\nstate = \"departed\"\n\
                     successor = \"cs@corp.example\"\nautoreply = \"nosuch\"\n";
-    let broken: [(&str, &dyn Fn()); 5] = [
+    let main_config = std::fs::read_to_string(d.config_path()).unwrap();
+    let broken: [(&str, &dyn Fn()); 6] = [
         ("syntax error", &|| {
             std::fs::write(&accounts, "[accounts.\"dis@corp.example\"\nstate = \n").unwrap()
         }),
@@ -518,6 +519,10 @@ fn policy_reloads_under_load_never_give_a_wrong_decision() {
             std::fs::write(&accounts, template).unwrap()
         }),
         ("file deleted", &|| std::fs::remove_file(&accounts).unwrap()),
+        // A save truncated to zero bytes: refused, or every account would be dropped.
+        ("empty policy file", &|| {
+            std::fs::write(d.config_path(), "").unwrap()
+        }),
         ("a directory", &|| {
             std::fs::remove_file(&accounts).unwrap();
             std::fs::create_dir(&accounts).unwrap()
@@ -563,6 +568,7 @@ fn policy_reloads_under_load_never_give_a_wrong_decision() {
                 if accounts.is_dir() {
                     std::fs::remove_dir(&accounts).unwrap();
                 }
+                std::fs::write(d.config_path(), &main_config).unwrap();
                 // A version that differs from the one in force, so that it is applied rather
                 // than found unchanged.
                 std::fs::write(&accounts, valid_accounts(applied_want as usize + 1)).unwrap();

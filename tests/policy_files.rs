@@ -162,3 +162,19 @@ fn includes_merge_and_duplicates_name_both_files() {
     );
     assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
 }
+
+#[test]
+fn an_empty_policy_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in ["", "\n  \n", "# only a comment\n\n"] {
+        let path = dir.path().join("handoff.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = handoff().arg("check").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(":1:1: the policy file is empty"),
+            "{stderr}"
+        );
+    }
+}

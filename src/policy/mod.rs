@@ -397,6 +397,21 @@ pub fn load_with(path: &Path, edited: &HashMap<PathBuf, String>) -> Result<Polic
         Some(t) => t.clone(),
         None => read(path)?,
     };
+    // A policy file with nothing in it is far more likely a truncated save or a failed deploy
+    // than an intent to drop every account (disabled mailboxes would start taking mail), so it
+    // is refused; a deliberately minimal policy still names something, e.g. `[domains]`.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        let d = Diagnostic {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "the policy file is empty (a truncated save?); refused so that it cannot drop every account".into(),
+        };
+        return Err(LoadError::Invalid(Diagnostics(vec![d])));
+    }
     let sources = Sources {
         files: vec![SourceFile {
             path: path.to_path_buf(),
