@@ -35,6 +35,13 @@ pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
 /// here (the journal still stores the whole message).
 pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 
+/// What a front end's session needs from its surroundings: the policy in force and the date.
+/// The daemon's [`crate::runtime::store::PolicyStore`] is one; tests use a fixed one.
+pub trait Context {
+    fn snapshot(&self) -> Arc<Snapshot>;
+    fn today(&self) -> Date;
+}
+
 /// Facts about the SMTP client.
 #[derive(Debug, Clone, Default)]
 pub struct Client {

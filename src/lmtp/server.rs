@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::codec::{self, Decoder, Frame, Reply};
 use super::next_hop::{self, Connection, Content};
-use super::session::{self, Action, Context, Delivery, Session};
+use super::session::{self, Action, Delivery, Session};
 use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
@@ -22,7 +22,7 @@ use crate::policy::NextHop;
 use crate::runtime::listen::{Listener, Stream, drain};
 use crate::runtime::metrics;
 use crate::runtime::record;
-use crate::runtime::store::{PolicyStore, Snapshot};
+use crate::runtime::store::PolicyStore;
 use crate::transaction::Client;
 
 /// Limits of the listener.
@@ -81,16 +81,6 @@ pub struct Services {
     pub spool_dir: PathBuf,
     /// Offered each message once a recipient of it was accepted.
     pub autoreply: AutoReplier,
-}
-
-impl Context for Services {
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.store.snapshot()
-    }
-
-    fn today(&self) -> jiff::civil::Date {
-        crate::runtime::today()
-    }
 }
 
 /// Serves connections until `stop` turns true, then lets sessions in the middle of a message
@@ -222,7 +212,7 @@ async fn connection<S: LmtpStream>(
         while let Some(frame) = decoder.next_frame() {
             match frame {
                 Frame::Command(line) => {
-                    let action = session.handle(&line, cx);
+                    let action = session.handle(&line, &*cx.store);
                     if let Some(r) = session.take_refusal() {
                         record::refusal(r);
                     }

@@ -13,24 +13,15 @@
 //!   asks [`Session::finish`] for the replies: an original recipient gets 250 only when the
 //!   next hop accepted every address it became.
 
-use std::sync::Arc;
-
-use jiff::civil::Date;
 use smtp_proto::{MAIL_BODY_8BITMIME, Request};
 
 use super::codec::{DataEnd, DataFlaw, Reply};
 use crate::address::Address;
 use crate::policy::SmtpReply;
-use crate::runtime::store::Snapshot;
+pub use crate::transaction::Context;
 use crate::transaction::{
     Client, Edit, MAX_HEADER_BYTES, Message, MessageOutcome, RcptOutcome, Refusal, Transaction,
 };
-
-/// What the session needs from its surroundings: the policy in force and the date.
-pub trait Context {
-    fn snapshot(&self) -> Arc<Snapshot>;
-    fn today(&self) -> Date;
-}
 
 /// Which protocol the client chose with its greeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
-use super::session::{Context, Message, MessageOutcome, Session, Step, header_line};
+use super::session::{Message, MessageOutcome, Session, Step, header_line};
 use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
 use crate::runtime::metrics;
-use crate::runtime::store::{PolicyStore, Snapshot};
+use crate::runtime::store::PolicyStore;
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
@@ -51,16 +51,6 @@ pub struct Services {
     pub journal: Option<Journal>,
     /// Accepted messages are offered to it once answered.
     pub autoreply: AutoReplier,
-}
-
-impl Context for Services {
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.store.snapshot()
-    }
-
-    fn today(&self) -> jiff::civil::Date {
-        crate::runtime::today()
-    }
 }
 
 /// Serves milter connections until `stop` turns true, then lets sessions in the middle of a
@@ -188,7 +178,7 @@ async fn connection<S: MilterStream>(
             if let Some(stage) = stage {
                 waiting.push((stage, Instant::now()));
             }
-            let step = session.handle(cmd, cx)?;
+            let step = session.handle(cmd, &*cx.store)?;
             if let Some(r) = session.take_refusal() {
                 crate::runtime::record::refusal(r);
             }

@@ -20,16 +20,11 @@
 //! It never emits an action that was not negotiated: if a message needs recipient edits that
 //! Postfix did not allow, the answer is TEMPFAIL, never a silently unrewritten ACCEPT.
 
-use std::sync::Arc;
-
-use jiff::civil::Date;
-
 use super::codec::{Actions, Command, Family, Protocol, Reply, escape_reply_text};
 use crate::engine::Decision;
 use crate::policy::SmtpReply;
-use crate::runtime::store::Snapshot;
 pub use crate::transaction::{
-    Client, LOOP_HEADER, MAX_HEADER_BYTES, Message, MessageOutcome, Recipient,
+    Client, Context, LOOP_HEADER, MAX_HEADER_BYTES, Message, MessageOutcome, Recipient,
 };
 use crate::transaction::{Edit, RcptOutcome, Refusal, Transaction};
 
@@ -74,12 +69,6 @@ pub fn header_line(name: &str, value: &[u8], leadspc: bool) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-/// What the session needs from its surroundings: the policy in force and the date.
-pub trait Context {
-    fn snapshot(&self) -> Arc<Snapshot>;
-    fn today(&self) -> Date;
 }
 
 /// What the caller must do after a command.
@@ -496,7 +485,11 @@ mod tests {
     use super::*;
     use crate::engine;
     use crate::policy::Policy;
-    use crate::runtime::store::PolicyStore;
+    use std::sync::Arc;
+
+    use jiff::civil::Date;
+
+    use crate::runtime::store::{PolicyStore, Snapshot};
 
     const POLICY: &str = r#"
 [domains]

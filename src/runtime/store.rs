@@ -57,3 +57,13 @@ impl PolicyStore {
         snap
     }
 }
+
+impl crate::transaction::Context for PolicyStore {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        PolicyStore::snapshot(self)
+    }
+
+    fn today(&self) -> jiff::civil::Date {
+        super::today()
+    }
+}

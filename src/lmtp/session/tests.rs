@@ -1,7 +1,11 @@
 use super::*;
 use crate::lmtp::codec::{Decoder, Frame, Limits as CodecLimits};
 use crate::policy::Policy;
-use crate::runtime::store::PolicyStore;
+use std::sync::Arc;
+
+use jiff::civil::Date;
+
+use crate::runtime::store::{PolicyStore, Snapshot};
 
 const POLICY: &str = r#"
 [domains]
