@@ -190,26 +190,195 @@ pub enum Step {
     },
 }
 
-/// The steps of a resolution, in order: the recipient's own, then the expansion of the alias or
-/// departed account it reached (shared by every resolution that reaches that node on a date the
-/// expansion holds for, see [`ExpansionCache`]), then the rest.
+/// A list shared by every resolution that reaches the same expansion (its steps, deliveries and
+/// auto-replies): a part of the one [`Expansion`] they all hold, so that a clone costs a
+/// reference count on a cache line the resolution touched already, not a copy. A list built for
+/// one resolution alone is its own (an empty one allocates nothing).
+#[derive(Clone)]
+pub struct Shared<T: 'static>(Repr<T>);
+
+#[derive(Clone)]
+enum Repr<T: 'static> {
+    Owned(Vec<T>),
+    Part(Arc<Expansion>, fn(&Expansion) -> &[T]),
+}
+
+impl<T> Shared<T> {
+    fn part(expansion: &Arc<Expansion>, part: fn(&Expansion) -> &[T]) -> Shared<T> {
+        Shared(Repr::Part(Arc::clone(expansion), part))
+    }
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Shared<T> {
+        Shared(Repr::Owned(Vec::new()))
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Part(e, part) => part(e),
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for Shared<T> {
+    fn from(v: Vec<T>) -> Shared<T> {
+        Shared(Repr::Owned(v))
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Shared<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> std::slice::Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Shared<T>) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq> Eq for Shared<T> {}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// The final envelope recipients of a resolution, unique, in order: the recipient's own copy
+/// first when it is kept, then the shared expansion's.
+#[derive(Clone, Default)]
+pub struct Targets {
+    first: Option<Address>,
+    rest: Shared<Address>,
+}
+
+/// An iterator over [`Targets`].
+pub type TargetsIter<'a> =
+    std::iter::Chain<std::option::Iter<'a, Address>, std::slice::Iter<'a, Address>>;
+
+impl Targets {
+    /// Delivery to `address` alone.
+    pub fn one(address: Address) -> Targets {
+        Targets {
+            first: Some(address),
+            rest: Shared::default(),
+        }
+    }
+
+    pub fn iter(&self) -> TargetsIter<'_> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, address: &Address) -> bool {
+        self.iter().any(|a| a == address)
+    }
+}
+
+/// A list walked for one resolution; one address (the common case) is kept without a shared
+/// allocation.
+impl From<Vec<Address>> for Targets {
+    fn from(mut v: Vec<Address>) -> Targets {
+        match v.len() {
+            1 => Targets::one(v.pop().expect("one element")),
+            _ => Targets {
+                first: None,
+                rest: v.into(),
+            },
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Targets {
+    type Item = &'a Address;
+    type IntoIter = TargetsIter<'a>;
+
+    fn into_iter(self) -> TargetsIter<'a> {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Targets {
+    fn eq(&self, other: &Targets) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Targets {}
+
+impl Serialize for Targets {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// The steps of a resolution, in order: the recipient's own, then runs shared by every
+/// resolution that reaches the same alias or departed account on a date its expansion holds for
+/// (see [`ExpansionCache`]): the account's state and copy, the expansion, and the deliveries
+/// (the recipient's own copy first), then the steps added later.
 #[derive(Debug, Clone, Default)]
 pub struct Steps {
     head: Vec<Step>,
-    shared: Option<Arc<[Step]>>,
+    own: Shared<Step>,
+    shared: Shared<Step>,
+    own_delivery: Option<Step>,
+    deliveries: Shared<Step>,
     tail: Vec<Step>,
 }
 
+type Run<'a> = std::slice::Iter<'a, Step>;
+
 /// An iterator over [`Steps`].
 pub type StepsIter<'a> = std::iter::Chain<
-    std::iter::Chain<std::slice::Iter<'a, Step>, std::slice::Iter<'a, Step>>,
-    std::slice::Iter<'a, Step>,
+    std::iter::Chain<
+        std::iter::Chain<
+            std::iter::Chain<std::iter::Chain<Run<'a>, Run<'a>>, Run<'a>>,
+            std::option::Iter<'a, Step>,
+        >,
+        Run<'a>,
+    >,
+    Run<'a>,
 >;
 
 impl Steps {
     pub fn iter(&self) -> StepsIter<'_> {
-        let shared: &[Step] = self.shared.as_deref().unwrap_or_default();
-        self.head.iter().chain(shared).chain(&self.tail)
+        self.head
+            .iter()
+            .chain(self.own.iter())
+            .chain(self.shared.iter())
+            .chain(self.own_delivery.iter())
+            .chain(self.deliveries.iter())
+            .chain(&self.tail)
     }
 
     /// Appends a step after all the others.
@@ -218,7 +387,12 @@ impl Steps {
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + self.shared.as_deref().map_or(0, <[Step]>::len) + self.tail.len()
+        self.head.len()
+            + self.own.len()
+            + self.shared.len()
+            + usize::from(self.own_delivery.is_some())
+            + self.deliveries.len()
+            + self.tail.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -256,15 +430,16 @@ pub struct Resolution {
     pub verdict: Verdict,
     pub rule: Rule,
     /// Final envelope recipients, de-duplicated, in order; empty unless the verdict is Deliver.
-    pub deliver: Vec<Address>,
-    pub autoreplies: Vec<AutoReplyPlan>,
+    pub deliver: Targets,
+    pub autoreplies: Shared<AutoReplyPlan>,
     pub steps: Steps,
 }
 
 impl Resolution {
     /// Whether the envelope changes: the recipient is not simply delivered as addressed.
     pub fn rewritten(&self) -> bool {
-        !(self.deliver.len() == 1 && self.deliver[0] == self.recipient)
+        let mut targets = self.deliver.iter();
+        !(targets.next() == Some(&self.recipient) && targets.next().is_none())
     }
 
     /// The decision, by the state that decided it: the recipient's own rule, or for an alias or
@@ -321,22 +496,81 @@ pub enum SenderVerdict {
 
 /// Decides what happens to mail for `recipient` on `today`.
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
+    // The recipient's own node is decided here; what lies below an alias or a departed account
+    // comes from the node's shared expansion (see [`ExpansionCache`]). The steps are the ones a
+    // walk of the policy (`Cx::visit`) takes, which the tests check.
     if !policy.is_local(recipient.domain()) {
-        return walk(policy, recipient, today, |cx| cx.visit(recipient, 0));
+        let own = Step::NotLocal {
+            address: recipient.clone(),
+        };
+        return as_addressed(recipient, Rule::NotLocal, vec![own]);
     }
-    let hit = policy.lookup(recipient);
-    if let Some(hit) = &hit
-        && let Some(r) = resolve_expanding(policy, recipient, hit, today)
-    {
-        return r;
+    let Some(hit) = policy.lookup(recipient) else {
+        let own = Step::Unlisted {
+            address: recipient.clone(),
+        };
+        return as_addressed(recipient, Rule::Unlisted, vec![own]);
+    };
+    let mut head = Vec::with_capacity(3);
+    if hit.via_detail {
+        head.push(Step::Detail {
+            address: recipient.clone(),
+            base: hit.key.clone(),
+        });
     }
-    walk(policy, recipient, today, |cx| {
-        cx.visit_listed(recipient, hit, 0)
-    })
+    let account = match hit.node {
+        Node::Alias(_) => return resolve_expanding(policy, recipient, &hit, None, head, today),
+        Node::Account(i) => &policy.accounts[i],
+    };
+    let state = account.state_on(today);
+    if state == State::Departed {
+        return resolve_expanding(policy, recipient, &hit, Some(account), head, today);
+    }
+    head.push(state_step(account, state));
+    match state {
+        State::Active => as_addressed(recipient, Rule::Active, head),
+        _ => {
+            let reply = account_reply(account, state, recipient);
+            head.push(Step::Refuse {
+                address: recipient.clone(),
+                reply: reply.clone(),
+            });
+            Resolution {
+                recipient: recipient.clone(),
+                verdict: refusal(reply),
+                rule: Rule::of(state),
+                deliver: Targets::default(),
+                autoreplies: Shared::default(),
+                steps: Steps {
+                    head,
+                    ..Steps::default()
+                },
+            }
+        }
+    }
+}
+
+/// Delivery to the recipient as addressed, after its own `steps`.
+fn as_addressed(recipient: &Address, rule: Rule, mut steps: Vec<Step>) -> Resolution {
+    steps.push(Step::Deliver {
+        address: recipient.clone(),
+    });
+    Resolution {
+        recipient: recipient.clone(),
+        verdict: Verdict::Deliver,
+        rule,
+        deliver: Targets::one(recipient.clone()),
+        autoreplies: Shared::default(),
+        steps: Steps {
+            head: steps,
+            ..Steps::default()
+        },
+    }
 }
 
 /// [`resolve`] by walking the policy from the recipient's node down, `visit` being the first
-/// step of the walk.
+/// step of the walk: what the shared expansions must equal.
+#[cfg(test)]
 fn walk(
     policy: &Policy,
     recipient: &Address,
@@ -357,10 +591,10 @@ fn walk(
     let (deliver, autoreplies) = match verdict {
         Verdict::Deliver => {
             steps.extend(deliver.iter().map(|a| Step::Deliver { address: a.clone() }));
-            (deliver, autoreplies)
+            (deliver.into(), autoreplies.into())
         }
         // Nothing is delivered, so nobody is told the account left.
-        _ => (Vec::new(), Vec::new()),
+        _ => (Targets::default(), Shared::default()),
     };
     Resolution {
         recipient: recipient.clone(),
@@ -376,7 +610,7 @@ fn walk(
 }
 
 /// [`resolve`] for a recipient whose entry is an alias or an account departed on `today`: the
-/// recipient's own steps around the node's shared expansion. `None` for any other entry.
+/// recipient's own steps (`head`, then the account's) around the node's shared expansion.
 ///
 /// The resolution is the one [`Cx::visit`] would build: the same steps in the same order, and
 /// the deliveries de-duplicated the same way (the expansion's are already unique, and only the
@@ -385,64 +619,87 @@ fn resolve_expanding(
     policy: &Policy,
     recipient: &Address,
     hit: &Hit,
+    account: Option<&Account>,
+    mut head: Vec<Step>,
     today: Date,
-) -> Option<Resolution> {
-    let account = match hit.node {
-        Node::Account(i) => Some(&policy.accounts[i]),
-        Node::Alias(_) => None,
-    };
-    let state = account.map(|a| a.state_on(today));
-    if state.is_some_and(|s| s != State::Departed) {
-        return None;
-    }
-    let mut head = Vec::with_capacity(3);
-    if hit.via_detail {
-        head.push(Step::Detail {
-            address: recipient.clone(),
-            base: hit.key.clone(),
-        });
-    }
-    let (rule, own) = match account {
-        None => (Rule::Alias, None),
-        Some(account) => {
-            head.push(state_step(account, State::Departed));
-            head.push(copy_step(account, recipient));
-            (Rule::Departed, account.keep_copy.then_some(recipient))
-        }
-    };
+) -> Resolution {
     let expansion = expansion(policy, hit.node, today);
-    let mut deliver = Vec::with_capacity(expansion.deliver.len() + 1);
-    deliver.extend(own.cloned());
-    deliver.extend(
-        expansion
-            .deliver
-            .iter()
-            .filter(|a| Some(*a) != own)
-            .cloned(),
-    );
-    let verdict = verdict(Visit::Expanded, &expansion.refused, deliver.is_empty());
-    let (deliver, autoreplies, tail) = match verdict {
-        Verdict::Deliver => {
-            let tail = deliver
-                .iter()
-                .map(|a| Step::Deliver { address: a.clone() })
-                .collect();
-            (deliver, expansion.autoreplies.clone(), tail)
+    let (rule, own_copy, own_steps) = match account {
+        None => (Rule::Alias, None, Shared::default()),
+        Some(account) => {
+            let own_copy = account.keep_copy.then_some(recipient);
+            // The account's own steps name the address as written: the shared ones fit unless
+            // it came with a `+detail`.
+            if hit.via_detail {
+                head.push(state_step(account, State::Departed));
+                head.push(copy_step(account, recipient));
+                (Rule::Departed, own_copy, Shared::default())
+            } else {
+                (
+                    Rule::Departed,
+                    own_copy,
+                    Shared::part(&expansion, |e| &e.own),
+                )
+            }
         }
-        _ => (Vec::new(), Vec::new(), Vec::new()),
     };
-    Some(Resolution {
+    let mut steps = Steps {
+        head,
+        own: own_steps,
+        shared: Shared::part(&expansion, |e| &e.steps),
+        ..Steps::default()
+    };
+    // Whether the deliveries are the expansion's, after the account's own copy if it keeps one.
+    let (deliver, shares_deliveries) = match own_copy {
+        None => (
+            Targets {
+                first: None,
+                rest: Shared::part(&expansion, |e| &e.deliver),
+            },
+            true,
+        ),
+        Some(own) if !expansion.deliver.contains(own) => (
+            Targets {
+                first: Some(own.clone()),
+                rest: Shared::part(&expansion, |e| &e.deliver),
+            },
+            true,
+        ),
+        // The account's own copy also came back through its forwards: delivered once, first.
+        Some(own) => {
+            let mut v = Vec::with_capacity(expansion.deliver.len());
+            v.push(own.clone());
+            v.extend(expansion.deliver.iter().filter(|a| *a != own).cloned());
+            (Targets::from(v), false)
+        }
+    };
+    let verdict = verdict(Visit::Expanded, &expansion.refused, deliver.is_empty());
+    let (deliver, autoreplies) = match verdict {
+        Verdict::Deliver => {
+            if shares_deliveries {
+                steps.own_delivery = deliver
+                    .first
+                    .clone()
+                    .map(|address| Step::Deliver { address });
+                steps.deliveries = Shared::part(&expansion, |e| &e.deliveries);
+            } else {
+                steps.tail = deliver
+                    .iter()
+                    .map(|a| Step::Deliver { address: a.clone() })
+                    .collect();
+            }
+            (deliver, Shared::part(&expansion, |e| &e.autoreplies))
+        }
+        _ => (Targets::default(), Shared::default()),
+    };
+    Resolution {
         recipient: recipient.clone(),
         verdict,
         rule,
         deliver,
         autoreplies,
-        steps: Steps {
-            head,
-            shared: Some(Arc::clone(&expansion.steps)),
-            tail,
-        },
-    })
+        steps,
+    }
 }
 
 /// The expansion below an alias or departed account on `today`: from the policy's cache when
@@ -456,16 +713,33 @@ fn expansion(policy: &Policy, node: Node, today: Date) -> Arc<Expansion> {
         return Arc::clone(e);
     }
     let mut cx = Cx::new(policy, today);
-    match node {
-        Node::Alias(i) => cx.expand_alias(&policy.aliases[i], 0),
-        Node::Account(i) => cx.expand_departed(&policy.accounts[i], 0),
-    }
+    let own = match node {
+        Node::Alias(i) => {
+            cx.expand_alias(&policy.aliases[i], 0);
+            Box::default()
+        }
+        Node::Account(i) => {
+            let account = &policy.accounts[i];
+            cx.expand_departed(account, 0);
+            Box::from([
+                state_step(account, State::Departed),
+                copy_step(account, &account.address),
+            ])
+        }
+    };
+    let deliveries = cx
+        .deliver
+        .iter()
+        .map(|a| Step::Deliver { address: a.clone() })
+        .collect();
     let e = Arc::new(Expansion {
         from: cx.from,
         until: cx.until,
+        own,
         steps: cx.steps.into(),
-        deliver: cx.deliver,
-        autoreplies: cx.autoreplies,
+        deliver: cx.deliver.into(),
+        deliveries,
+        autoreplies: cx.autoreplies.into(),
         refused: cx.refused,
     });
     // Two threads may walk the same node at once; both store the same thing.
@@ -512,10 +786,15 @@ impl fmt::Debug for ExpansionCache {
 pub(crate) struct Expansion {
     from: Option<Date>,
     until: Option<Date>,
-    steps: Arc<[Step]>,
+    /// A departed account's `State` and `KeepCopy`/`NoCopy` steps, for mail addressed to it as
+    /// the policy writes it; empty for an alias.
+    own: Box<[Step]>,
+    steps: Box<[Step]>,
     /// Unique, in order.
-    deliver: Vec<Address>,
-    autoreplies: Vec<AutoReplyPlan>,
+    deliver: Box<[Address]>,
+    /// A `Deliver` step for each of `deliver`.
+    deliveries: Box<[Step]>,
+    autoreplies: Box<[AutoReplyPlan]>,
     refused: Vec<SmtpReply>,
 }
 
@@ -692,10 +971,7 @@ impl<'p> Cx<'p> {
                         Visit::Expanded
                     }
                     State::Disabled | State::Frozen | State::Deleted => {
-                        let reply = account
-                            .reply
-                            .clone()
-                            .unwrap_or_else(|| default_reply(state, addr));
+                        let reply = account_reply(account, state, addr);
                         self.steps.push(Step::Refuse {
                             address: addr.clone(),
                             reply: reply.clone(),
@@ -780,6 +1056,15 @@ impl<'p> Cx<'p> {
     }
 }
 
+/// The reply refusing mail for `addr`, whose account is in `state`: the account's own, else
+/// the state's default.
+fn account_reply(account: &Account, state: State, addr: &Address) -> SmtpReply {
+    account
+        .reply
+        .clone()
+        .unwrap_or_else(|| default_reply(state, addr))
+}
+
 /// The replies the issue of each state defines, when the policy gives none.
 fn default_reply(state: State, addr: &Address) -> SmtpReply {
     let (code, enhanced, what) = match state {
@@ -841,7 +1126,8 @@ state = "active"
 
     /// The same resolution as a walk of the policy with no shared expansions, on dates that
     /// move back and forth across the switches, so that cached expansions are reused and
-    /// replaced.
+    /// replaced; recipients of every kind (alias, departed, active, refused once `boss` is
+    /// deleted, unlisted, not local), with and without `+detail`.
     #[test]
     fn shared_expansions_match_a_full_walk() {
         let policy = Policy::from_text("p.toml", POLICY).unwrap();
@@ -855,6 +1141,10 @@ state = "active"
             "boss+x@corp.example",
             "leaver@corp.example",
             "leaver+x@corp.example",
+            "heir@corp.example",
+            "Heir+x@corp.example",
+            "nobody@corp.example",
+            "x@partner.example",
         ];
         let dates = [
             (2026, 1, 1),

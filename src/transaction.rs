@@ -438,7 +438,7 @@ impl Transaction {
                 r.resolution
                     .steps
                     .push(engine::Step::LoopMarked { account: acc });
-                r.resolution.deliver = vec![original];
+                r.resolution.deliver = engine::Targets::one(original);
             }
         }
     }
