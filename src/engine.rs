@@ -511,7 +511,8 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         };
         return as_addressed(recipient, Rule::Unlisted, vec![own]);
     };
-    let mut head = Vec::with_capacity(3);
+    // Left unallocated for the common departed and alias cases, which add no step of their own.
+    let mut head = Vec::new();
     if hit.via_detail {
         head.push(Step::Detail {
             address: recipient.clone(),
