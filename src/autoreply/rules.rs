@@ -497,10 +497,13 @@ fn aligned(a: &str, b: &str) -> bool {
         return true;
     }
     let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
-    short.contains('.')
+    // Compared as bytes: the domains come from headers and may hold any UTF-8, so the cut
+    // can fall inside a character.
+    let (short, long) = (short.as_bytes(), long.as_bytes());
+    short.contains(&b'.')
         && long.len() > short.len() + 1
         && long[long.len() - short.len()..].eq_ignore_ascii_case(short)
-        && long.as_bytes()[long.len() - short.len() - 1] == b'.'
+        && long[long.len() - short.len() - 1] == b'.'
 }
 
 /// A header value as one line: the LF (or CRLF) of each fold removed, invalid UTF-8 replaced.
@@ -949,6 +952,14 @@ mod tests {
         assert!(!aligned("example", "partner.example"));
         assert!(!aligned("evilpartner.example", "partner.example"));
         assert!(!aligned("a.partner.example", "b.partner.example"));
+        // Found by the `autoreply_eligibility` fuzz target: the suffix cut fell inside a
+        // multi-byte character and panicked.
+        assert!(!aligned("b.example", "aaü.example"));
+        assert!(!aligned(
+            "mail.partner.example",
+            "partner e\u{fffd}\u{fffd}.example"
+        ));
+        assert!(aligned("ü.example", "mail.ü.example"));
     }
 
     #[test]
