@@ -149,9 +149,11 @@ const STRUCTURED_HEADERS: [&str; 9] = [
 /// What the rules and the reply need from one message's headers, read once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The first `Auto-Submitted` value, lower case, comments removed.
+    /// The first `Auto-Submitted` value other than `no` (else `no`, if there is one), lower
+    /// case, comments removed. A message may carry the header twice (an auto-forwarder adds
+    /// its own); any one that is not `no` forbids a reply.
     pub auto_submitted: Option<String>,
-    /// The first `Precedence` value, lower case.
+    /// The first `Precedence` value that forbids a reply (else the first one), lower case.
     pub precedence: Option<String>,
     /// The name of the first `List-*` header present.
     pub list_header: Option<&'static str>,
@@ -195,7 +197,7 @@ impl Facts {
         for (name, value) in headers {
             let text = unfold(value);
             let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if is("Auto-Submitted") && f.auto_submitted.is_none() {
+            if is("Auto-Submitted") {
                 let v = strip_comments(&text);
                 let token = v
                     .split(';')
@@ -203,9 +205,13 @@ impl Facts {
                     .unwrap_or("")
                     .trim()
                     .to_ascii_lowercase();
-                f.auto_submitted = Some(token);
-            } else if is("Precedence") && f.precedence.is_none() {
-                f.precedence = Some(strip_comments(&text).trim().to_ascii_lowercase());
+                if f.auto_submitted.as_deref().is_none_or(|v| v == "no") {
+                    f.auto_submitted = Some(token);
+                }
+            } else if is("Precedence") {
+                if f.precedence.as_deref().is_none_or(|p| !bulk_precedence(p)) {
+                    f.precedence = Some(strip_comments(&text).trim().to_ascii_lowercase());
+                }
             } else if is("X-Auto-Response-Suppress") {
                 f.auto_response_suppress.extend(
                     text.split([',', ' ', '\t'])
@@ -327,11 +333,7 @@ pub fn judge(
     if facts.auto_submitted.as_deref().is_some_and(|v| v != "no") {
         return Err(Suppression::AutoSubmitted);
     }
-    if facts
-        .precedence
-        .as_deref()
-        .is_some_and(|p| matches!(p, "bulk" | "list" | "junk"))
-    {
+    if facts.precedence.as_deref().is_some_and(bulk_precedence) {
         return Err(Suppression::Precedence);
     }
     if facts.list_header.is_some() {
@@ -354,6 +356,12 @@ pub fn judge(
         return Err(Suppression::Unauthenticated);
     }
     Ok(())
+}
+
+/// `Precedence: bulk`, `list` or `junk` (sendmail's and Exchange's markers for mail that
+/// must not be answered).
+fn bulk_precedence(p: &str) -> bool {
+    matches!(p, "bulk" | "list" | "junk")
 }
 
 /// Local parts that belong to software, not people (RFC 3834 section 2 names the `owner-` and
@@ -729,6 +737,31 @@ mod tests {
             );
         }
         assert_eq!(verdict(&[("Precedence", "first-class")]), Ok(()));
+    }
+
+    /// Found by the `autoreply_eligibility` fuzz target's property (on a hand-made input):
+    /// only the first header was read, so a second one that forbids a reply was ignored.
+    #[test]
+    fn any_auto_submitted_or_precedence_header_counts() {
+        assert_eq!(
+            verdict(&[
+                ("Auto-Submitted", "no"),
+                ("Auto-Submitted", "auto-generated")
+            ]),
+            Err(Suppression::AutoSubmitted)
+        );
+        assert_eq!(
+            verdict(&[("Auto-Submitted", "auto-replied"), ("Auto-Submitted", "no")]),
+            Err(Suppression::AutoSubmitted)
+        );
+        assert_eq!(
+            verdict(&[("Precedence", "first-class"), ("Precedence", "bulk")]),
+            Err(Suppression::Precedence)
+        );
+        assert_eq!(
+            verdict(&[("Auto-Submitted", "no"), ("Auto-Submitted", "No")]),
+            Ok(())
+        );
     }
 
     #[test]
