@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         // What recovery left is a valid chain, or it was not a journal to begin with (a first
         // record that is not a segment start).
         if let Err(e) = reader::verify(dir.path()) {
-            assert!(e.reason.contains("segment start") || e.reason.contains("empty"), "{e}");
+            assert!(
+                e.reason.contains("segment start") || e.reason.contains("empty"),
+                "{e}"
+            );
         }
     }
 });

@@ -38,7 +38,11 @@ impl Context for Fixed {
 
 fn cx() -> &'static Fixed {
     static CX: OnceLock<Fixed> = OnceLock::new();
-    CX.get_or_init(|| Fixed(Arc::new(PolicyStore::new(Policy::from_text("fuzz.toml", POLICY).unwrap()))))
+    CX.get_or_init(|| {
+        Fixed(Arc::new(PolicyStore::new(
+            Policy::from_text("fuzz.toml", POLICY).unwrap(),
+        )))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {

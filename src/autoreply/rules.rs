@@ -149,9 +149,11 @@ const STRUCTURED_HEADERS: [&str; 9] = [
 /// What the rules and the reply need from one message's headers, read once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The first `Auto-Submitted` value, lower case, comments removed.
+    /// The first `Auto-Submitted` value other than `no` (else `no`, if there is one), lower
+    /// case, comments removed. A message may carry the header twice (an auto-forwarder adds
+    /// its own); any one that is not `no` forbids a reply.
     pub auto_submitted: Option<String>,
-    /// The first `Precedence` value, lower case.
+    /// The first `Precedence` value that forbids a reply (else the first one), lower case.
     pub precedence: Option<String>,
     /// The name of the first `List-*` header present.
     pub list_header: Option<&'static str>,
@@ -195,7 +197,7 @@ impl Facts {
         for (name, value) in headers {
             let text = unfold(value);
             let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if is("Auto-Submitted") && f.auto_submitted.is_none() {
+            if is("Auto-Submitted") {
                 let v = strip_comments(&text);
                 let token = v
                     .split(';')
@@ -203,9 +205,13 @@ impl Facts {
                     .unwrap_or("")
                     .trim()
                     .to_ascii_lowercase();
-                f.auto_submitted = Some(token);
-            } else if is("Precedence") && f.precedence.is_none() {
-                f.precedence = Some(strip_comments(&text).trim().to_ascii_lowercase());
+                if f.auto_submitted.as_deref().is_none_or(|v| v == "no") {
+                    f.auto_submitted = Some(token);
+                }
+            } else if is("Precedence") {
+                if f.precedence.as_deref().is_none_or(|p| !bulk_precedence(p)) {
+                    f.precedence = Some(strip_comments(&text).trim().to_ascii_lowercase());
+                }
             } else if is("X-Auto-Response-Suppress") {
                 f.auto_response_suppress.extend(
                     text.split([',', ' ', '\t'])
@@ -327,11 +333,7 @@ pub fn judge(
     if facts.auto_submitted.as_deref().is_some_and(|v| v != "no") {
         return Err(Suppression::AutoSubmitted);
     }
-    if facts
-        .precedence
-        .as_deref()
-        .is_some_and(|p| matches!(p, "bulk" | "list" | "junk"))
-    {
+    if facts.precedence.as_deref().is_some_and(bulk_precedence) {
         return Err(Suppression::Precedence);
     }
     if facts.list_header.is_some() {
@@ -354,6 +356,12 @@ pub fn judge(
         return Err(Suppression::Unauthenticated);
     }
     Ok(())
+}
+
+/// `Precedence: bulk`, `list` or `junk` (sendmail's and Exchange's markers for mail that
+/// must not be answered).
+fn bulk_precedence(p: &str) -> bool {
+    matches!(p, "bulk" | "list" | "junk")
 }
 
 /// Local parts that belong to software, not people (RFC 3834 section 2 names the `owner-` and
@@ -497,10 +505,13 @@ fn aligned(a: &str, b: &str) -> bool {
         return true;
     }
     let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
-    short.contains('.')
+    // Compared as bytes: the domains come from headers and may hold any UTF-8, so the cut
+    // can fall inside a character.
+    let (short, long) = (short.as_bytes(), long.as_bytes());
+    short.contains(&b'.')
         && long.len() > short.len() + 1
         && long[long.len() - short.len()..].eq_ignore_ascii_case(short)
-        && long.as_bytes()[long.len() - short.len() - 1] == b'.'
+        && long[long.len() - short.len() - 1] == b'.'
 }
 
 /// A header value as one line: the LF (or CRLF) of each fold removed, invalid UTF-8 replaced.
@@ -728,6 +739,31 @@ mod tests {
         assert_eq!(verdict(&[("Precedence", "first-class")]), Ok(()));
     }
 
+    /// Found by the `autoreply_eligibility` fuzz target's property (on a hand-made input):
+    /// only the first header was read, so a second one that forbids a reply was ignored.
+    #[test]
+    fn any_auto_submitted_or_precedence_header_counts() {
+        assert_eq!(
+            verdict(&[
+                ("Auto-Submitted", "no"),
+                ("Auto-Submitted", "auto-generated")
+            ]),
+            Err(Suppression::AutoSubmitted)
+        );
+        assert_eq!(
+            verdict(&[("Auto-Submitted", "auto-replied"), ("Auto-Submitted", "no")]),
+            Err(Suppression::AutoSubmitted)
+        );
+        assert_eq!(
+            verdict(&[("Precedence", "first-class"), ("Precedence", "bulk")]),
+            Err(Suppression::Precedence)
+        );
+        assert_eq!(
+            verdict(&[("Auto-Submitted", "no"), ("Auto-Submitted", "No")]),
+            Ok(())
+        );
+    }
+
     #[test]
     fn list_headers() {
         for h in LIST_HEADERS {
@@ -949,6 +985,14 @@ mod tests {
         assert!(!aligned("example", "partner.example"));
         assert!(!aligned("evilpartner.example", "partner.example"));
         assert!(!aligned("a.partner.example", "b.partner.example"));
+        // Found by the `autoreply_eligibility` fuzz target: the suffix cut fell inside a
+        // multi-byte character and panicked.
+        assert!(!aligned("b.example", "aaü.example"));
+        assert!(!aligned(
+            "mail.partner.example",
+            "partner e\u{fffd}\u{fffd}.example"
+        ));
+        assert!(aligned("ü.example", "mail.ü.example"));
     }
 
     #[test]

@@ -507,8 +507,9 @@ fn parse_error(e: &smtp_proto::Error) -> Reply {
             Reply::new(501, format!("5.5.4 Error: invalid parameter {param}"))
         }
         E::UnsupportedParameter { param } => {
+            // The parameter is the client's text (lossy UTF-8): cut it on a character.
             let mut p = param.clone();
-            p.truncate(64);
+            p.truncate(p.floor_char_boundary(64));
             Reply::new(555, format!("5.5.4 Error: unsupported parameter {p}"))
         }
         _ => Reply::new(500, "5.5.2 Error: command not recognized"),

@@ -191,6 +191,22 @@ fn each_command_gets_the_reply_postfix_expects() {
     }
 }
 
+/// Found by the `lmtp_codec` fuzz target: the 64-octet cut of an unsupported parameter fell
+/// inside a multi-byte character and panicked.
+#[test]
+fn an_unsupported_parameter_is_cut_on_a_character() {
+    let cx = cx();
+    let mut s = session();
+    run(&mut s, &cx, &["LHLO mx"]);
+    for pad in 60..66 {
+        let line = format!("MAIL FROM:<a@x.example> {}é€=1\r\n", "X".repeat(pad));
+        let r = reply_of(s.handle(line.as_bytes(), &cx));
+        assert_eq!(status(&r), "555 5.5.4", "{line}");
+        let shown = r.text().rsplit(' ').next().unwrap_or("");
+        assert!(shown.len() <= 64 && shown.starts_with("XXX"), "{r}");
+    }
+}
+
 #[test]
 fn lhlo_and_ehlo_advertise_the_extensions_and_choose_the_dialect() {
     let cx = cx();
