@@ -19,7 +19,9 @@ use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
 use crate::policy::NextHop;
-use crate::runtime::listen::{Listener, MadeRoom, Slot, Slots, Stream, drain};
+use crate::runtime::listen::{
+    Listener, MadeRoom, Slot, Slots, Stream, drain, grow_read_buf, read_buf,
+};
 use crate::runtime::metrics;
 use crate::runtime::record;
 use crate::runtime::store::PolicyStore;
@@ -211,7 +213,7 @@ async fn connection<S: LmtpStream>(
     let mut session = Session::new(cx.hostname.clone(), client, limits.session);
     let mut next: Option<Connection> = None;
     let mut capture: Option<Capture> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = read_buf();
     let mut out = Vec::with_capacity(1024);
     session.greeting().encode(&mut out);
     loop {
@@ -336,6 +338,7 @@ async fn connection<S: LmtpStream>(
         }
         stream.after_read();
         decoder.feed(&buf[..n]);
+        grow_read_buf(&mut buf, n);
     }
 }
 

@@ -6,7 +6,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::listen::{Listener, MadeRoom, Slot, Slots, Stream, drain};
+use crate::runtime::listen::{
+    Listener, MadeRoom, Slot, Slots, Stream, drain, grow_read_buf, read_buf,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -157,7 +159,7 @@ async fn connection<S: MilterStream>(
 ) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = read_buf();
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
@@ -242,6 +244,7 @@ async fn connection<S: MilterStream>(
         }
         stream.after_read();
         decoder.feed(&buf[..n]);
+        grow_read_buf(&mut buf, n);
     }
 }
 

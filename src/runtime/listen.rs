@@ -83,6 +83,24 @@ impl Listener {
     }
 }
 
+/// A connection's read buffer starts at this size: an idle or silent connection costs little.
+const READ_BUF_START: usize = 4 * 1024;
+/// ... and grows to this once a read fills it: a busy connection reads in large steps (a
+/// Postfix body chunk is 65535 bytes, milter8.c MILTER_CHUNK_SIZE).
+const READ_BUF_MAX: usize = 64 * 1024;
+
+/// The buffer a connection reads into.
+pub fn read_buf() -> Vec<u8> {
+    vec![0u8; READ_BUF_START]
+}
+
+/// After a read of `n` bytes into `buf`: a full buffer grows, so the next read takes more.
+pub fn grow_read_buf(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < READ_BUF_MAX {
+        buf.resize(READ_BUF_MAX, 0);
+    }
+}
+
 /// After the listener stopped accepting: waits for the sessions in `tasks` to end, up to
 /// `grace`, then closes the rest (their MTA retries what they had not finished).
 pub async fn drain(tasks: &mut JoinSet<()>, grace: Duration, front_end: &str) {
