@@ -14,6 +14,7 @@ mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
 mod faults;
+mod hostile;
 mod lab;
 mod lmtp_wire;
 mod metrics;
