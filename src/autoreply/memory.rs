@@ -11,10 +11,14 @@
 //! A pair goes through two steps. [`Memory::reserve`] claims it before anything is sent, so two
 //! messages (or two instances) racing for the same sender send one reply; the claim is pending
 //! and lives at most [`PENDING_SECS`]. [`Memory::confirm`] records the reply once the relay
-//! accepted it, for `days`. When sending finally fails, [`Memory::release`] gives the claim up
-//! (on Redis only if it is still ours), so the sender's next message may try again. If handoff
-//! dies between reserving and confirming, the claim simply expires: the embedded store keeps
-//! pending claims in memory only, Redis drops the key after [`PENDING_SECS`].
+//! accepted it, for `days`. When sending finally fails,
+//! [`Memory::release`] gives the claim up (on Redis only if it is still ours), so the sender's
+//! next message may try again. If handoff dies between reserving and confirming, the claim
+//! simply expires: the embedded store keeps pending claims in memory only, Redis drops the key
+//! after [`PENDING_SECS`].
+//!
+//! Redis must keep its data across restarts (`appendonly yes`): a Redis that forgets its keys
+//! forgets who was answered, and they are answered again.
 //!
 //! Only this module does the store's I/O; it knows nothing about mail.
 
@@ -467,6 +471,12 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A connection that no longer works (closed by the server, reset), as opposed to an error
+/// answer or a timeout: worth one more try on a new connection.
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
+}
+
 /// The Redis store.
 pub struct RedisMemory {
     client: redis::Client,
@@ -486,11 +496,11 @@ impl RedisMemory {
         })
     }
 
-    /// A connection, reusing the last one that worked.
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    /// A connection, reusing the last one that worked; `true` when it is that cached one.
+    async fn connection(&self) -> Result<(redis::aio::MultiplexedConnection, bool), String> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+            return Ok((c.clone(), true));
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -504,17 +514,27 @@ impl RedisMemory {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
         *slot = Some(c.clone());
-        Ok(c)
+        Ok((c, false))
     }
 
     /// Runs one command; on any failure the cached connection is dropped so the next call
-    /// reconnects.
+    /// reconnects. A cached connection that is broken (Redis restarted since it was made) fails
+    /// at once: the command is then tried once more on a new connection, so the first message
+    /// after a restart is not left without its reply. Every command here may run twice: a second
+    /// `SET NX` after a first that Redis did carry out finds the key and answers "already
+    /// replied", which can lose a reply but never send two.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+        f: impl AsyncFn(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
-        let mut c = self.connection().await?;
-        let result = match tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await {
+        let (mut c, cached) = self.connection().await?;
+        let mut result = tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await;
+        if cached && matches!(&result, Ok(Err(e)) if broken(e)) {
+            *self.conn.lock().await = None;
+            c = self.connection().await?.0;
+            result = tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await;
+        }
+        let result = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
