@@ -443,6 +443,32 @@ impl Redis {
             let _ = c.wait();
         }
     }
+
+    /// `GET key`, or None when the key is absent or Redis does not answer.
+    fn get(&self, key: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        s.write_all(command.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 512];
+        // A bulk string: "$LEN\r\nVALUE\r\n", or "$-1\r\n" when absent.
+        loop {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            let Some((head, rest)) = text.split_once("\r\n") else {
+                continue;
+            };
+            let len: usize = head.strip_prefix('$')?.parse().ok()?;
+            if rest.len() >= len + 2 {
+                return Some(rest[..len].to_string());
+            }
+        }
+    }
 }
 
 impl Drop for Redis {
@@ -776,5 +802,116 @@ fn redis_down_and_back_during_auto_replies() {
         attempts,
         account.accepted.len(),
         "mail never waited for Redis"
+    );
+}
+
+/// A relay that takes one reply and, after the content and before its 250, runs `at_data`.
+fn relay_with_hook(at_data: impl FnOnce() + Send + 'static) -> SocketAddr {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = std::io::BufReader::new(stream);
+        let mut at_data = Some(at_data);
+        out.write_all(b"220 relay.test ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        let mut in_data = false;
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] = if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    if let Some(hook) = at_data.take() {
+                        hook();
+                    }
+                    b"250 2.0.0 queued\r\n"
+                } else {
+                    b""
+                }
+            } else {
+                match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                    Some("DATA") => {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    }
+                    Some("QUIT") => {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        return;
+                    }
+                    _ => b"250 ok\r\n",
+                }
+            };
+            out.write_all(reply).unwrap();
+            line.clear();
+        }
+    });
+    addr
+}
+
+/// Redis dies between claiming a sender and the relay's 250 for the reply, so the reply goes out
+/// but cannot be recorded. Once Redis is back (with the claim, persisted), the record is made
+/// after all, so a later message from that sender gets no second reply, even after the claim
+/// would have lapsed.
+#[test]
+fn a_reply_sent_as_redis_goes_away_is_remembered_when_it_returns() {
+    use handoff::address::Address;
+    use handoff::autoreply::{self, AutoReplier, Job, Memory, Outcome, OutgoingReply, PairKey};
+    let redis = std::sync::Arc::new(std::sync::Mutex::new(Redis::start_persistent()));
+    let url = redis.lock().unwrap().url();
+    let relay = relay_with_hook({
+        let redis = redis.clone();
+        move || redis.lock().unwrap().stop()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let memory = Memory::open(state.path(), Some(&url)).unwrap();
+    let (_replier, worker) = AutoReplier::new(
+        autoreply::Config::default(),
+        memory,
+        autoreply::no_journal(),
+    );
+    let (account, sender) = (
+        Address::parse_strict("gone@corp.example").unwrap(),
+        Address::parse_strict("sender@example.net").unwrap(),
+    );
+    let key = PairKey::new(&account, &sender);
+    let job = Job {
+        key,
+        reply: OutgoingReply {
+            account: account.clone(),
+            template: "departed".into(),
+            from: account.clone(),
+            to: sender.clone(),
+            message_id: "<reply-1@corp.example>".into(),
+            in_reply_to: None,
+            queue_id: None,
+            created: jiff::Timestamp::now(),
+            message: b"Subject: gone\r\n\r\nGone.\r\n".to_vec(),
+        },
+        days: 7,
+        max_per_hour: 100,
+        max_per_hour_per_account: 100,
+        relay,
+    };
+    assert_eq!(
+        rt.block_on(worker.process_one(job.clone())),
+        Outcome::Sent { attempts: 1 }
+    );
+    // Sent, and Redis is down: handoff keeps trying to record it while Redis restarts.
+    let redis_key = format!("handoff:autoreply:{}", hex::encode(key.0));
+    redis.lock().unwrap().spawn();
+    wait_for(
+        Duration::from_secs(15),
+        "the reply recorded in Redis",
+        || (redis.lock().unwrap().get(&redis_key).as_deref() == Some("sent")).then_some(()),
+    );
+    assert_eq!(
+        rt.block_on(worker.process_one(job)),
+        Outcome::Suppressed(autoreply::Suppression::AlreadyReplied)
     );
 }

@@ -11,7 +11,8 @@
 //! A pair goes through two steps. [`Memory::reserve`] claims it before anything is sent, so two
 //! messages (or two instances) racing for the same sender send one reply; the claim is pending
 //! and lives at most [`PENDING_SECS`]. [`Memory::confirm`] records the reply once the relay
-//! accepted it, for `days`. When sending finally fails,
+//! accepted it, for `days`; on Redis, a confirm that fails because Redis went away meanwhile is
+//! tried again in the background while the claim lives. When sending finally fails,
 //! [`Memory::release`] gives the claim up (on Redis only if it is still ours), so the sender's
 //! next message may try again. If handoff dies between reserving and confirming, the claim
 //! simply expires: the embedded store keeps pending claims in memory only, Redis drops the key
@@ -186,7 +187,15 @@ impl Memory {
                     .await
                     .map_err(|e| MemoryError::Redis(format!("confirm task failed: {e}")))?
             }
-            Memory::Redis(redis) => redis.confirm(r, days).await,
+            Memory::Redis(redis) => {
+                let confirmed = redis.confirm(r, days).await;
+                if confirmed.is_err() {
+                    // The reply went out. Forgotten, its pair would be answered again once the
+                    // claim lapses: keep trying while the claim still guards the pair.
+                    tokio::spawn(redis.clone().confirm_later(r.clone(), days));
+                }
+                confirmed
+            }
         }
     }
 
@@ -585,6 +594,29 @@ impl RedisMemory {
         })
         .await
         .map_err(MemoryError::Redis)
+    }
+
+    /// Confirms after a failed attempt (Redis went away between the claim and the relay's
+    /// answer): tried again with backoff, 1 s doubling to 60 s, for as long as a pending claim
+    /// lives ([`PENDING_SECS`]). Until then the pending claim keeps other messages from the same
+    /// sender unanswered, so the sender gets one reply whenever Redis comes back within it.
+    async fn confirm_later(self: Arc<Self>, r: Reservation, days: u32) {
+        let give_up = Instant::now() + Duration::from_secs(u64::from(PENDING_SECS));
+        let mut wait = Duration::from_secs(1);
+        while Instant::now() + wait < give_up {
+            tokio::time::sleep(wait).await;
+            if self.confirm(&r, days).await.is_ok() {
+                tracing::info!(
+                    "auto-reply memory: redis answers again; a reply sent meanwhile is remembered"
+                );
+                return;
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+        tracing::error!(
+            "auto-reply memory: redis did not answer for {} minutes; a reply sent meanwhile is not remembered, and its sender may be answered again",
+            PENDING_SECS / 60
+        );
     }
 
     async fn release(&self, r: &Reservation) {
