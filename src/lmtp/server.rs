@@ -30,10 +30,10 @@ use crate::transaction::Client;
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Sessions served at once. At the cap, a connection that has not said LHLO/EHLO/HELO yet
-    /// is closed with `421 4.3.2` to make room (see [`Slots`]); when every connection has, the
-    /// new one gets that reply, and Postfix retries the message later. Match it to the `maxproc`
-    /// of the handoff transport.
+    /// Sessions served at once. At the cap, a connection that has not said LHLO/EHLO/HELO in
+    /// its first second is closed with `421 4.3.2` to make room (see [`Slots`]); when every
+    /// connection has, the new one gets that reply, and Postfix retries the message later. Match
+    /// it to the `maxproc` of the handoff transport.
     pub max_connections: usize,
     /// How long a client may take to send the next command or content chunk inside a
     /// transaction. RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes.
@@ -111,7 +111,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let slot = slots.try_admit();
+        // At the cap, a silent connection still within its grace is waited for (briefly); new
+        // connections wait in the backlog meanwhile.
+        let slot = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            s = slots.admit() => s,
+        };
         let (cx, stop, limits) = (services.clone(), stop.clone(), limits.clone());
         tasks.spawn(async move {
             let Some(mut slot) = slot else {

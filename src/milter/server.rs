@@ -26,8 +26,8 @@ use crate::runtime::store::PolicyStore;
 pub struct Limits {
     /// Connections served at once. Postfix opens one milter connection per SMTP session, so this
     /// bounds handoff's share of a mail storm. At the cap, a connection that has not sent its
-    /// option negotiation yet is closed to make room (see [`Slots`]); when every connection has,
-    /// new ones wait in the kernel's accept queue.
+    /// option negotiation in its first second is closed to make room (see [`Slots`]); when every
+    /// connection has, new ones wait in the kernel's accept queue.
     pub max_connections: usize,
     /// How long a connection may stay silent. Postfix's own milter timeouts are 30 s per command
     /// and 300 s per content step (milter_command_timeout, milter_content_timeout); an SMTP
@@ -69,9 +69,10 @@ pub async fn serve(
     let cx = services;
     let mut tasks = JoinSet::new();
     loop {
-        // Wait for room before accepting: at the cap, with every connection negotiated, new
-        // connections wait in the backlog (Postfix waits milter_connect_timeout, 30 s, for the
-        // connection and milter_command_timeout, 30 s, for the answer to its negotiation).
+        // Wait for room before accepting: at the cap, with every connection negotiated (or
+        // within its grace), new connections wait in the backlog (Postfix waits
+        // milter_connect_timeout, 30 s, for the connection and milter_command_timeout, 30 s, for
+        // the answer to its negotiation).
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = slots.room() => {}
@@ -89,7 +90,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let mut slot = slots.admit();
+        let mut slot = slots.admit_now();
         let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
         tasks.spawn(async move {
             metrics::milter_session_started();

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, oneshot};
@@ -123,37 +123,62 @@ pub async fn drain(tasks: &mut JoinSet<()>, grace: Duration, front_end: &str) {
 /// A connection starts out *opening*: it has not spoken the protocol yet (no milter option
 /// negotiation, no LHLO/EHLO/HELO). An MTA speaks at once: Postfix sends OPTNEG as soon as its
 /// milter connection is up, and LHLO as soon as it has read the greeting. So when the cap is
-/// reached, the oldest opening connection is closed to make room for the newcomer: idle or
-/// hostile peers (a port scanner, a client that connects and says nothing, one that writes a
-/// byte now and then) can hold slots only while nobody else needs them, and never keep Postfix
-/// out. A connection that has spoken is *established* and is never closed to make room: it is an
-/// MTA's, and closing it could fail its message.
+/// reached, the oldest opening connection that has been silent for [`SILENT_GRACE`] is closed to
+/// make room for the newcomer: idle or hostile peers (a port scanner, a client that connects and
+/// says nothing, one that writes a byte now and then) can hold slots only while nobody else
+/// needs them, and never keep Postfix out. A younger one is waited for (it may be an MTA whose
+/// first words are still unread); one that has spoken is *established* and never closed to make
+/// room: it is an MTA's, and closing it could fail its message.
 pub struct Slots {
     cap: usize,
+    grace: Duration,
     state: Mutex<SlotState>,
     /// Notified whenever a slot is given back.
     freed: Notify,
 }
 
+/// How long a new connection may stay silent before it can be made to give its slot away. An MTA
+/// speaks within milliseconds; the grace keeps a burst of connections at the cap from pushing out
+/// an MTA's connection that handoff has not read yet. Each wave of silent connections then delays
+/// the next MTA connection by at most this, far inside Postfix's timeouts (milter_command_timeout
+/// 30 s for the answer to its negotiation, lmtp_lhlo_timeout 300 s for the greeting).
+pub const SILENT_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct SlotState {
     next_id: u64,
-    /// Opening connections by id (ids grow, so the first is the oldest), each with the sender
-    /// that tells it to make room.
-    opening: BTreeMap<u64, oneshot::Sender<()>>,
+    /// Opening connections by id (ids grow, so the first is the oldest).
+    opening: BTreeMap<u64, Opening>,
     established: usize,
 }
 
-impl SlotState {
-    fn in_use(&self) -> usize {
-        self.opening.len() + self.established
-    }
+struct Opening {
+    since: Instant,
+    /// Tells the connection to make room.
+    make_room: oneshot::Sender<()>,
+}
+
+/// What a newcomer would get now.
+enum Verdict {
+    /// A free slot.
+    Free,
+    /// The slot of the oldest opening connection, silent for the grace.
+    MakeRoom,
+    /// Nothing until the oldest opening connection has been silent for the grace.
+    WaitUntil(Instant),
+    /// Nothing: every connection is established.
+    Full,
 }
 
 impl Slots {
     pub fn new(cap: usize) -> Arc<Slots> {
+        Slots::with_grace(cap, SILENT_GRACE)
+    }
+
+    pub fn with_grace(cap: usize, grace: Duration) -> Arc<Slots> {
         Arc::new(Slots {
             cap,
+            grace,
             state: Mutex::new(SlotState::default()),
             freed: Notify::new(),
         })
@@ -167,62 +192,103 @@ impl Slots {
 
     /// Connections holding a slot (opening and established).
     pub fn in_use(&self) -> usize {
-        self.lock().in_use()
+        let s = self.lock();
+        s.opening.len() + s.established
     }
 
-    /// Waits until a newcomer would get a slot: one is free, or an opening connection can make
-    /// room.
+    fn verdict(&self, s: &SlotState) -> Verdict {
+        if s.opening.len() + s.established < self.cap {
+            return Verdict::Free;
+        }
+        match s.opening.first_key_value() {
+            None => Verdict::Full,
+            Some((_, o)) if o.since.elapsed() >= self.grace => Verdict::MakeRoom,
+            Some((_, o)) => Verdict::WaitUntil(o.since + self.grace),
+        }
+    }
+
+    /// Waits until a newcomer would get a slot at once: one is free, or an opening connection
+    /// has been silent for the grace. For a listener that leaves connections in the kernel's
+    /// accept queue when every slot is established.
     pub async fn room(&self) {
         loop {
             // Created before the check, so a slot given back in between is not missed.
             let freed = self.freed.notified();
-            {
-                let s = self.lock();
-                if s.in_use() < self.cap || !s.opening.is_empty() {
-                    return;
+            let verdict = self.verdict(&self.lock());
+            match verdict {
+                Verdict::Free | Verdict::MakeRoom => return,
+                Verdict::WaitUntil(t) => {
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep_until(t.into()) => {}
+                    }
                 }
+                Verdict::Full => freed.await,
             }
-            freed.await;
         }
     }
 
-    /// A slot for a new connection, closing the oldest opening connection at the cap; `None`
-    /// when every slot is taken by an established connection.
-    pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
-        self.admit_inner(false)
+    /// A slot for a connection just accepted: a free one, or that of the oldest opening
+    /// connection once it has been silent for the grace (waiting for that); `None` when every
+    /// slot is taken by an established connection.
+    pub async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        loop {
+            let freed = self.freed.notified();
+            let until = {
+                let mut s = self.lock();
+                match self.verdict(&s) {
+                    Verdict::Free => return Some(self.insert(&mut s)),
+                    Verdict::MakeRoom => {
+                        self.make_room(&mut s);
+                        return Some(self.insert(&mut s));
+                    }
+                    Verdict::Full => return None,
+                    Verdict::WaitUntil(t) => t,
+                }
+            };
+            tokio::select! {
+                () = freed => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
     }
 
-    /// Like [`Slots::try_admit`], but admits over the cap when no connection can make room. For
-    /// a listener that waited for [`Slots::room`] before accepting: then this happens only when
-    /// the connection that was to make room spoke in between, and one connection over the cap
-    /// for a while is better than closing an MTA's.
-    pub fn admit(self: &Arc<Self>) -> Slot {
-        self.admit_inner(true)
-            .expect("admit_inner(true) always admits")
-    }
-
-    fn admit_inner(self: &Arc<Self>, over_cap: bool) -> Option<Slot> {
+    /// A slot for a connection accepted after [`Slots::room`]: admitted at once, over the cap if
+    /// the room vanished in between (the connection that was to make room spoke). One connection
+    /// over the cap for a while is better than closing an MTA's.
+    pub fn admit_now(self: &Arc<Self>) -> Slot {
         let mut s = self.lock();
-        if s.in_use() >= self.cap {
-            match s.opening.pop_first() {
-                // The evicted connection's task sees this and closes; its slot is the newcomer's.
-                Some((_, make_room)) => {
-                    let _ = make_room.send(());
-                }
-                None if over_cap => {}
-                None => return None,
-            }
+        if let Verdict::MakeRoom = self.verdict(&s) {
+            self.make_room(&mut s);
         }
+        self.insert(&mut s)
+    }
+
+    /// Closes the oldest opening connection; its slot is the newcomer's.
+    fn make_room(&self, s: &mut SlotState) {
+        if let Some((_, o)) = s.opening.pop_first() {
+            // Its task sees this and closes the connection.
+            let _ = o.make_room.send(());
+        }
+    }
+
+    fn insert(self: &Arc<Self>, s: &mut SlotState) -> Slot {
         let id = s.next_id;
         s.next_id += 1;
         let (tx, rx) = oneshot::channel();
-        s.opening.insert(id, tx);
-        Some(Slot {
+        s.opening.insert(
+            id,
+            Opening {
+                since: Instant::now(),
+                make_room: tx,
+            },
+        );
+        Slot {
             slots: self.clone(),
             id,
             established: false,
             make_room: Some(rx),
-        })
+        }
     }
 }
 
@@ -288,50 +354,64 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    const GRACE: Duration = Duration::from_millis(200);
+
     async fn told(slot: &mut Slot) -> bool {
         tokio::time::timeout(Duration::from_millis(100), slot.must_make_room())
             .await
             .is_ok()
     }
 
+    async fn admit_within(slots: &Arc<Slots>, within: Duration) -> Option<Option<Slot>> {
+        tokio::time::timeout(within, slots.admit()).await.ok()
+    }
+
     #[tokio::test]
-    async fn at_the_cap_the_oldest_silent_connection_makes_room() {
-        let slots = Slots::new(2);
-        let mut a = slots.try_admit().unwrap();
-        let mut b = slots.try_admit().unwrap();
+    async fn at_the_cap_the_oldest_silent_connection_makes_room_after_the_grace() {
+        let slots = Slots::with_grace(2, GRACE);
+        let mut a = slots.admit().await.unwrap();
+        let mut b = slots.admit().await.unwrap();
         b.established().unwrap();
-        // Full: the newcomer takes the slot of the oldest opening connection (a, not b).
-        let mut c = slots.try_admit().unwrap();
+        // Full, and a has been silent for less than the grace: the newcomer waits for it.
+        let started = Instant::now();
+        let mut c = slots.admit().await.unwrap();
+        assert!(started.elapsed() >= GRACE / 2, "{:?}", started.elapsed());
+        // The slot was a's (the oldest opening one), not b's.
         assert_eq!(slots.in_use(), 2);
         assert!(told(&mut a).await);
         assert!(a.established().is_err(), "too late to speak");
         drop(a);
         assert_eq!(slots.in_use(), 2);
-        // Every slot established: nobody makes room, nobody is told to.
+        // A newcomer waits while c is young; c speaks in time and keeps its slot; then every
+        // slot is established and the newcomer gets nothing.
+        assert!(
+            admit_within(&slots, GRACE / 4).await.is_none(),
+            "still waiting"
+        );
         c.established().unwrap();
-        assert!(slots.try_admit().is_none());
+        assert!(matches!(admit_within(&slots, GRACE).await, Some(None)));
         assert!(!told(&mut b).await);
         assert!(!told(&mut c).await);
-        // A listener that waited for room admits over the cap rather than refuse.
-        let over = slots.admit();
+        // After room(), a listener admits over the cap rather than close an MTA's connection.
+        let over = slots.admit_now();
         assert_eq!(slots.in_use(), 3);
         drop((b, c, over));
         assert_eq!(slots.in_use(), 0);
     }
 
     #[tokio::test]
-    async fn room_waits_for_a_slot_given_back() {
-        let slots = Slots::new(1);
-        let mut a = slots.try_admit().unwrap();
-        // An opening connection can make room.
-        tokio::time::timeout(Duration::from_millis(100), slots.room())
+    async fn room_waits_for_a_slot_given_back_or_a_silent_connection() {
+        let slots = Slots::with_grace(1, GRACE);
+        let mut a = slots.admit().await.unwrap();
+        // a is opening: room once it has been silent for the grace.
+        let started = Instant::now();
+        tokio::time::timeout(GRACE * 3, slots.room())
             .await
-            .expect("room: a is opening");
+            .expect("room: a has been silent");
+        assert!(started.elapsed() >= GRACE / 2);
         a.established().unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_millis(100), slots.room())
-                .await
-                .is_err(),
+            tokio::time::timeout(GRACE, slots.room()).await.is_err(),
             "no room while a holds the only slot"
         );
         let waiter = tokio::spawn({
