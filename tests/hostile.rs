@@ -98,6 +98,8 @@ impl<'a> Traffic<'a> {
             *slowest = (*slowest).max(took);
             drop(slowest);
             self.accepted.lock().unwrap().push(id);
+            // Steady traffic, not a flood: the load is not what these tests are about.
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -259,8 +261,15 @@ impl Both {
         let reinject = free_port();
         let d = Daemon::start_content_filter_with(POLICY, &format!("127.0.0.1:{reinject}"), lmtp);
         let milter = lab_for(&d);
-        let filter =
-            Lab::start(LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject));
+        // handoff opens a connection to the reinjection listener (10 processes, as in
+        // master.cf.content-filter) for each LMTP session that delivers. Postfix's own
+        // deliveries to handoff (up to 10) must leave some for the tests' LMTP clients, or
+        // those wait for a reinjection process as long as Postfix keeps sending.
+        let filter = Lab::start(
+            LabConfig::default()
+                .content_filter(d.lmtp_port.unwrap(), reinject)
+                .main_cf_line("handoff_destination_concurrency_limit = 5"),
+        );
         Both { d, milter, filter }
     }
 
