@@ -64,9 +64,14 @@ impl Daemon {
     /// Starts handoff as a content filter too: its LMTP/SMTP listener on a free port, handing
     /// messages to `next_hop` (an `[lmtp] next_hop` value, e.g. Postfix's reinjection port).
     pub fn start_content_filter(policy: &str, next_hop: &str) -> Daemon {
+        Daemon::start_content_filter_with(policy, next_hop, "")
+    }
+
+    /// Like [`Daemon::start_content_filter`], with more `[lmtp]` settings (`key = value` lines).
+    pub fn start_content_filter_with(policy: &str, next_hop: &str, lmtp: &str) -> Daemon {
         let lmtp_port = free_port();
         let extra =
-            format!("lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n");
+            format!("lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n{lmtp}");
         let mut d = Daemon::start_full(policy, None, None, &extra, &[]);
         d.lmtp_port = Some(lmtp_port);
         d
@@ -193,6 +198,17 @@ impl Daemon {
         let mut child = self.child.take().expect("running");
         let status = wait_for(timeout, "handoff to exit", || child.try_wait().unwrap());
         status.code()
+    }
+
+    /// A memory figure of the process in KiB, from /proc/PID/status (`VmRSS`, `VmHWM`, …).
+    #[allow(dead_code)] // harness API that not every set of test modules uses
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status:\n{status}"))
     }
 
     pub fn log_text(&self) -> String {

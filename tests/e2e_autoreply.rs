@@ -366,28 +366,47 @@ fn lists_bulk_mail_and_auto_replies_get_no_reply() {
     assert_eq!(wait_replies(&lab, 1)[0].rcpt_to, ["person@example.net"]);
 }
 
-/// A private redis-server on 127.0.0.1 (no persistence), killed on drop.
+/// A private redis-server on 127.0.0.1, killed on drop; without persistence, or (for tests that
+/// stop and start it) with every write in its append-only file before it answers, as a
+/// production Redis for handoff should be.
 struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    /// `appendonly yes`, `appendfsync always`: what Redis acknowledged survives a kill -9.
+    fn start_persistent() -> Redis {
+        Redis::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            persistent,
         };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(aof)
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -417,10 +436,37 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// SIGKILL, as a crash would.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// `GET key`, or None when the key is absent or Redis does not answer.
+    fn get(&self, key: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        s.write_all(command.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 512];
+        // A bulk string: "$LEN\r\nVALUE\r\n", or "$-1\r\n" when absent.
+        loop {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            let Some((head, rest)) = text.split_once("\r\n") else {
+                continue;
+            };
+            let len: usize = head.strip_prefix('$')?.parse().ok()?;
+            if rest.len() >= len + 2 {
+                return Some(rest[..len].to_string());
+            }
         }
     }
 }
@@ -601,4 +647,271 @@ fn departed_accounts_forwarding_to_each_other_do_not_ping_pong() {
             .all(|r| r.rcpt_to != ["b@corp.example"])
     );
     assert_eq!(metric(&d, "handoff_autoreplies_sent_total"), 2.0);
+}
+
+/// The sum of every sample of a counter, whatever its labels.
+fn metric_sum(d: &Daemon, name: &str) -> f64 {
+    let (_, body) = d.http_get("/metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Auto-reply decisions made so far: sent, suppressed (any reason) or failed. One per message
+/// to the departed account.
+fn decisions(d: &Daemon) -> f64 {
+    metric(d, "handoff_autoreplies_sent_total")
+        + metric_sum(d, "handoff_autoreplies_suppressed_total")
+        + metric_sum(d, "handoff_autoreplies_failed_total")
+}
+
+/// Replies at the sink per recipient.
+fn replies_per_sender(lab: &Lab) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in replies(lab) {
+        for to in r.rcpt_to {
+            *out.entry(to).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Redis goes away while mail with auto-replies flows, and comes back with its data. Senders
+/// in groups: A is answered while Redis is up; Redis is killed (SIGKILL) in the middle of a
+/// burst from A and C; B writes while it is down; then Redis is back and everyone writes again;
+/// then Redis restarts between two messages (handoff's connection to it is stale) and D writes
+/// for the first time, then everyone again. Mail always flows (0 lost); no sender ever gets two
+/// replies; A, B and D get exactly one; a reply is never lost to a stale connection.
+#[test]
+fn redis_down_and_back_during_auto_replies() {
+    use crate::loss::{Account, message_between, send_message_until_accepted};
+    let mut redis = Redis::start_persistent();
+    let Setup { daemon: d, lab } = Setup::start(Some(&redis.url()));
+    let group = |g: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{g}{i}@example.net")).collect()
+    };
+    let (a, b, c, dd) = (group("a", 4), group("b", 4), group("c", 4), group("d", 2));
+    let accepted = std::sync::Mutex::new(Vec::new());
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let send_from = |from: &str| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("redis-{n}");
+        let msg = message_between(&id, from, "gone@corp.example");
+        let tries = send_message_until_accepted(&lab, from, "gone@corp.example", &id, &msg);
+        attempts.fetch_add(tries, std::sync::atomic::Ordering::Relaxed);
+        accepted.lock().unwrap().push(id);
+    };
+    let settle = |what: &str| {
+        let want = next.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        wait_for(
+            TIMEOUT,
+            &format!("{what}: an auto-reply decision per message"),
+            || (decisions(&d) == want).then_some(()),
+        );
+        let sent = metric(&d, "handoff_autoreplies_sent_total") as usize;
+        wait_for(
+            TIMEOUT,
+            &format!("{what}: {sent} replies at the sink"),
+            || (replies(&lab).len() == sent).then_some(()),
+        );
+    };
+    let unavailable = || metric(&d, &suppressed("store_unavailable"));
+
+    // A, with Redis up: one reply each.
+    a.iter().for_each(|s| send_from(s));
+    settle("Redis up");
+    assert_eq!(metric(&d, "handoff_autoreplies_sent_total"), 4.0);
+
+    // A burst from A and C, and Redis killed in its middle; then B while it is down.
+    let burst: Vec<&String> = a.iter().zip(&c).flat_map(|(x, y)| [x, y]).collect();
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| burst.iter().for_each(|from| send_from(from)));
+        wait_for(TIMEOUT, "the burst under way", || {
+            (next.load(std::sync::atomic::Ordering::Relaxed) >= 4 + 3).then_some(())
+        });
+        redis.stop();
+        sender.join().unwrap();
+    });
+    b.iter().for_each(|s| send_from(s));
+    settle("Redis down");
+    assert!(
+        unavailable() >= b.len() as f64,
+        "B was not answered while Redis was down"
+    );
+    let after_down = replies_per_sender(&lab);
+    assert!(
+        b.iter().all(|s| !after_down.contains_key(s)),
+        "{after_down:?}"
+    );
+
+    // Redis back with its data: everyone writes again.
+    redis.spawn();
+    a.iter().chain(&b).chain(&c).for_each(|s| send_from(s));
+    settle("Redis back");
+
+    // Redis restarts between two messages: handoff's connection to it is stale. D writes first.
+    redis.stop();
+    redis.spawn();
+    let unavailable_before = unavailable();
+    dd.iter()
+        .chain(&a)
+        .chain(&b)
+        .chain(&c)
+        .chain(&dd)
+        .for_each(|s| send_from(s));
+    settle("Redis restarted");
+    assert_eq!(
+        unavailable(),
+        unavailable_before,
+        "a stale connection cost no reply"
+    );
+
+    let per_sender = replies_per_sender(&lab);
+    let count = |s: &String| per_sender.get(s).copied().unwrap_or(0);
+    for s in a.iter().chain(&b).chain(&dd) {
+        assert_eq!(count(s), 1, "{s}: {per_sender:?}");
+    }
+    for s in &c {
+        assert!(count(s) <= 1, "{s}: {per_sender:?}");
+    }
+    assert!(per_sender.values().all(|n| *n == 1), "{per_sender:?}");
+    let accepted = accepted.into_inner().unwrap();
+    let attempts = attempts.into_inner();
+    let journal = d.journal_dir();
+    // The sink holds the forwarded mail (to cs@) and the replies; only the former carry ids.
+    let account = Account::settle(&lab, &journal, accepted, TIMEOUT);
+    account.report(
+        "redis_down_and_back_during_auto_replies",
+        &format!(
+            ", attempts {attempts}, senders {}, replies {} (A {} B {} C {} D {}), max per sender {}, \
+             suppressed store_unavailable {} already_replied {}",
+            a.len() + b.len() + c.len() + dd.len(),
+            replies(&lab).len(),
+            a.iter().map(count).sum::<usize>(),
+            b.iter().map(count).sum::<usize>(),
+            c.iter().map(count).sum::<usize>(),
+            dd.iter().map(count).sum::<usize>(),
+            per_sender.values().max().copied().unwrap_or(0),
+            unavailable(),
+            metric(&d, &suppressed("already_replied")),
+        ),
+    );
+    assert_eq!(
+        attempts,
+        account.accepted.len(),
+        "mail never waited for Redis"
+    );
+}
+
+/// A relay that takes one reply and, after the content and before its 250, runs `at_data`.
+fn relay_with_hook(at_data: impl FnOnce() + Send + 'static) -> SocketAddr {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = std::io::BufReader::new(stream);
+        let mut at_data = Some(at_data);
+        out.write_all(b"220 relay.test ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        let mut in_data = false;
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] = if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    if let Some(hook) = at_data.take() {
+                        hook();
+                    }
+                    b"250 2.0.0 queued\r\n"
+                } else {
+                    b""
+                }
+            } else {
+                match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                    Some("DATA") => {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    }
+                    Some("QUIT") => {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        return;
+                    }
+                    _ => b"250 ok\r\n",
+                }
+            };
+            out.write_all(reply).unwrap();
+            line.clear();
+        }
+    });
+    addr
+}
+
+/// Redis dies between claiming a sender and the relay's 250 for the reply, so the reply goes out
+/// but cannot be recorded. Once Redis is back (with the claim, persisted), the record is made
+/// after all, so a later message from that sender gets no second reply, even after the claim
+/// would have lapsed.
+#[test]
+fn a_reply_sent_as_redis_goes_away_is_remembered_when_it_returns() {
+    use handoff::address::Address;
+    use handoff::autoreply::{self, AutoReplier, Job, Memory, Outcome, OutgoingReply, PairKey};
+    let redis = std::sync::Arc::new(std::sync::Mutex::new(Redis::start_persistent()));
+    let url = redis.lock().unwrap().url();
+    let relay = relay_with_hook({
+        let redis = redis.clone();
+        move || redis.lock().unwrap().stop()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let memory = Memory::open(state.path(), Some(&url)).unwrap();
+    let (_replier, worker) = AutoReplier::new(
+        autoreply::Config::default(),
+        memory,
+        autoreply::no_journal(),
+    );
+    let (account, sender) = (
+        Address::parse_strict("gone@corp.example").unwrap(),
+        Address::parse_strict("sender@example.net").unwrap(),
+    );
+    let key = PairKey::new(&account, &sender);
+    let job = Job {
+        key,
+        reply: OutgoingReply {
+            account: account.clone(),
+            template: "departed".into(),
+            from: account.clone(),
+            to: sender.clone(),
+            message_id: "<reply-1@corp.example>".into(),
+            in_reply_to: None,
+            queue_id: None,
+            created: jiff::Timestamp::now(),
+            message: b"Subject: gone\r\n\r\nGone.\r\n".to_vec(),
+        },
+        days: 7,
+        max_per_hour: 100,
+        max_per_hour_per_account: 100,
+        relay,
+    };
+    assert_eq!(
+        rt.block_on(worker.process_one(job.clone())),
+        Outcome::Sent { attempts: 1 }
+    );
+    // Sent, and Redis is down: handoff keeps trying to record it while Redis restarts.
+    let redis_key = format!("handoff:autoreply:{}", hex::encode(key.0));
+    redis.lock().unwrap().spawn();
+    wait_for(
+        Duration::from_secs(15),
+        "the reply recorded in Redis",
+        || (redis.lock().unwrap().get(&redis_key).as_deref() == Some("sent")).then_some(()),
+    );
+    assert_eq!(
+        rt.block_on(worker.process_one(job)),
+        Outcome::Suppressed(autoreply::Suppression::AlreadyReplied)
+    );
 }

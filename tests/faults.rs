@@ -1,17 +1,9 @@
-//! Fault injection with loss accounting. Every message carries a unique id (its Subject and
-//! Message-ID); a test compares three sets of ids:
-//!
-//! - **accepted**: the SMTP client got 250 at DATA from Postfix;
-//! - **journaled**: a `Kind::Message` record in handoff's journal carries the id;
-//! - **delivered**: the lab's sink received it.
-//!
-//! Lost = accepted but missing from the journal or from the sink; it must be 0. Duplicates
-//! (an id journaled or delivered more than once) are reported, not failed: a kill between the
-//! journal's fsync and Postfix reading the milter's answer makes Postfix answer 4xx, the sender
-//! retries, and the retry is journaled again. That is the at-least-once contract.
+//! Fault injection with loss accounting (see `loss.rs`: accepted, journaled and delivered ids;
+//! lost must be 0). Duplicates are reported, not failed: a kill between the journal's fsync and
+//! Postfix reading the milter's answer makes Postfix answer 4xx, the sender retries, and the
+//! retry is journaled again. That is the at-least-once contract.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +13,10 @@ use handoff::journal::{Kind, reader};
 
 use crate::daemon::{Daemon, wait_for};
 use crate::e2e_milter::milter_lines;
-use crate::support::{Lab, LabConfig, SmtpClient};
+use crate::loss::{
+    Account, Outcome, StopOnDrop, id_of, journaled_ids, message, send_until_accepted, try_send,
+};
+use crate::support::{Lab, LabConfig};
 
 const POLICY: &str = r#"
 [domains]
@@ -60,169 +55,13 @@ impl Rng {
     }
 }
 
-fn lab_for(d: &Daemon) -> Lab {
+/// A lab whose smtpd runs `d` as its milter, as `deploy/postfix/main.cf.milter` says.
+pub fn lab_for(d: &Daemon) -> Lab {
     let mut config = LabConfig::default();
     for line in milter_lines(d.milter_port) {
         config = config.main_cf_line(line);
     }
     Lab::start(config)
-}
-
-fn message(id: &str) -> String {
-    format!(
-        "From: <sender@example.net>\r\nTo: <x@corp.example>\r\nSubject: {id}\r\n\
-         Message-ID: <{id}@faults.example>\r\n\r\nMessage {id}.\r\n"
-    )
-}
-
-/// Tells sender threads to stop when dropped, also when the driving thread panics (otherwise
-/// `thread::scope` would wait for them forever).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// How one attempt ended.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    /// 250 at DATA: Postfix has the message.
-    Accepted,
-    /// 4xx anywhere, or a connection error: the sender keeps it and retries.
-    Retry,
-    /// 5xx: refused for good.
-    Refused(String),
-}
-
-/// One SMTP transaction that, unlike `support::send`, treats I/O errors as "try again".
-fn try_send(lab: &Lab, from: &str, rcpt: &str, msg: &str) -> Outcome {
-    let attempt = || -> std::io::Result<Outcome> {
-        let mut c = SmtpClient::connect(lab.smtp_addr())?;
-        for r in [
-            c.ehlo("client.example")?,
-            c.mail_from(from)?,
-            c.rcpt_to(rcpt)?,
-        ] {
-            if r.is_transient() {
-                return Ok(Outcome::Retry);
-            }
-            if !r.is_positive() {
-                return Ok(Outcome::Refused(r.to_string()));
-            }
-        }
-        let r = c.data(msg.as_bytes())?;
-        let _ = c.quit();
-        Ok(match r.code {
-            250 => Outcome::Accepted,
-            c if c / 100 == 4 => Outcome::Retry,
-            _ => Outcome::Refused(r.to_string()),
-        })
-    };
-    attempt().unwrap_or(Outcome::Retry)
-}
-
-/// Sends `id` until Postfix accepts it; returns the number of attempts.
-fn send_until_accepted(lab: &Lab, rcpt: &str, id: &str) -> usize {
-    let msg = message(id);
-    for attempt in 1.. {
-        match try_send(lab, "sender@example.net", rcpt, &msg) {
-            Outcome::Accepted => return attempt,
-            Outcome::Retry => std::thread::sleep(Duration::from_millis(50)),
-            Outcome::Refused(r) => panic!("{id} refused for good: {r}"),
-        }
-        assert!(attempt < 2000, "{id}: no 250 after {attempt} attempts");
-    }
-    unreachable!()
-}
-
-/// The id in a Message-ID `<id@faults.example>`.
-fn id_of(message_id: &str) -> Option<&str> {
-    message_id
-        .trim_matches(['<', '>'])
-        .strip_suffix("@faults.example")
-}
-
-/// How many journal records carry each id.
-fn journaled_ids(dir: &Path) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    reader::for_each_record(dir, |info, _| {
-        if info.header.kind == Kind::Message {
-            let meta: MessageMeta = serde_json::from_slice(&info.meta).unwrap();
-            if let Some(id) = meta.message_id.as_deref().and_then(id_of) {
-                *out.entry(id.to_string()).or_default() += 1;
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
-    out
-}
-
-/// How many deliveries the sink got for each id.
-fn delivered_ids(lab: &Lab) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for m in lab.sink().all() {
-        if let Some(id) = m.header("Message-ID").as_deref().and_then(id_of) {
-            *out.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    out
-}
-
-/// The loss account of one test.
-struct Account {
-    accepted: Vec<String>,
-    journaled: BTreeMap<String, usize>,
-    delivered: BTreeMap<String, usize>,
-}
-
-impl Account {
-    /// Waits (up to `timeout`) until every accepted id is at the sink, then reads the journal.
-    fn settle(lab: &Lab, journal: &Path, accepted: Vec<String>, timeout: Duration) -> Account {
-        let deadline = Instant::now() + timeout;
-        let mut delivered = delivered_ids(lab);
-        while Instant::now() < deadline && accepted.iter().any(|id| !delivered.contains_key(id)) {
-            lab.flush();
-            std::thread::sleep(Duration::from_millis(200));
-            delivered = delivered_ids(lab);
-        }
-        // Anything still in flight shows up as an extra delivery, not as a missing one.
-        std::thread::sleep(Duration::from_millis(500));
-        Account {
-            accepted,
-            journaled: journaled_ids(journal),
-            delivered: delivered_ids(lab),
-        }
-    }
-
-    fn lost(&self) -> Vec<&str> {
-        self.accepted
-            .iter()
-            .filter(|id| !self.journaled.contains_key(*id) || !self.delivered.contains_key(*id))
-            .map(String::as_str)
-            .collect()
-    }
-
-    /// Prints the counts and fails on any loss.
-    fn report(&self, test: &str, extra: &str) {
-        let dup = |m: &BTreeMap<String, usize>| m.values().filter(|n| **n > 1).count();
-        let lost = self.lost();
-        eprintln!(
-            "faults: {test}: accepted {} journaled {} ({} records) delivered {} ({} deliveries) \
-             lost {} duplicates journal {} sink {}{extra}",
-            self.accepted.len(),
-            self.journaled.len(),
-            self.journaled.values().sum::<usize>(),
-            self.delivered.len(),
-            self.delivered.values().sum::<usize>(),
-            lost.len(),
-            dup(&self.journaled),
-            dup(&self.delivered),
-        );
-        assert!(lost.is_empty(), "{test}: lost {lost:?}");
-    }
 }
 
 /// handoff as a milter (`milter_default_action = tempfail`), senders sending all along, and
@@ -274,7 +113,7 @@ fn kill_9_under_load_loses_nothing() {
     let attempts = attempts.into_inner();
     let account = Account::settle(&lab, &d.journal_dir(), accepted, Duration::from_secs(60));
     account.report(
-        "kill_9_under_load",
+        "faults: kill_9_under_load",
         &format!(
             ", kills {kills}, attempts {attempts}, {:.0?}",
             started.elapsed()
@@ -375,7 +214,7 @@ fn failing_fsync_answers_4xx_and_loses_nothing() {
     }
     let account = Account::settle(&lab, &d.journal_dir(), accepted, Duration::from_secs(30));
     account.report(
-        "failing_fsync",
+        "faults: failing_fsync",
         &format!(
             ", refused while failing {}, journal errors {}",
             refused.len(),
@@ -594,7 +433,7 @@ fn policy_reloads_under_load_never_give_a_wrong_decision() {
         assert_eq!(m.rcpt_to, ["cs@corp.example"], "{:?}", m.header("Subject"));
     }
     account.report(
-        "policy_reloads",
+        "faults: policy_reloads",
         &format!(
             ", refused at RCPT {}, reloads refused {refused_want} applied {applied_want}",
             refused_ok.into_inner()

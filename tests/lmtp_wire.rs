@@ -224,16 +224,23 @@ fn the_connection_cap_answers_421_and_the_timeouts_close_with_421() {
     let s = served(Limits {
         max_connections: 1,
         command_timeout: Duration::from_millis(300),
-        idle_timeout: Duration::from_millis(600),
+        // Longer than the grace a silent connection gets at the cap (1 s).
+        idle_timeout: Duration::from_millis(1500),
         ..Limits::default()
     });
+    // Silent since it connected: after a second, the next connection takes its slot, and it is
+    // told why.
+    let mut silent = SmtpClient::connect(s.addr).unwrap();
+    assert_eq!(silent.greeting().code, 220);
     let mut first = SmtpClient::connect(s.addr).unwrap();
     assert_eq!(first.greeting().code, 220);
+    assert_eq!(silent.read_reply().unwrap().status(), "421 4.3.2");
+    // One that has said LHLO keeps its slot: the next one is refused.
+    assert_eq!(first.command("LHLO x").unwrap().code, 250);
     let second = SmtpClient::connect(s.addr).unwrap();
     assert_eq!(second.greeting().status(), "421 4.3.2");
     // Idle between transactions: closed after the idle timeout.
-    assert_eq!(first.command("LHLO x").unwrap().code, 250);
-    std::thread::sleep(Duration::from_millis(900));
+    std::thread::sleep(Duration::from_millis(1800));
     assert_eq!(first.read_reply().unwrap().status(), "421 4.4.2");
     // Once it is gone, the next connection is served; inside a transaction the shorter
     // command timeout applies.
@@ -247,7 +254,7 @@ fn the_connection_cap_answers_421_and_the_timeouts_close_with_421() {
     let started = std::time::Instant::now();
     assert_eq!(third.read_reply().unwrap().status(), "421 4.4.2");
     assert!(
-        started.elapsed() < Duration::from_millis(600),
+        started.elapsed() < Duration::from_millis(1000),
         "{:?}",
         started.elapsed()
     );

@@ -1,7 +1,9 @@
 //! The one integration test binary: every module below shares a build and a harness.
-//! `support` runs private Postfix instances (see tests/README.md); `daemon` runs handoff.
+//! `support` runs private Postfix instances (see tests/README.md); `daemon` runs handoff; `loss`
+//! counts what a fault test sent, journaled and delivered.
 
 mod daemon;
+mod loss;
 mod support;
 
 mod admin;
@@ -12,6 +14,7 @@ mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;
 mod faults;
+mod hostile;
 mod lab;
 mod lmtp_wire;
 mod metrics;

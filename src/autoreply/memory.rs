@@ -11,10 +11,15 @@
 //! A pair goes through two steps. [`Memory::reserve`] claims it before anything is sent, so two
 //! messages (or two instances) racing for the same sender send one reply; the claim is pending
 //! and lives at most [`PENDING_SECS`]. [`Memory::confirm`] records the reply once the relay
-//! accepted it, for `days`. When sending finally fails, [`Memory::release`] gives the claim up
-//! (on Redis only if it is still ours), so the sender's next message may try again. If handoff
-//! dies between reserving and confirming, the claim simply expires: the embedded store keeps
-//! pending claims in memory only, Redis drops the key after [`PENDING_SECS`].
+//! accepted it, for `days`; on Redis, a confirm that fails because Redis went away meanwhile is
+//! tried again in the background while the claim lives. When sending finally fails,
+//! [`Memory::release`] gives the claim up (on Redis only if it is still ours), so the sender's
+//! next message may try again. If handoff dies between reserving and confirming, the claim
+//! simply expires: the embedded store keeps pending claims in memory only, Redis drops the key
+//! after [`PENDING_SECS`].
+//!
+//! Redis must keep its data across restarts (`appendonly yes`): a Redis that forgets its keys
+//! forgets who was answered, and they are answered again.
 //!
 //! Only this module does the store's I/O; it knows nothing about mail.
 
@@ -182,7 +187,15 @@ impl Memory {
                     .await
                     .map_err(|e| MemoryError::Redis(format!("confirm task failed: {e}")))?
             }
-            Memory::Redis(redis) => redis.confirm(r, days).await,
+            Memory::Redis(redis) => {
+                let confirmed = redis.confirm(r, days).await;
+                if confirmed.is_err() {
+                    // The reply went out. Forgotten, its pair would be answered again once the
+                    // claim lapses: keep trying while the claim still guards the pair.
+                    tokio::spawn(redis.clone().confirm_later(r.clone(), days));
+                }
+                confirmed
+            }
         }
     }
 
@@ -467,6 +480,12 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A connection that no longer works (closed by the server, reset), as opposed to an error
+/// answer or a timeout: worth one more try on a new connection.
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
+}
+
 /// The Redis store.
 pub struct RedisMemory {
     client: redis::Client,
@@ -486,11 +505,11 @@ impl RedisMemory {
         })
     }
 
-    /// A connection, reusing the last one that worked.
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    /// A connection, reusing the last one that worked; `true` when it is that cached one.
+    async fn connection(&self) -> Result<(redis::aio::MultiplexedConnection, bool), String> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+            return Ok((c.clone(), true));
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -504,17 +523,27 @@ impl RedisMemory {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
         *slot = Some(c.clone());
-        Ok(c)
+        Ok((c, false))
     }
 
     /// Runs one command; on any failure the cached connection is dropped so the next call
-    /// reconnects.
+    /// reconnects. A cached connection that is broken (Redis restarted since it was made) fails
+    /// at once: the command is then tried once more on a new connection, so the first message
+    /// after a restart is not left without its reply. Every command here may run twice: a second
+    /// `SET NX` after a first that Redis did carry out finds the key and answers "already
+    /// replied", which can lose a reply but never send two.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+        f: impl AsyncFn(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
-        let mut c = self.connection().await?;
-        let result = match tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await {
+        let (mut c, cached) = self.connection().await?;
+        let mut result = tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await;
+        if cached && matches!(&result, Ok(Err(e)) if broken(e)) {
+            *self.conn.lock().await = None;
+            c = self.connection().await?.0;
+            result = tokio::time::timeout(REDIS_TIMEOUT, f(&mut c)).await;
+        }
+        let result = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
@@ -565,6 +594,29 @@ impl RedisMemory {
         })
         .await
         .map_err(MemoryError::Redis)
+    }
+
+    /// Confirms after a failed attempt (Redis went away between the claim and the relay's
+    /// answer): tried again with backoff, 1 s doubling to 60 s, for as long as a pending claim
+    /// lives ([`PENDING_SECS`]). Until then the pending claim keeps other messages from the same
+    /// sender unanswered, so the sender gets one reply whenever Redis comes back within it.
+    async fn confirm_later(self: Arc<Self>, r: Reservation, days: u32) {
+        let give_up = Instant::now() + Duration::from_secs(u64::from(PENDING_SECS));
+        let mut wait = Duration::from_secs(1);
+        while Instant::now() + wait < give_up {
+            tokio::time::sleep(wait).await;
+            if self.confirm(&r, days).await.is_ok() {
+                tracing::info!(
+                    "auto-reply memory: redis answers again; a reply sent meanwhile is remembered"
+                );
+                return;
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+        tracing::error!(
+            "auto-reply memory: redis did not answer for {} minutes; a reply sent meanwhile is not remembered, and its sender may be answered again",
+            PENDING_SECS / 60
+        );
     }
 
     async fn release(&self, r: &Reservation) {

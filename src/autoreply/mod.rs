@@ -423,8 +423,9 @@ impl Ctx {
         match sender::send(&relay, &r.to, &r.message, self.config.retry).await {
             Ok(attempts) => {
                 if let Err(e) = self.memory.confirm(&claim, job.days).await {
-                    // Sent, but not remembered: a later message may be answered again.
-                    tracing::error!(queue_id, account = %r.account, "auto-reply sent but not remembered: {e}");
+                    // Sent, but not remembered: a later message may be answered again (Redis:
+                    // unless it answers again while the claim lives; the memory keeps trying).
+                    tracing::error!(queue_id, account = %r.account, "auto-reply sent but not remembered yet: {e}");
                 }
                 if let Some(n) = self.memory.pairs() {
                     metrics::autoreply_memory_pairs(n);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::codec::{self, Decoder, Frame, Reply};
@@ -19,7 +19,9 @@ use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
 use crate::policy::NextHop;
-use crate::runtime::listen::{Listener, Stream, drain};
+use crate::runtime::listen::{
+    Listener, MadeRoom, Slot, Slots, Stream, drain, grow_read_buf, read_buf,
+};
 use crate::runtime::metrics;
 use crate::runtime::record;
 use crate::runtime::store::PolicyStore;
@@ -28,8 +30,10 @@ use crate::transaction::Client;
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Sessions served at once; one more is answered `421 4.3.2` and closed, and Postfix
-    /// retries the message later. Match it to the `maxproc` of the handoff transport.
+    /// Sessions served at once. At the cap, a connection that has not said LHLO/EHLO/HELO in
+    /// its first second is closed with `421 4.3.2` to make room (see [`Slots`]); when every
+    /// connection has, the new one gets that reply, and Postfix retries the message later. Match
+    /// it to the `maxproc` of the handoff transport.
     pub max_connections: usize,
     /// How long a client may take to send the next command or content chunk inside a
     /// transaction. RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes.
@@ -91,7 +95,7 @@ pub async fn serve(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
     let limits = Arc::new(limits);
     let mut tasks = JoinSet::new();
     loop {
@@ -107,17 +111,16 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = permits.clone().try_acquire_owned().ok();
+        // At the cap, a silent connection still within its grace is waited for (briefly); new
+        // connections wait in the backlog meanwhile.
+        let slot = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            s = slots.admit() => s,
+        };
         let (cx, stop, limits) = (services.clone(), stop.clone(), limits.clone());
         tasks.spawn(async move {
-            let Some(permit) = permit else {
-                // RFC 5321 section 3.8: 421 and close; the client retries later.
-                let reply = Reply::new(
-                    421,
-                    format!("4.3.2 {} Error: too many connections", cx.hostname),
-                );
-                let mut out = Vec::new();
-                reply.encode(&mut out);
+            let Some(mut slot) = slot else {
+                let out = too_many_connections(&cx.hostname);
                 let _ = match stream {
                     Stream::Tcp(mut s) => s.write_all(&out).await,
                     Stream::Unix(mut s) => s.write_all(&out).await,
@@ -132,19 +135,26 @@ pub async fn serve(
             let result = match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    connection(s, client, &cx, &limits, stop).await
+                    connection(s, client, &cx, &limits, stop, &mut slot).await
                 }
-                Stream::Unix(s) => connection(s, client, &cx, &limits, stop).await,
+                Stream::Unix(s) => connection(s, client, &cx, &limits, stop, &mut slot).await,
             };
             metrics::lmtp_session_ended();
             if let Err(e) = result {
                 tracing::warn!("lmtp connection closed: {e}");
             }
-            drop(permit);
+            drop(slot);
         });
         while tasks.try_join_next().is_some() {}
     }
     drain(&mut tasks, limits.shutdown_grace, "lmtp").await;
+}
+
+/// RFC 5321 section 3.8: 421 and close; the client retries later.
+fn too_many_connections(hostname: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    Reply::new(421, format!("4.3.2 {hostname} Error: too many connections")).encode(&mut out);
+    out
 }
 
 /// What the session knows of a client: its address for TCP, nothing for a unix socket.
@@ -166,6 +176,8 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
     #[error("no command for {0:?}; closed with 421")]
     Timeout(Duration),
+    #[error(transparent)]
+    MadeRoom(#[from] MadeRoom),
 }
 
 /// The message being received: spooled for the journal and the next hop.
@@ -200,12 +212,13 @@ async fn connection<S: LmtpStream>(
     cx: &Services,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
+    slot: &mut Slot,
 ) -> Result<(), ConnectionError> {
     let mut decoder = Decoder::new(limits.codec);
     let mut session = Session::new(cx.hostname.clone(), client, limits.session);
     let mut next: Option<Connection> = None;
     let mut capture: Option<Capture> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = read_buf();
     let mut out = Vec::with_capacity(1024);
     session.greeting().encode(&mut out);
     loop {
@@ -213,6 +226,12 @@ async fn connection<S: LmtpStream>(
             match frame {
                 Frame::Command(line) => {
                     let action = session.handle(&line, &*cx.store);
+                    if session.dialect().is_some()
+                        && let Err(made_room) = slot.established()
+                    {
+                        let _ = stream.write_all(&too_many_connections(&cx.hostname)).await;
+                        return Err(made_room.into());
+                    }
                     if let Some(r) = session.take_refusal() {
                         record::refusal(r);
                     }
@@ -313,6 +332,10 @@ async fn connection<S: LmtpStream>(
                 }
             },
             _ = stop.changed(), if !*stop.borrow() => continue,
+            made_room = slot.must_make_room() => {
+                let _ = stream.write_all(&too_many_connections(&cx.hostname)).await;
+                return Err(made_room.into());
+            }
         };
         if n == 0 {
             // EOF: an unfinished message was never acknowledged.
@@ -320,6 +343,7 @@ async fn connection<S: LmtpStream>(
         }
         stream.after_read();
         decoder.feed(&buf[..n]);
+        grow_read_buf(&mut buf, n);
     }
 }
 

@@ -6,9 +6,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::listen::{Listener, Stream, drain};
+use crate::runtime::listen::{
+    Listener, MadeRoom, Slot, Slots, Stream, drain, grow_read_buf, read_buf,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
@@ -22,8 +24,10 @@ use crate::runtime::store::PolicyStore;
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; further ones wait in the kernel's accept queue. Postfix opens
-    /// one milter connection per SMTP session, so this bounds handoff's share of a mail storm.
+    /// Connections served at once. Postfix opens one milter connection per SMTP session, so this
+    /// bounds handoff's share of a mail storm. At the cap, a connection that has not sent its
+    /// option negotiation in its first second is closed to make room (see [`Slots`]); when every
+    /// connection has, new ones wait in the kernel's accept queue.
     pub max_connections: usize,
     /// How long a connection may stay silent. Postfix's own milter timeouts are 30 s per command
     /// and 300 s per content step (milter_command_timeout, milter_content_timeout); an SMTP
@@ -61,18 +65,18 @@ pub async fn serve(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
     let cx = services;
     let mut tasks = JoinSet::new();
     loop {
-        // Take a permit before accepting: at the cap, new connections wait in the backlog.
-        let permit = tokio::select! {
+        // Wait for room before accepting: at the cap, with every connection negotiated (or
+        // within its grace), new connections wait in the backlog (Postfix waits
+        // milter_connect_timeout, 30 s, for the connection and milter_command_timeout, 30 s, for
+        // the answer to its negotiation).
+        tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
+            () = slots.room() => {}
+        }
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             a = listener.accept() => a,
@@ -86,21 +90,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let mut slot = slots.admit_now();
         let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
         tasks.spawn(async move {
             metrics::milter_session_started();
             let result = match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    connection(s, &cx, idle, stop).await
+                    connection(s, &cx, idle, stop, &mut slot).await
                 }
-                Stream::Unix(s) => connection(s, &cx, idle, stop).await,
+                Stream::Unix(s) => connection(s, &cx, idle, stop, &mut slot).await,
             };
             metrics::milter_session_ended();
             if let Err(e) = result {
                 tracing::warn!("milter connection closed: {e}");
             }
-            drop(permit);
+            drop(slot);
         });
         // Reap finished tasks so the set does not grow with the connection count.
         while tasks.try_join_next().is_some() {}
@@ -121,6 +126,8 @@ pub enum ConnectionError {
     TooLarge(usize),
     #[error("no data for {0:?}")]
     Idle(Duration),
+    #[error(transparent)]
+    MadeRoom(#[from] MadeRoom),
 }
 
 /// Runs one connection to its end.
@@ -149,10 +156,11 @@ async fn connection<S: MilterStream>(
     cx: &Services,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
+    slot: &mut Slot,
 ) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = read_buf();
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
@@ -179,6 +187,9 @@ async fn connection<S: MilterStream>(
                 waiting.push((stage, Instant::now()));
             }
             let step = session.handle(cmd, &*cx.store)?;
+            if session.negotiated() {
+                slot.established()?;
+            }
             if let Some(r) = session.take_refusal() {
                 crate::runtime::record::refusal(r);
             }
@@ -226,6 +237,7 @@ async fn connection<S: MilterStream>(
                 Err(_) => return Err(ConnectionError::Idle(idle)),
             },
             _ = stop.changed(), if !*stop.borrow() => continue,
+            made_room = slot.must_make_room() => return Err(made_room.into()),
         };
         if n == 0 {
             // EOF anywhere ends the session; an unfinished message was never acknowledged.
@@ -233,6 +245,7 @@ async fn connection<S: MilterStream>(
         }
         stream.after_read();
         decoder.feed(&buf[..n]);
+        grow_read_buf(&mut buf, n);
     }
 }
 

@@ -173,6 +173,11 @@ impl Session {
         self.protocol.contains(Protocol::HDR_LEADSPC)
     }
 
+    /// Whether the option negotiation is done: the peer speaks the milter protocol.
+    pub fn negotiated(&self) -> bool {
+        self.stage != Stage::Start
+    }
+
     /// Whether a message is in progress (a graceful shutdown waits for it).
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some()

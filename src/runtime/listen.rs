@@ -1,12 +1,15 @@
-//! Listening sockets shared by the front ends: TCP or unix, binding, accepting, and waiting for
-//! sessions to finish at shutdown.
+//! Listening sockets shared by the front ends: TCP or unix, binding, accepting, the connection
+//! cap, and waiting for sessions to finish at shutdown.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 use crate::policy::ListenAddr;
@@ -80,6 +83,24 @@ impl Listener {
     }
 }
 
+/// A connection's read buffer starts at this size: an idle or silent connection costs little.
+const READ_BUF_START: usize = 4 * 1024;
+/// ... and grows to this once a read fills it: a busy connection reads in large steps (a
+/// Postfix body chunk is 65535 bytes, milter8.c MILTER_CHUNK_SIZE).
+const READ_BUF_MAX: usize = 64 * 1024;
+
+/// The buffer a connection reads into.
+pub fn read_buf() -> Vec<u8> {
+    vec![0u8; READ_BUF_START]
+}
+
+/// After a read of `n` bytes into `buf`: a full buffer grows, so the next read takes more.
+pub fn grow_read_buf(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < READ_BUF_MAX {
+        buf.resize(READ_BUF_MAX, 0);
+    }
+}
+
 /// After the listener stopped accepting: waits for the sessions in `tasks` to end, up to
 /// `grace`, then closes the rest (their MTA retries what they had not finished).
 pub async fn drain(tasks: &mut JoinSet<()>, grace: Duration, front_end: &str) {
@@ -94,5 +115,314 @@ pub async fn drain(tasks: &mut JoinSet<()>, grace: Duration, front_end: &str) {
                 break;
             }
         }
+    }
+}
+
+/// The connection cap of one listener: at most `cap` connections at once.
+///
+/// A connection starts out *opening*: it has not spoken the protocol yet (no milter option
+/// negotiation, no LHLO/EHLO/HELO). An MTA speaks at once: Postfix sends OPTNEG as soon as its
+/// milter connection is up, and LHLO as soon as it has read the greeting. So when the cap is
+/// reached, the oldest opening connection that has been silent for [`SILENT_GRACE`] is closed to
+/// make room for the newcomer: idle or hostile peers (a port scanner, a client that connects and
+/// says nothing, one that writes a byte now and then) can hold slots only while nobody else
+/// needs them, and never keep Postfix out. A younger one is waited for (it may be an MTA whose
+/// first words are still unread); one that has spoken is *established* and never closed to make
+/// room: it is an MTA's, and closing it could fail its message.
+pub struct Slots {
+    cap: usize,
+    grace: Duration,
+    state: Mutex<SlotState>,
+    /// Notified whenever a slot is given back.
+    freed: Notify,
+}
+
+/// How long a new connection may stay silent before it can be made to give its slot away. An MTA
+/// speaks within milliseconds; the grace keeps a burst of connections at the cap from pushing out
+/// an MTA's connection that handoff has not read yet. Each wave of silent connections then delays
+/// the next MTA connection by at most this, far inside Postfix's timeouts (milter_command_timeout
+/// 30 s for the answer to its negotiation, lmtp_lhlo_timeout 300 s for the greeting).
+pub const SILENT_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct SlotState {
+    next_id: u64,
+    /// Opening connections by id (ids grow, so the first is the oldest).
+    opening: BTreeMap<u64, Opening>,
+    established: usize,
+}
+
+struct Opening {
+    since: Instant,
+    /// Tells the connection to make room.
+    make_room: oneshot::Sender<()>,
+}
+
+/// What a newcomer would get now.
+enum Verdict {
+    /// A free slot.
+    Free,
+    /// The slot of the oldest opening connection, silent for the grace.
+    MakeRoom,
+    /// Nothing until the oldest opening connection has been silent for the grace.
+    WaitUntil(Instant),
+    /// Nothing: every connection is established.
+    Full,
+}
+
+impl Slots {
+    pub fn new(cap: usize) -> Arc<Slots> {
+        Slots::with_grace(cap, SILENT_GRACE)
+    }
+
+    pub fn with_grace(cap: usize, grace: Duration) -> Arc<Slots> {
+        Arc::new(Slots {
+            cap,
+            grace,
+            state: Mutex::new(SlotState::default()),
+            freed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // Every change under the lock is a single insert, remove or count: a panic cannot leave
+        // it half done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections holding a slot (opening and established).
+    pub fn in_use(&self) -> usize {
+        let s = self.lock();
+        s.opening.len() + s.established
+    }
+
+    fn verdict(&self, s: &SlotState) -> Verdict {
+        if s.opening.len() + s.established < self.cap {
+            return Verdict::Free;
+        }
+        match s.opening.first_key_value() {
+            None => Verdict::Full,
+            Some((_, o)) if o.since.elapsed() >= self.grace => Verdict::MakeRoom,
+            Some((_, o)) => Verdict::WaitUntil(o.since + self.grace),
+        }
+    }
+
+    /// Waits until a newcomer would get a slot at once: one is free, or an opening connection
+    /// has been silent for the grace. For a listener that leaves connections in the kernel's
+    /// accept queue when every slot is established.
+    pub async fn room(&self) {
+        loop {
+            // Created before the check, so a slot given back in between is not missed.
+            let freed = self.freed.notified();
+            let verdict = self.verdict(&self.lock());
+            match verdict {
+                Verdict::Free | Verdict::MakeRoom => return,
+                Verdict::WaitUntil(t) => {
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep_until(t.into()) => {}
+                    }
+                }
+                Verdict::Full => freed.await,
+            }
+        }
+    }
+
+    /// A slot for a connection just accepted: a free one, or that of the oldest opening
+    /// connection once it has been silent for the grace (waiting for that); `None` when every
+    /// slot is taken by an established connection.
+    pub async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        loop {
+            let freed = self.freed.notified();
+            let until = {
+                let mut s = self.lock();
+                match self.verdict(&s) {
+                    Verdict::Free => return Some(self.insert(&mut s)),
+                    Verdict::MakeRoom => {
+                        self.make_room(&mut s);
+                        return Some(self.insert(&mut s));
+                    }
+                    Verdict::Full => return None,
+                    Verdict::WaitUntil(t) => t,
+                }
+            };
+            tokio::select! {
+                () = freed => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    }
+
+    /// A slot for a connection accepted after [`Slots::room`]: admitted at once, over the cap if
+    /// the room vanished in between (the connection that was to make room spoke). One connection
+    /// over the cap for a while is better than closing an MTA's.
+    pub fn admit_now(self: &Arc<Self>) -> Slot {
+        let mut s = self.lock();
+        if let Verdict::MakeRoom = self.verdict(&s) {
+            self.make_room(&mut s);
+        }
+        self.insert(&mut s)
+    }
+
+    /// Closes the oldest opening connection; its slot is the newcomer's.
+    fn make_room(&self, s: &mut SlotState) {
+        if let Some((_, o)) = s.opening.pop_first() {
+            // Its task sees this and closes the connection.
+            let _ = o.make_room.send(());
+        }
+    }
+
+    fn insert(self: &Arc<Self>, s: &mut SlotState) -> Slot {
+        let id = s.next_id;
+        s.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        s.opening.insert(
+            id,
+            Opening {
+                since: Instant::now(),
+                make_room: tx,
+            },
+        );
+        Slot {
+            slots: self.clone(),
+            id,
+            established: false,
+            make_room: Some(rx),
+        }
+    }
+}
+
+/// One connection's place under the cap; given back when dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    established: bool,
+    /// Resolves when the connection must close to make room (while it is opening).
+    make_room: Option<oneshot::Receiver<()>>,
+}
+
+/// The connection was closed to make room for a new one before it spoke the protocol.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("closed to make room for a new connection: silent since it connected")]
+pub struct MadeRoom;
+
+impl Slot {
+    /// The connection has spoken the protocol: it keeps its slot from now on. Fails if it was
+    /// already told to make room (the caller then closes it).
+    pub fn established(&mut self) -> Result<(), MadeRoom> {
+        if self.established {
+            return Ok(());
+        }
+        let mut s = self.slots.lock();
+        if s.opening.remove(&self.id).is_none() {
+            return Err(MadeRoom);
+        }
+        s.established += 1;
+        self.established = true;
+        self.make_room = None;
+        Ok(())
+    }
+
+    /// Resolves when the connection must close to make room; never once it is established.
+    pub async fn must_make_room(&mut self) -> MadeRoom {
+        if let Some(rx) = self.make_room.as_mut()
+            && rx.await.is_ok()
+        {
+            return MadeRoom;
+        }
+        // Established (the sender was dropped with its entry): nothing will ask any more.
+        self.make_room = None;
+        std::future::pending().await
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.lock();
+        if self.established {
+            s.established -= 1;
+        } else {
+            // Absent when it was made to give its slot away.
+            s.opening.remove(&self.id);
+        }
+        drop(s);
+        self.slots.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_millis(200);
+
+    async fn told(slot: &mut Slot) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), slot.must_make_room())
+            .await
+            .is_ok()
+    }
+
+    async fn admit_within(slots: &Arc<Slots>, within: Duration) -> Option<Option<Slot>> {
+        tokio::time::timeout(within, slots.admit()).await.ok()
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_silent_connection_makes_room_after_the_grace() {
+        let slots = Slots::with_grace(2, GRACE);
+        let mut a = slots.admit().await.unwrap();
+        let mut b = slots.admit().await.unwrap();
+        b.established().unwrap();
+        // Full, and a has been silent for less than the grace: the newcomer waits for it.
+        let started = Instant::now();
+        let mut c = slots.admit().await.unwrap();
+        assert!(started.elapsed() >= GRACE / 2, "{:?}", started.elapsed());
+        // The slot was a's (the oldest opening one), not b's.
+        assert_eq!(slots.in_use(), 2);
+        assert!(told(&mut a).await);
+        assert!(a.established().is_err(), "too late to speak");
+        drop(a);
+        assert_eq!(slots.in_use(), 2);
+        // A newcomer waits while c is young; c speaks in time and keeps its slot; then every
+        // slot is established and the newcomer gets nothing.
+        assert!(
+            admit_within(&slots, GRACE / 4).await.is_none(),
+            "still waiting"
+        );
+        c.established().unwrap();
+        assert!(matches!(admit_within(&slots, GRACE).await, Some(None)));
+        assert!(!told(&mut b).await);
+        assert!(!told(&mut c).await);
+        // After room(), a listener admits over the cap rather than close an MTA's connection.
+        let over = slots.admit_now();
+        assert_eq!(slots.in_use(), 3);
+        drop((b, c, over));
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_a_slot_given_back_or_a_silent_connection() {
+        let slots = Slots::with_grace(1, GRACE);
+        let mut a = slots.admit().await.unwrap();
+        // a is opening: room once it has been silent for the grace.
+        let started = Instant::now();
+        tokio::time::timeout(GRACE * 3, slots.room())
+            .await
+            .expect("room: a has been silent");
+        assert!(started.elapsed() >= GRACE / 2);
+        a.established().unwrap();
+        assert!(
+            tokio::time::timeout(GRACE, slots.room()).await.is_err(),
+            "no room while a holds the only slot"
+        );
+        let waiter = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("room once the slot is given back")
+            .unwrap();
     }
 }
