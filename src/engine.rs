@@ -503,13 +503,13 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         let own = Step::NotLocal {
             address: recipient.clone(),
         };
-        return as_addressed(recipient, Rule::NotLocal, vec![own]);
+        return as_addressed(recipient, Rule::NotLocal, [own]);
     }
     let Some(hit) = policy.lookup(recipient) else {
         let own = Step::Unlisted {
             address: recipient.clone(),
         };
-        return as_addressed(recipient, Rule::Unlisted, vec![own]);
+        return as_addressed(recipient, Rule::Unlisted, [own]);
     };
     // Left unallocated for the common departed and alias cases, which add no step of their own.
     let mut head = Vec::new();
@@ -527,32 +527,39 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
     if state == State::Departed {
         return resolve_expanding(policy, recipient, &hit, Some(account), head, today);
     }
+    if state == State::Active {
+        let own = state_step(account, state);
+        return match head.pop() {
+            // A `+detail` match: its step first.
+            Some(detail) => as_addressed(recipient, Rule::Active, [detail, own]),
+            None => as_addressed(recipient, Rule::Active, [own]),
+        };
+    }
+    // Disabled, frozen or deleted.
+    let reply = account_reply(account, state, recipient);
+    head.reserve_exact(2);
     head.push(state_step(account, state));
-    match state {
-        State::Active => as_addressed(recipient, Rule::Active, head),
-        _ => {
-            let reply = account_reply(account, state, recipient);
-            head.push(Step::Refuse {
-                address: recipient.clone(),
-                reply: reply.clone(),
-            });
-            Resolution {
-                recipient: recipient.clone(),
-                verdict: refusal(reply),
-                rule: Rule::of(state),
-                deliver: Targets::default(),
-                autoreplies: Shared::default(),
-                steps: Steps {
-                    head,
-                    ..Steps::default()
-                },
-            }
-        }
+    head.push(Step::Refuse {
+        address: recipient.clone(),
+        reply: reply.clone(),
+    });
+    Resolution {
+        recipient: recipient.clone(),
+        verdict: refusal(reply),
+        rule: Rule::of(state),
+        deliver: Targets::default(),
+        autoreplies: Shared::default(),
+        steps: Steps {
+            head,
+            ..Steps::default()
+        },
     }
 }
 
-/// Delivery to the recipient as addressed, after its own `steps`.
-fn as_addressed(recipient: &Address, rule: Rule, mut steps: Vec<Step>) -> Resolution {
+/// Delivery to the recipient as addressed, after its own steps (one allocation for all).
+fn as_addressed<const N: usize>(recipient: &Address, rule: Rule, own: [Step; N]) -> Resolution {
+    let mut steps = Vec::with_capacity(N + 1);
+    steps.extend(own);
     steps.push(Step::Deliver {
         address: recipient.clone(),
     });
