@@ -123,7 +123,10 @@ pub enum ConnectionError {
     Idle(Duration),
 }
 
-/// Runs one connection to its end.
+/// Spare room for each read, beyond what a frame in progress needs: enough for the commands of a
+/// whole small message in one read.
+const READ_MIN: usize = 16 * 1024;
+
 /// A milter socket. Reads and writes take turns (the protocol is request/response), so the
 /// stream is not split.
 trait MilterStream: AsyncRead + AsyncWrite + Unpin {
@@ -144,6 +147,7 @@ impl MilterStream for tokio::net::TcpStream {
     }
 }
 
+/// Runs one connection to its end.
 async fn connection<S: MilterStream>(
     mut stream: S,
     cx: &Services,
@@ -152,7 +156,6 @@ async fn connection<S: MilterStream>(
 ) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
@@ -221,7 +224,7 @@ async fn connection<S: MilterStream>(
             return Ok(());
         }
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
+            r = tokio::time::timeout(idle, stream.read_buf(decoder.read_buffer(READ_MIN))) => match r {
                 Ok(n) => n?,
                 Err(_) => return Err(ConnectionError::Idle(idle)),
             },
@@ -232,7 +235,6 @@ async fn connection<S: MilterStream>(
             return Ok(());
         }
         stream.after_read();
-        decoder.feed(&buf[..n]);
     }
 }
 
