@@ -130,19 +130,20 @@ const READ_MIN: usize = 16 * 1024;
 /// A milter socket. Reads and writes take turns (the protocol is request/response), so the
 /// stream is not split.
 trait MilterStream: AsyncRead + AsyncWrite + Unpin {
-    /// Called after every read that returned data.
-    fn after_read(&self) {}
+    /// Called after a read that returned data and got no reply: its ACK must not wait.
+    fn ack_now(&self) {}
 }
 
 impl MilterStream for tokio::net::UnixStream {}
 
 impl MilterStream for tokio::net::TcpStream {
-    fn after_read(&self) {
+    fn ack_now(&self) {
         // Postfix asks for no reply to headers and body chunks (NR_HDR, NR_BODY), so after the
         // DATA-stage macros nothing goes back to carry an ACK; the kernel delays it 40 ms, and
         // Postfix's socket (Nagle on) holds its next writes until then: 40 ms per message.
         // Quick ACKs fix that; Linux turns them off again on its own, so set them after every
-        // read. Measured: 19 → 340 msg/s for one SMTP session.
+        // read that gets no reply (a reply carries the ACK). Measured: 19 → 340 msg/s for one
+        // SMTP session.
         let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
     }
 }
@@ -162,6 +163,8 @@ async fn connection<S: MilterStream>(
     let mut accepted: Vec<Box<Message>> = Vec::new();
     // Commands waiting for their reply to be written, for the stage latency histograms.
     let mut waiting: Vec<(&'static str, Instant)> = Vec::new();
+    // The last read brought data that no reply has acknowledged yet.
+    let mut unanswered = false;
     loop {
         loop {
             let cmd = match decoder.decode_command()? {
@@ -212,7 +215,10 @@ async fn connection<S: MilterStream>(
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
+        } else if unanswered {
+            stream.ack_now();
         }
+        unanswered = false;
         for m in accepted.drain(..) {
             cx.autoreply.offer(&m);
         }
@@ -234,7 +240,7 @@ async fn connection<S: MilterStream>(
             // EOF anywhere ends the session; an unfinished message was never acknowledged.
             return Ok(());
         }
-        stream.after_read();
+        unanswered = true;
     }
 }
 
