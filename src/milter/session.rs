@@ -189,11 +189,7 @@ impl Session {
             Command::Macro { stage, pairs } => {
                 self.require_negotiated("MACRO")?;
                 for (name, value) in pairs {
-                    let name = name
-                        .trim_start_matches('{')
-                        .trim_end_matches('}')
-                        .to_string();
-                    self.macros.push((stage, name, value));
+                    self.macros.push((stage, without_braces(name), value));
                 }
                 Ok(Step::Reply(Vec::new()))
             }
@@ -444,6 +440,15 @@ impl Session {
             })
         }
     }
+}
+
+/// A macro name as Postfix sends it (`{auth_authen}`, or `i` bare) without its braces, in place.
+fn without_braces(mut name: String) -> String {
+    let end = name.trim_end_matches('}').len();
+    name.truncate(end);
+    let start = name.len() - name.trim_start_matches('{').len();
+    name.drain(..start);
+    name
 }
 
 /// The milter actions a list of edits needs.
@@ -797,6 +802,19 @@ state = "deleted"
             vec![Reply::Continue],
             "auth macro cleared by ABORT"
         );
+    }
+
+    #[test]
+    fn macro_names_lose_their_braces() {
+        for (sent, kept) in [
+            ("{auth_authen}", "auth_authen"),
+            ("i", "i"),
+            ("{{x}}", "x"),
+            ("{", ""),
+            ("", ""),
+        ] {
+            assert_eq!(without_braces(sent.to_string()), kept, "{sent}");
+        }
     }
 
     #[test]
