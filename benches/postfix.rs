@@ -73,7 +73,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use handoff::milter::codec::{self, Decoded, FrameDecoder, Protocol, Reply};
-use handoff::milter::session::{VERSION, WANTED_ACTIONS, WANTED_PROTOCOL};
+use handoff::milter::session::answer_offer;
 use support::{Lab, LabConfig, parse_main_cf};
 
 const SENDER: &str = "sender@example.net";
@@ -814,14 +814,11 @@ fn null_session(mut stream: TcpStream) -> Result<(), String> {
                     actions,
                     protocol: offered,
                 } => {
-                    protocol = WANTED_PROTOCOL & offered;
-                    Reply::OptNeg {
-                        version: version.min(VERSION),
-                        actions: WANTED_ACTIONS & actions,
-                        protocol,
-                        macros: Vec::new(),
+                    let answer = answer_offer(version, actions, offered);
+                    if let Reply::OptNeg { protocol: p, .. } = &answer {
+                        protocol = *p;
                     }
-                    .encode(&mut out);
+                    answer.encode(&mut out);
                     continue;
                 }
                 C::Quit => return Ok(()),
