@@ -214,6 +214,9 @@ struct Run {
     cpu_us: Option<(f64, bool)>,
     /// handoff's peak RSS during the run, in KiB.
     peak_kib: Option<u64>,
+    /// The lab's Postfix processes' CPU per message, in µs (all of them: smtpd, cleanup, qmgr,
+    /// trivial-rewrite, smtp, and the content filter's lmtp and second smtpd).
+    postfix_us: f64,
 }
 
 fn main() {
@@ -453,6 +456,7 @@ impl<'a> Target<'a> {
         }
         let cpu_before = pid.map(CpuSample::take);
         let null_before = self.null.map(NullMilter::cpu_ns);
+        let postfix_before = postfix_cpu_ticks(lab.queue_dir());
 
         let began = Instant::now();
         let source = Command::new("/usr/sbin/smtp-source")
@@ -490,6 +494,8 @@ impl<'a> Target<'a> {
         // when the SMTP session ends: after the settling time every connection is closed.
         thread::sleep(SETTLE);
         let per_message = |secs: f64| secs * 1e6 / s.messages as f64;
+        let postfix_us =
+            per_message((postfix_cpu_ticks(lab.queue_dir()) - postfix_before) as f64 / clk_tck);
         let cpu_us = match (pid, cpu_before, self.null, null_before) {
             (Some(pid), Some(before), _, _) => {
                 let (secs, exact) = CpuSample::take(pid).since(&before, clk_tck);
@@ -506,6 +512,7 @@ impl<'a> Target<'a> {
             accept_rate: s.messages as f64 / accepted_in.as_secs_f64(),
             cpu_us,
             peak_kib,
+            postfix_us,
         }
     }
 
@@ -1219,6 +1226,44 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(14) + field(15)
 }
 
+/// The CPU of a lab's Postfix so far, in clock ticks: its master (from the pid file in the queue
+/// directory) with the children it has reaped (cutime, cstime) and those alive now. Postfix's
+/// daemons are all children of the master, and each exits only into its reaping.
+fn postfix_cpu_ticks(queue_dir: &Path) -> u64 {
+    let master: u32 = fs::read_to_string(queue_dir.join("pid/master.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bench: no master pid in {}", queue_dir.display()));
+    let stat_fields = |pid: u32| -> Option<Vec<u64>> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        // Field 3 (state) is index 0; the state letter is not a number, so it is kept as 0.
+        Some(
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect(),
+        )
+    };
+    // proc(5): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17 (index n - 3).
+    let field = |f: &[u64], n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let mut ticks = stat_fields(master).map_or(0, |f| {
+        field(&f, 14) + field(&f, 15) + field(&f, 16) + field(&f, 17)
+    });
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(f) = stat_fields(pid).filter(|f| field(f, 4) == u64::from(master)) {
+            ticks += field(&f, 14) + field(&f, 15);
+        }
+    }
+    ticks
+}
+
 /// A `kB` line of /proc/pid/status (VmRSS, VmHWM), in KiB.
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -1320,6 +1365,7 @@ struct Summary {
     accept: f64,
     cpu: Option<(f64, bool)>,
     peak_kib: Option<u64>,
+    postfix_us: f64,
 }
 
 impl Summary {
@@ -1338,6 +1384,7 @@ impl Summary {
             accept: median(&mut runs.iter().map(|r| r.accept_rate).collect::<Vec<_>>()),
             cpu: (!cpu.is_empty()).then(|| (median(&mut cpu), exact)),
             peak_kib: runs.iter().filter_map(|r| r.peak_kib).max(),
+            postfix_us: median(&mut runs.iter().map(|r| r.postfix_us).collect::<Vec<_>>()),
         })
     }
 
@@ -1350,7 +1397,7 @@ impl Summary {
             .peak_kib
             .map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         format!(
-            "{:<29} {:>7} {:>4} {:>5} {:>7.1} {:>11} {:>6} {:>7.1} {:>8} {:>9}",
+            "{:<29} {:>7} {:>4} {:>5} {:>7.1} {:>11} {:>6} {:>7.1} {:>8} {:>9} {:>8.0}",
             label,
             format!("{} KiB", s.size / 1024),
             s.sessions,
@@ -1360,7 +1407,8 @@ impl Summary {
             ratio,
             self.accept,
             cpu,
-            peak
+            peak,
+            self.postfix_us
         )
     }
 }
@@ -1417,6 +1465,9 @@ fn table(
              do-nothing milter, its threads'; ~ = from utime+stime at {} ticks/s ({ticks})",
             info.clk_tck.0
         ),
+        "Postfix: the lab's Postfix processes' CPU per message in µs (utime+stime of the master, \
+         its live children and those it reaped), median"
+            .into(),
         format!(
             "peak RSS: handoff's VmHWM during a run, max over runs{}",
             info.idle_rss.map_or(String::new(), |k| format!(
@@ -1438,7 +1489,7 @@ fn table(
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:<29} {:>7} {:>4} {:>5} {:>7} {:>11} {:>6} {:>7} {:>8} {:>9}",
+        "{:<29} {:>7} {:>4} {:>5} {:>7} {:>11} {:>6} {:>7} {:>8} {:>9} {:>8}",
         "configuration",
         "size",
         "sess",
@@ -1448,7 +1499,8 @@ fn table(
         "ratio",
         "accept",
         "CPU µs",
-        "peak RSS"
+        "peak RSS",
+        "Postfix"
     );
     let alone_at = setups.iter().position(|&s| s == Setup::Alone);
     let summary = |si: usize, setup: Setup| {
