@@ -130,15 +130,23 @@ fn a_whole_message_gets_exact_replies() {
     let d = Daemon::start(POLICY);
     let mut mta = FakeMta::connect(d.milter_port);
     let Reply::OptNeg {
-        version, actions, ..
+        version,
+        actions,
+        macros,
+        ..
     } = mta.handshake()
     else {
         panic!("no OPTNEG reply")
     };
     assert_eq!(version, 6);
+    // The edits, and the macro lists (the fake MTA offers every action, as Postfix does).
     assert_eq!(
         actions,
-        Actions::ADDHDRS | Actions::ADDRCPT | Actions::DELRCPT
+        Actions::ADDHDRS | Actions::ADDRCPT | Actions::DELRCPT | Actions::SETSYMLIST
+    );
+    assert!(
+        macros.contains(&(2, "{auth_authen}".to_string())) && macros.contains(&(5, "i".into())),
+        "{macros:?}"
     );
     let rcpt = mta.envelope(
         "<a@partner.example>",

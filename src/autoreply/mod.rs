@@ -12,12 +12,14 @@
 //! - [`sender`]: SMTP to `[relay] address` with a null envelope sender, retried with backoff.
 //!
 //! It must never slow down or fail the mail path. [`AutoReplier::offer`] runs on the milter's
-//! task after the message was answered: it only reads the message, applies the pure rules,
-//! builds the reply and puts it on a bounded queue (or drops it with `queue_full`). Everything
-//! that waits (the memory, the journal hook, the relay) happens in the [`Worker`].
+//! task after the message was answered: it only reads the message, applies the pure rules and
+//! puts a [`Draft`] of the reply on a bounded queue (or drops it with `queue_full`). Everything
+//! that waits (the memory, the journal hook, the relay) happens in the [`Worker`], and so does
+//! writing the reply, once it is known to be sent: most mail to a departed account comes from
+//! people it answered already.
 //!
-//! A reply goes: rules → queue → claim in the memory (once per sender) → hourly caps → the
-//! journal hook → relay → confirmed in the memory. A reply the journal refuses is not sent. A
+//! A reply goes: rules → queue → claim in the memory (once per sender) → hourly caps → written
+//! → the journal hook → relay → confirmed in the memory. A reply the journal refuses is not sent. A
 //! reply that cannot be sent releases its claim, so the sender's next message may be answered;
 //! the hourly caps still count it (they brake floods, and a failing relay is not a reason to
 //! try harder).
@@ -33,7 +35,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -42,6 +44,7 @@ use tokio::task::JoinSet;
 use crate::address::Address;
 use crate::engine;
 use crate::runtime::metrics;
+use crate::runtime::store::Snapshot;
 use crate::transaction::{LOOP_HEADER, Message};
 
 pub use memory::{Memory, MemoryError, PairKey};
@@ -116,11 +119,69 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub key: PairKey,
-    pub reply: OutgoingReply,
+    pub draft: Draft,
     pub days: u32,
     pub max_per_hour: u32,
     pub max_per_hour_per_account: u32,
     pub relay: SocketAddr,
+}
+
+/// A reply the rules allow, not written yet: [`Draft::build`] writes it.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The departed account that answers.
+    pub account: Address,
+    /// The template to use.
+    pub template: String,
+    /// The original's envelope sender.
+    pub to: Address,
+    /// The original's Postfix queue id.
+    pub queue_id: Option<String>,
+    pub created: jiff::Timestamp,
+    /// The policy that planned the reply, for the account's and the template's text.
+    snapshot: Arc<Snapshot>,
+    original_subject: Option<String>,
+    /// Without angle brackets.
+    original_message_id: Option<String>,
+    /// Without angle brackets.
+    original_references: Vec<String>,
+}
+
+impl Draft {
+    /// Writes the reply. `NotAddressed` if the account or the template is not in the policy
+    /// that planned it (the planner checked both, so only a hand-made draft fails).
+    pub fn build(&self) -> Result<OutgoingReply, Suppression> {
+        let policy = &self.snapshot.policy;
+        let account = policy
+            .account(&self.account)
+            .ok_or(Suppression::NotAddressed)?;
+        let template = policy
+            .templates
+            .get(&self.template)
+            .ok_or(Suppression::NotAddressed)?;
+        let unique = unique_token();
+        let built = build::build(&build::ReplyParts {
+            account,
+            template,
+            to: &self.to,
+            original_subject: self.original_subject.as_deref(),
+            original_message_id: self.original_message_id.as_deref(),
+            original_references: &self.original_references,
+            date: self.created.as_second(),
+            unique: &unique,
+        });
+        Ok(OutgoingReply {
+            account: self.account.clone(),
+            template: self.template.clone(),
+            from: built.from,
+            to: self.to.clone(),
+            message_id: built.message_id,
+            in_reply_to: built.in_reply_to,
+            queue_id: self.queue_id.clone(),
+            created: self.created,
+            message: built.message,
+        })
+    }
 }
 
 /// What became of one planned reply.
@@ -179,36 +240,24 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
         let job = verdict.and_then(|()| {
             // The rules made sure of a sender; the policy loader, of the account and template.
             let to = msg.sender.as_ref().ok_or(Suppression::NullSender)?;
-            let account = policy
+            policy
                 .account(&p.account)
                 .ok_or(Suppression::NotAddressed)?;
-            let template = policy
-                .templates
-                .get(&p.template)
-                .ok_or(Suppression::NotAddressed)?;
-            let unique = unique_token();
-            let built = build::build(&build::ReplyParts {
-                account,
-                template,
-                to,
-                original_subject: facts.subject.as_deref(),
-                original_message_id: facts.message_id.as_deref(),
-                original_references: &facts.references,
-                date: now.as_second(),
-                unique: &unique,
-            });
+            if !policy.templates.contains_key(&p.template) {
+                return Err(Suppression::NotAddressed);
+            }
             Ok(Job {
                 key: PairKey::new(&p.account, to),
-                reply: OutgoingReply {
+                draft: Draft {
                     account: p.account.clone(),
                     template: p.template.clone(),
-                    from: built.from,
                     to: to.clone(),
-                    message_id: built.message_id,
-                    in_reply_to: built.in_reply_to,
                     queue_id: msg.queue_id.clone(),
                     created: now,
-                    message: built.message,
+                    snapshot: msg.snapshot.clone(),
+                    original_subject: facts.subject.clone(),
+                    original_message_id: facts.message_id.clone(),
+                    original_references: facts.references.clone(),
                 },
                 days: settings.days,
                 max_per_hour: settings.max_per_hour,
@@ -335,8 +384,8 @@ impl Worker {
         self.rx.close();
         while let Ok(job) = self.rx.try_recv() {
             metrics::autoreply_queued(-1.0);
-            let queue_id = job.reply.queue_id.as_deref().unwrap_or("-");
-            suppressed(Suppression::ShuttingDown, &job.reply.account, queue_id);
+            let queue_id = job.draft.queue_id.as_deref().unwrap_or("-");
+            suppressed(Suppression::ShuttingDown, &job.draft.account, queue_id);
         }
         let grace = tokio::time::sleep(self.ctx.config.shutdown_grace);
         tokio::pin!(grace);
@@ -360,38 +409,38 @@ impl Worker {
 
 impl Ctx {
     async fn process(&self, job: Job) -> Outcome {
-        let outcome = self.attempt(&job).await;
-        let r = &job.reply;
-        let queue_id = r.queue_id.as_deref().unwrap_or("-");
+        let account = job.draft.account.clone();
+        let queue_id = job.draft.queue_id.clone();
+        let outcome = self.attempt(job).await;
         match &outcome {
-            Outcome::Sent { attempts } => {
-                metrics::autoreply_sent();
-                tracing::info!(
-                    queue_id,
-                    account = %r.account,
-                    to = %r.to,
-                    message_id = %r.message_id,
-                    attempts,
-                    "auto-reply sent"
-                );
+            Outcome::Sent { .. } => metrics::autoreply_sent(),
+            Outcome::Suppressed(reason) => {
+                suppressed(*reason, &account, queue_id.as_deref().unwrap_or("-"))
             }
-            Outcome::Suppressed(reason) => suppressed(*reason, &r.account, queue_id),
             Outcome::Failed(reason) => metrics::autoreply_failed(reason),
         }
         outcome
     }
 
-    async fn attempt(&self, job: &Job) -> Outcome {
-        let r = &job.reply;
-        let queue_id = r.queue_id.as_deref().unwrap_or("-");
-        let claim = match self.memory.reserve(job.key, job.days).await {
+    async fn attempt(&self, job: Job) -> Outcome {
+        let Job {
+            key,
+            draft,
+            days,
+            max_per_hour,
+            max_per_hour_per_account,
+            relay,
+        } = job;
+        let queue_id = draft.queue_id.as_deref().unwrap_or("-").to_string();
+        let queue_id = queue_id.as_str();
+        let claim = match self.memory.reserve(key, days).await {
             memory::Reserve::Reserved(c) => c,
             memory::Reserve::AlreadyReplied => {
                 return Outcome::Suppressed(Suppression::AlreadyReplied);
             }
             memory::Reserve::Full => return Outcome::Suppressed(Suppression::MemoryFull),
             memory::Reserve::Unavailable(why) => {
-                tracing::warn!(queue_id, account = %r.account, "auto-reply memory unavailable: {why}");
+                tracing::warn!(queue_id, account = %draft.account, "auto-reply memory unavailable: {why}");
                 return Outcome::Suppressed(Suppression::StoreUnavailable);
             }
         };
@@ -400,29 +449,35 @@ impl Ctx {
             .rate
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .try_acquire(
-                &r.account,
-                now,
-                job.max_per_hour,
-                job.max_per_hour_per_account,
-            );
+            .try_acquire(&draft.account, now, max_per_hour, max_per_hour_per_account);
         if let Err(reason) = capped {
             self.memory.release(&claim).await;
             return Outcome::Suppressed(reason);
         }
-        if let Err(e) = (self.journal)(r).await {
+        // Written only now that it will be sent; the draft's policy snapshot is let go at once,
+        // not held while the relay is retried.
+        let built = draft.build();
+        drop(draft);
+        let r = match built {
+            Ok(r) => r,
+            Err(reason) => {
+                self.memory.release(&claim).await;
+                return Outcome::Suppressed(reason);
+            }
+        };
+        if let Err(e) = (self.journal)(&r).await {
             tracing::error!(queue_id, account = %r.account, message_id = %r.message_id, "auto-reply not journaled, so not sent: {e}");
             self.memory.release(&claim).await;
             return Outcome::Failed("journal");
         }
         let relay = Relay {
-            addr: job.relay,
+            addr: relay,
             helo: self.config.helo.clone(),
             timeout: self.config.relay_timeout,
         };
         match sender::send(&relay, &r.to, &r.message, self.config.retry).await {
             Ok(attempts) => {
-                if let Err(e) = self.memory.confirm(&claim, job.days).await {
+                if let Err(e) = self.memory.confirm(&claim, days).await {
                     // Sent, but not remembered: a later message may be answered again (Redis:
                     // unless it answers again while the claim lives; the memory keeps trying).
                     tracing::error!(queue_id, account = %r.account, "auto-reply sent but not remembered yet: {e}");
@@ -430,6 +485,14 @@ impl Ctx {
                 if let Some(n) = self.memory.pairs() {
                     metrics::autoreply_memory_pairs(n);
                 }
+                tracing::info!(
+                    queue_id,
+                    account = %r.account,
+                    to = %r.to,
+                    message_id = %r.message_id,
+                    attempts,
+                    "auto-reply sent"
+                );
                 Outcome::Sent { attempts }
             }
             Err(e) => {
@@ -443,7 +506,7 @@ impl Ctx {
 
 /// Counts and logs one suppression.
 fn suppressed(reason: Suppression, account: &Address, queue_id: &str) {
-    metrics::autoreply_suppressed(reason.as_str());
+    metrics::autoreply_suppressed(reason);
     tracing::info!(queue_id, account = %account, reason = reason.as_str(), "auto-reply suppressed");
 }
 
@@ -452,6 +515,9 @@ fn suppressed(reason: Suppression, account: &Address, queue_id: &str) {
 /// with the time and a counter.
 pub(crate) fn unique_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std::process::id() is a system call each time (glibc no longer caches getpid).
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -462,7 +528,7 @@ pub(crate) fn unique_token() -> String {
         h.write_u64(salt);
         h.write_u64(n);
         h.write_u128(nanos);
-        h.write_u32(std::process::id());
+        h.write_u32(pid);
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out

@@ -110,13 +110,11 @@ fn a_departed_recipient_with_a_template_plans_one_reply() {
     let (account, job) = &planned[0];
     assert_eq!(account.as_str(), "gone@corp.example");
     let job = job.as_ref().unwrap();
-    assert_eq!(job.reply.to.as_str(), "ext@partner.example");
-    assert_eq!(job.reply.from.as_str(), "gone@corp.example");
-    assert_eq!(
-        job.reply.in_reply_to.as_deref(),
-        Some("<q1@partner.example>")
-    );
-    assert_eq!(job.reply.queue_id.as_deref(), Some("4ABC"));
+    let reply = job.draft.build().unwrap();
+    assert_eq!(reply.to.as_str(), "ext@partner.example");
+    assert_eq!(reply.from.as_str(), "gone@corp.example");
+    assert_eq!(reply.in_reply_to.as_deref(), Some("<q1@partner.example>"));
+    assert_eq!(reply.queue_id.as_deref(), Some("4ABC"));
     assert_eq!(job.days, 7);
     assert_eq!(job.max_per_hour_per_account, 2);
     assert_eq!(job.relay, "127.0.0.1:9".parse().unwrap());
@@ -124,7 +122,7 @@ fn a_departed_recipient_with_a_template_plans_one_reply() {
         job.key,
         PairKey::new(&addr("gone@corp.example"), &addr("ext@partner.example"))
     );
-    let text = String::from_utf8(job.reply.message.clone()).unwrap();
+    let text = String::from_utf8(reply.message).unwrap();
     assert!(
         text.contains("Subject: Gone Person has left: Quarterly\r\n"),
         "{text}"
@@ -294,7 +292,7 @@ async fn hourly_caps_per_account_and_for_everyone() {
     let job_for = |account: &str, sender: &str| {
         let mut j = job_to(relay);
         (j.max_per_hour, j.max_per_hour_per_account) = (3, 2);
-        j.reply.account = addr(account);
+        j.draft.account = addr(account);
         j.key = PairKey::new(&addr(account), &addr(sender));
         j
     };

@@ -11,6 +11,10 @@ use super::writer::Body;
 /// Messages up to this size stay in memory.
 pub const IN_MEMORY: usize = 64 * 1024;
 
+/// Room reserved for a message's first bytes: most messages fit, so the buffer is not grown and
+/// copied again and again, header by header.
+const FIRST_RESERVE: usize = 16 * 1024;
+
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
@@ -45,6 +49,9 @@ impl Spool {
             return f.write_all(bytes);
         }
         if self.mem.len() + bytes.len() <= IN_MEMORY {
+            if self.mem.capacity() == 0 {
+                self.mem.reserve(FIRST_RESERVE.max(bytes.len()));
+            }
             self.mem.extend_from_slice(bytes);
             return Ok(());
         }

@@ -417,12 +417,15 @@ impl Writer {
 
     /// Picks up records another process appended since our last batch.
     fn catch_up(&mut self) -> Result<(), JournalError> {
-        let segments = list_segments(&self.dir)?;
-        let newest = segments.last().copied().unwrap_or(self.segment);
-        let on_disk = self.file.metadata()?.len();
-        if newest == self.segment && on_disk == self.len {
+        // Another writer (under the same lock, caught up first) appends to the current segment,
+        // or seals it with a record before it starts the next one: if the current segment has
+        // not grown, nothing was appended anywhere, and the directory need not be listed. This
+        // runs once per batch, so it saves a directory listing per fsync.
+        if self.file.metadata()?.len() == self.len {
             return Ok(());
         }
+        let segments = list_segments(&self.dir)?;
+        let newest = segments.last().copied().unwrap_or(self.segment);
         for n in self.segment..=newest {
             if n != self.segment {
                 self.segment = n;

@@ -904,6 +904,11 @@ pub fn escape_reply_text(s: &str) -> String {
 /// Bytes in a length field.
 const LEN_BYTES: usize = 4;
 
+/// How far [`FrameDecoder::read_buffer`] reserves ahead for a frame in progress: a whole body
+/// chunk as Postfix sends it (65535 bytes, `MILTER_CHUNK_SIZE`, Postfix `milter8.c`) with its
+/// length field and code byte.
+pub const READ_AHEAD: usize = 65535 + 5;
+
 impl FrameDecoder {
     /// An empty decoder.
     pub fn new() -> Self {
@@ -914,6 +919,28 @@ impl FrameDecoder {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer itself, for a transport that reads straight into it instead of reading into a
+    /// buffer of its own and calling [`FrameDecoder::feed`]: that saves a copy of every byte and
+    /// a read buffer per connection. Only append to it (tokio's `read_buf` does): the bytes
+    /// already in it are frames not yet decoded.
+    ///
+    /// At least `min` bytes of spare capacity are reserved, and as much as the frame in progress
+    /// still needs, up to [`READ_AHEAD`], so that a large frame arrives in few reads. The
+    /// reservation never follows a length field further than that: memory still grows only by
+    /// what the peer actually sent.
+    pub fn read_buffer(&mut self, min: usize) -> &mut Vec<u8> {
+        self.compact();
+        let pending = &self.buf[self.start..];
+        let needed = pending.first_chunk::<LEN_BYTES>().map_or(0, |len| {
+            let declared = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+            declared
+                .saturating_add(LEN_BYTES)
+                .saturating_sub(pending.len())
+        });
+        self.buf.reserve(needed.min(READ_AHEAD).max(min));
+        &mut self.buf
     }
 
     /// How many fed bytes are not consumed yet; non-zero at EOF means a frame was cut off.
@@ -1695,6 +1722,45 @@ mod tests {
             assert_eq!(got, want.len(), "frames at chunk size {size}");
             assert_eq!(decoder.buffered(), 0, "leftover at chunk size {size}");
         }
+    }
+
+    /// A transport that reads straight into [`FrameDecoder::read_buffer`], a few bytes at a time,
+    /// gets the same frames as one that feeds.
+    #[test]
+    fn reading_into_the_buffer_decodes_the_same_at_every_chunk_size() {
+        let (stream, want) = postfix_session();
+        for size in [1, 2, 3, 7, 64, 4096, stream.len()] {
+            let mut decoder = FrameDecoder::new();
+            let mut got = 0;
+            for chunk in stream.chunks(size) {
+                let buf = decoder.read_buffer(16);
+                assert!(
+                    buf.capacity() - buf.len() >= 16,
+                    "spare room at chunk size {size}"
+                );
+                buf.extend_from_slice(chunk);
+                while let Decoded::Frame(command) = decoder.decode_command().unwrap() {
+                    assert_eq!(command, want[got], "frame {got} at chunk size {size}");
+                    got += 1;
+                }
+            }
+            assert_eq!(got, want.len(), "frames at chunk size {size}");
+            assert_eq!(decoder.buffered(), 0, "leftover at chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn the_read_buffer_reserves_for_the_frame_in_progress_but_no_further_than_a_chunk() {
+        let mut decoder = FrameDecoder::new();
+        let body = raw(b'B', &[b'x'; 30_000]);
+        decoder.feed(&body[..100]);
+        let buf = decoder.read_buffer(16);
+        assert!(buf.capacity() - buf.len() >= body.len() - 100);
+        // A length field claiming the largest frame reserves one chunk's worth, not 1 MiB.
+        let mut decoder = FrameDecoder::new();
+        decoder.feed(&(MAX_FRAME_LEN as u32).to_be_bytes());
+        let buf = decoder.read_buffer(16);
+        assert!(buf.capacity() >= READ_AHEAD && buf.capacity() < 2 * (READ_AHEAD + 4));
     }
 
     #[test]

@@ -36,6 +36,27 @@ pub const WANTED_ACTIONS: Actions = Actions::ADDHDRS
     .union(Actions::ADDRCPT)
     .union(Actions::DELRCPT);
 
+/// The macros handoff reads, asked for per stage in the negotiation reply (with the
+/// SETSYMLIST action), so that Postfix looks up and sends no others: `{auth_authen}` at MAIL
+/// (a disabled account may not send) and `i`, the queue id, at the end of the message. Stages are
+/// numbered as in libmilter's `mfdef.h` (SMFIM_*): 0 CONNECT, 1 HELO, 2 MAIL, 3 RCPT, 4 DATA,
+/// 5 end of message (also before each body chunk), 6 end of headers (also before each header).
+/// Postfix uses its own default list for a stage whose list is empty (milter.c,
+/// MILTER_MACRO_EVAL), so the stages where handoff reads nothing ask for `i`, which Postfix sends
+/// only once the queue id exists. Its defaults would add `j {daemon_name} {daemon_addr} v _` at
+/// CONNECT, `{mail_addr} {mail_host} {mail_mailer}` and the other `{auth_*}` at MAIL, and
+/// `{rcpt_addr} {rcpt_host} {rcpt_mailer}` at RCPT: eleven lookups, strings and allocations per
+/// message on both sides.
+pub const WANTED_MACROS: [(u32, &str); 7] = [
+    (0, "i"),
+    (1, "i"),
+    (2, "{auth_authen}"),
+    (3, "i"),
+    (4, "i"),
+    (5, "i"),
+    (6, "i"),
+];
+
 /// Events handoff does not need (HELO, DATA, EOH, unknown commands), and events it never answers
 /// (CONNECT, each header, each body chunk): asking Postfix to skip them saves a round trip each.
 /// HDR_LEADSPC: header values as they were written, leading space included, so the journal
@@ -48,6 +69,30 @@ pub const WANTED_PROTOCOL: Protocol = Protocol::HDR_LEADSPC
     .union(Protocol::NR_CONN)
     .union(Protocol::NR_HDR)
     .union(Protocol::NR_BODY);
+
+/// handoff's answer to an MTA's option negotiation: the version, the actions and the protocol
+/// steps it wants, within what was offered, and the macro lists ([`WANTED_MACROS`]) where the MTA
+/// takes them.
+pub fn answer_offer(version: u32, actions: Actions, protocol: Protocol) -> Reply {
+    let version = version.min(VERSION);
+    // Macro lists came with version 6; an MTA that takes them offers SETSYMLIST.
+    let lists = version >= 6 && actions.contains(Actions::SETSYMLIST);
+    let mut wanted = WANTED_ACTIONS & actions;
+    let mut macros = Vec::new();
+    if lists {
+        wanted |= Actions::SETSYMLIST;
+        macros = WANTED_MACROS
+            .iter()
+            .map(|&(stage, names)| (stage, names.to_string()))
+            .collect();
+    }
+    Reply::OptNeg {
+        version,
+        actions: wanted,
+        protocol: WANTED_PROTOCOL & protocol,
+        macros,
+    }
+}
 
 /// A header as it stood in the message: `name:value` with the value's LF folding turned back
 /// into CRLF. `leadspc`: the value came with its leading space (HDR_LEADSPC negotiated);
@@ -194,11 +239,7 @@ impl Session {
             Command::Macro { stage, pairs } => {
                 self.require_negotiated("MACRO")?;
                 for (name, value) in pairs {
-                    let name = name
-                        .trim_start_matches('{')
-                        .trim_end_matches('}')
-                        .to_string();
-                    self.macros.push((stage, name, value));
+                    self.macros.push((stage, without_braces(name), value));
                 }
                 Ok(Step::Reply(Vec::new()))
             }
@@ -314,16 +355,12 @@ impl Session {
             return Err(ProtocolError::OldVersion(version));
         }
         // Ask only for what the MTA offered: Postfix refuses a reply with more actions, or a
-        // higher version, than it offered (Postfix milter8.c milter8_negotiate).
+        // higher version, than it offered (Postfix milter8.c milter8_negotiate). The edits
+        // allowed are kept for the end of message.
         self.actions = WANTED_ACTIONS & actions;
         self.protocol = WANTED_PROTOCOL & protocol;
         self.stage = Stage::Negotiated;
-        Ok(Step::Reply(vec![Reply::OptNeg {
-            version: version.min(VERSION),
-            actions: self.actions,
-            protocol: self.protocol,
-            macros: Vec::new(),
-        }]))
+        Ok(Step::Reply(vec![answer_offer(version, actions, protocol)]))
     }
 
     fn mail(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
@@ -449,6 +486,15 @@ impl Session {
             })
         }
     }
+}
+
+/// A macro name as Postfix sends it (`{auth_authen}`, or `i` bare) without its braces, in place.
+fn without_braces(mut name: String) -> String {
+    let end = name.trim_end_matches('}').len();
+    name.truncate(end);
+    let start = name.len() - name.trim_start_matches('{').len();
+    name.drain(..start);
+    name
 }
 
 /// The milter actions a list of edits needs.
@@ -649,15 +695,20 @@ state = "deleted"
             )
             .unwrap(),
         );
+        let macros: Vec<(u32, String)> = WANTED_MACROS
+            .iter()
+            .map(|&(stage, names)| (stage, names.to_string()))
+            .collect();
         assert_eq!(
             r,
             vec![Reply::OptNeg {
                 version: 6,
-                actions: WANTED_ACTIONS,
+                actions: WANTED_ACTIONS | Actions::SETSYMLIST,
                 protocol: WANTED_PROTOCOL,
-                macros: vec![]
+                macros
             }]
         );
+        assert_eq!(s.actions(), WANTED_ACTIONS, "edits allowed");
 
         // An MTA that offers less gets no more than it offered, and an older version is kept.
         let mut s = Session::new();
@@ -681,6 +732,11 @@ state = "deleted"
                 protocol: Protocol::NOHELO,
                 macros: vec![]
             }]
+        );
+        // Macro lists only to an MTA that offers to take them.
+        let r = answer_offer(6, WANTED_ACTIONS, all_protocol());
+        assert!(
+            matches!(r, Reply::OptNeg { actions, macros, .. } if actions == WANTED_ACTIONS && macros.is_empty())
         );
 
         let mut s = Session::new();
@@ -802,6 +858,19 @@ state = "deleted"
             vec![Reply::Continue],
             "auth macro cleared by ABORT"
         );
+    }
+
+    #[test]
+    fn macro_names_lose_their_braces() {
+        for (sent, kept) in [
+            ("{auth_authen}", "auth_authen"),
+            ("i", "i"),
+            ("{{x}}", "x"),
+            ("{", ""),
+            ("", ""),
+        ] {
+            assert_eq!(without_braces(sent.to_string()), kept, "{sent}");
+        }
     }
 
     #[test]
@@ -1115,7 +1184,8 @@ state = "deleted"
                             Reply::AddHeader { .. } => Actions::ADDHDRS,
                             Reply::OptNeg { actions, protocol, .. } => {
                                 prop_assert!(is_optneg);
-                                prop_assert!((WANTED_ACTIONS.bits() | actions.bits()) == WANTED_ACTIONS.bits());
+                                let may = WANTED_ACTIONS | Actions::SETSYMLIST;
+                                prop_assert!((may.bits() | actions.bits()) == may.bits());
                                 prop_assert!((WANTED_PROTOCOL.bits() | protocol.bits()) == WANTED_PROTOCOL.bits());
                                 Actions::empty()
                             }
