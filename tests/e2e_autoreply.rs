@@ -805,6 +805,54 @@ fn redis_down_and_back_during_auto_replies() {
     );
 }
 
+/// The auto-reply job handoff plans for a message from `sender` to the departed `account`.
+fn planned_reply(
+    account: &handoff::address::Address,
+    sender: &handoff::address::Address,
+) -> handoff::autoreply::Job {
+    use handoff::policy::Policy;
+    use handoff::runtime::store::PolicyStore;
+    use handoff::transaction::{Client, Message, MessageOutcome, Recipient};
+    let policy = format!(
+        "[domains]\nlocal = [\"corp.example\"]\n\
+         [templates.departed]\nsubject = \"{{name}} has left\"\nbody = \"Please write to {{successor}}.\"\n\
+         [accounts.\"{account}\"]\nstate = \"departed\"\nname = \"Gone\"\n\
+         successor = \"cs@corp.example\"\nforward = [\"cs@corp.example\"]\nautoreply = \"departed\"\n"
+    );
+    let snapshot = PolicyStore::new(Policy::from_text("p.toml", &policy).unwrap()).snapshot();
+    let resolution = handoff::engine::resolve(&snapshot.policy, account, jiff::Zoned::now().date());
+    let msg = Message {
+        snapshot,
+        client: Client::default(),
+        queue_id: Some("4RDS".into()),
+        sender: Some(sender.clone()),
+        sender_raw: format!("<{sender}>"),
+        auth_user: None,
+        recipients: vec![Recipient {
+            raw: format!("<{account}>"),
+            resolution,
+        }],
+        refused: Vec::new(),
+        headers: [
+            ("From", sender.as_str()),
+            ("To", account.as_str()),
+            ("Subject", "Hello"),
+            ("Message-ID", "<q-redis@example.net>"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect(),
+        headers_truncated: false,
+        body_bytes: 10,
+        outcome: MessageOutcome::Accept,
+        edits: Vec::new(),
+        copy_to: None,
+    };
+    let mut planned = handoff::autoreply::plan(&msg, jiff::Timestamp::now());
+    assert_eq!(planned.len(), 1, "one reply planned");
+    planned.remove(0).1.expect("a reply the rules allow")
+}
+
 /// A relay that takes one reply and, after the content and before its 250, runs `at_data`.
 fn relay_with_hook(at_data: impl FnOnce() + Send + 'static) -> SocketAddr {
     use std::io::BufRead;
@@ -856,7 +904,7 @@ fn relay_with_hook(at_data: impl FnOnce() + Send + 'static) -> SocketAddr {
 #[test]
 fn a_reply_sent_as_redis_goes_away_is_remembered_when_it_returns() {
     use handoff::address::Address;
-    use handoff::autoreply::{self, AutoReplier, Job, Memory, Outcome, OutgoingReply, PairKey};
+    use handoff::autoreply::{self, AutoReplier, Memory, Outcome, PairKey};
     let redis = std::sync::Arc::new(std::sync::Mutex::new(Redis::start_persistent()));
     let url = redis.lock().unwrap().url();
     let relay = relay_with_hook({
@@ -880,24 +928,12 @@ fn a_reply_sent_as_redis_goes_away_is_remembered_when_it_returns() {
         Address::parse_strict("sender@example.net").unwrap(),
     );
     let key = PairKey::new(&account, &sender);
-    let job = Job {
-        key,
-        reply: OutgoingReply {
-            account: account.clone(),
-            template: "departed".into(),
-            from: account.clone(),
-            to: sender.clone(),
-            message_id: "<reply-1@corp.example>".into(),
-            in_reply_to: None,
-            queue_id: None,
-            created: jiff::Timestamp::now(),
-            message: b"Subject: gone\r\n\r\nGone.\r\n".to_vec(),
-        },
-        days: 7,
-        max_per_hour: 100,
-        max_per_hour_per_account: 100,
-        relay,
-    };
+    let mut job = planned_reply(&account, &sender);
+    assert_eq!(job.key, key);
+    job.relay = relay;
+    job.days = 7;
+    job.max_per_hour = 100;
+    job.max_per_hour_per_account = 100;
     assert_eq!(
         rt.block_on(worker.process_one(job.clone())),
         Outcome::Sent { attempts: 1 }
