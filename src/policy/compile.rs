@@ -18,8 +18,8 @@ use super::raw::{self, Entry, RawAccount, RawFile, SString};
 use super::reply::SmtpReply;
 use super::template::{TemplateError, Text};
 use super::{
-    Account, Alias, AutoreplySettings, Diagnostics, Index, Key, ListenAddr, LmtpSettings,
-    MAX_DEPTH, MAX_WIDTH, NextHop, Node, Policy, Settings, State, Template,
+    Account, Alias, AutoreplySettings, Diagnostics, Index, ListenAddr, LmtpSettings, MAX_DEPTH,
+    MAX_WIDTH, NextHop, Node, Policy, Settings, State, Template,
 };
 use crate::address::Address;
 
@@ -669,7 +669,7 @@ impl Builder<'_> {
                 origins.insert(address.clone(), origin);
                 if let Some(account) = self.account(address.clone(), entry) {
                     self.index
-                        .insert(Key::from(&address), Node::Account(self.accounts.len()));
+                        .insert(address, Node::Account(self.accounts.len()));
                     self.accounts.push(account);
                 }
             }
@@ -696,7 +696,7 @@ impl Builder<'_> {
                 }
                 if !members.is_empty() {
                     self.index
-                        .insert(Key::from(&address), Node::Alias(self.aliases.len()));
+                        .insert(address.clone(), Node::Alias(self.aliases.len()));
                     self.aliases.push(Alias {
                         address,
                         members,
@@ -731,7 +731,7 @@ impl Builder<'_> {
             return None;
         }
         if let Some(first) = seen.get(&address) {
-            let other = match self.index.get(address.as_str().as_bytes()) {
+            let other = match self.index.get(&address) {
                 Some(Node::Account(_)) => "an account",
                 _ => "an alias",
             };
@@ -963,9 +963,9 @@ impl Builder<'_> {
         };
         let delimiter = self.delimiter;
         let lookup = |index: &Index, a: &Address| -> Option<Node> {
-            index.get(a.as_str().as_bytes()).copied().or_else(|| {
+            index.get(a).copied().or_else(|| {
                 let base = a.without_detail(delimiter?)?;
-                index.get(base.as_str().as_bytes()).copied()
+                index.get(&base).copied()
             })
         };
         // Edges to other policy nodes, and the count of plain addresses reached directly.
@@ -1104,7 +1104,7 @@ impl Builder<'_> {
                 self.aliases[i - n_acc].members.iter().collect()
             };
             for t in targets {
-                let is_node = self.index.contains_key(t.as_str().as_bytes())
+                let is_node = self.index.contains_key(t)
                     && Some(t) != (i < n_acc).then(|| &self.accounts[i].address);
                 if !is_node {
                     out.insert(t);

@@ -256,73 +256,7 @@ impl Settings {
 pub(crate) type LookupHasher = foldhash::fast::RandomState;
 
 /// Address → entry, the table every lookup goes through.
-pub(crate) type Index = HashMap<Key, Node, LookupHasher>;
-
-/// An [`Index`] key: an address's bytes, held in the key itself when they fit (nearly every
-/// real address does), so that a lookup compares them inside the table instead of following a
-/// pointer to a copy elsewhere: in a policy of 100,000 accounts that pointer was a cache miss on
-/// every lookup, a fifth of the cost of a resolution. Looked up by `&[u8]`.
-#[derive(Clone)]
-pub(crate) struct Key(KeyBytes);
-
-/// Bytes kept inline; with the length byte and the tag the key is 48 bytes.
-const INLINE_KEY: usize = 46;
-
-#[derive(Clone)]
-enum KeyBytes {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    fn as_bytes(&self) -> &[u8] {
-        match &self.0 {
-            KeyBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            KeyBytes::Heap(b) => b,
-        }
-    }
-}
-
-impl From<&Address> for Key {
-    fn from(a: &Address) -> Key {
-        let s = a.as_str().as_bytes();
-        match u8::try_from(s.len()) {
-            Ok(len) if s.len() <= INLINE_KEY => {
-                let mut bytes = [0; INLINE_KEY];
-                bytes[..s.len()].copy_from_slice(s);
-                Key(KeyBytes::Inline { len, bytes })
-            }
-            _ => Key(KeyBytes::Heap(s.into())),
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Key {}
-
-/// As the bytes, so that a `&[u8]` finds its key.
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state)
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&String::from_utf8_lossy(self.as_bytes()), f)
-    }
-}
+pub(crate) type Index = HashMap<Address, Node, LookupHasher>;
 
 /// What an address names in the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,34 +301,26 @@ impl Policy {
     /// Looks an address up the way Postfix's virtual tables do with `recipient_delimiter`: the
     /// full address first, then without its `+detail`.
     pub fn lookup(&self, addr: &Address) -> Option<Hit> {
-        if let Some(node) = self.index.get(addr.as_str().as_bytes()) {
+        if let Some(node) = self.index.get(addr) {
             return Some(Hit {
                 node: *node,
                 key: addr.clone(),
                 via_detail: false,
             });
         }
-        // The base is only a key here: build it as plain bytes, and let the hit share the
+        // The base is only a key here: build it as a plain string, and let the hit share the
         // policy's own copy of the address instead of allocating one.
         let (base, domain) = addr.base_parts(self.recipient_delimiter?)?;
-        let mut probe = Vec::with_capacity(base.len() + 1 + domain.len());
-        probe.extend_from_slice(base.as_bytes());
-        probe.push(b'@');
-        probe.extend_from_slice(domain.as_bytes());
-        let node = *self.index.get(probe.as_slice())?;
+        let mut probe = String::with_capacity(base.len() + 1 + domain.len());
+        probe.push_str(base);
+        probe.push('@');
+        probe.push_str(domain);
+        let (key, node) = self.index.get_key_value(probe.as_str())?;
         Some(Hit {
-            node,
-            key: self.node_address(node).clone(),
+            node: *node,
+            key: key.clone(),
             via_detail: true,
         })
-    }
-
-    /// The address a node is listed under.
-    fn node_address(&self, node: Node) -> &Address {
-        match node {
-            Node::Account(i) => &self.accounts[i].address,
-            Node::Alias(i) => &self.aliases[i].address,
-        }
     }
 
     /// The node's position among all nodes: accounts first, then aliases.
