@@ -242,7 +242,8 @@ fn reply_headers(message: &[u8], sender: &Address) -> Vec<(String, String)> {
 }
 
 fn check_reply(job: &autoreply::Job, sender: &Address) {
-    let reply = &job.reply;
+    // The planner checked the account and the template: a planned draft always builds.
+    let reply = &job.draft.build().expect("a planned reply builds");
     assert_eq!(
         &reply.to, sender,
         "a reply goes to the envelope sender only"
