@@ -435,7 +435,9 @@ fn owner_reply(original: &str, targets: &[usize], envelope: &[String], results: 
             "{enhanced} <{original}>: next hop {verb} <{target}>: {} {text}",
             r.code
         );
-        text.truncate(480);
+        // Within a reply line (RFC 5321 4.5.3.1.5: 512 octets), on a character: the addresses
+        // may be UTF-8.
+        text.truncate(text.floor_char_boundary(480));
         text
     };
     if failed.is_empty() {

@@ -207,6 +207,25 @@ fn an_unsupported_parameter_is_cut_on_a_character() {
     }
 }
 
+/// Found by the lmtp_codec fuzz target: a refused recipient whose address runs past the reply's
+/// 480-octet cut inside a multi-byte character.
+#[test]
+fn a_long_next_hop_refusal_is_cut_on_a_character() {
+    for pad in 0..4 {
+        let original = format!("{}{}@corp.example", "x".repeat(pad), "é".repeat(250));
+        let envelope = [original.clone()];
+        let r = owner_reply(
+            &original,
+            &[0],
+            &envelope,
+            &[Reply::new(550, "5.1.1 unknown")],
+        );
+        assert_eq!(r.code, 550);
+        assert!(r.text().len() <= 480, "{} octets", r.text().len());
+        assert!(r.text().starts_with("5.1.1 <"), "{r}");
+    }
+}
+
 #[test]
 fn lhlo_and_ehlo_advertise_the_extensions_and_choose_the_dialect() {
     let cx = cx();
