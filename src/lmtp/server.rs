@@ -19,9 +19,7 @@ use crate::autoreply::AutoReplier;
 use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
 use crate::policy::NextHop;
-use crate::runtime::listen::{
-    Listener, MadeRoom, Slot, Slots, Stream, drain, grow_read_buf, read_buf,
-};
+use crate::runtime::listen::{Listener, MadeRoom, ReadRoom, Slot, Slots, Stream, drain};
 use crate::runtime::metrics;
 use crate::runtime::record;
 use crate::runtime::store::PolicyStore;
@@ -218,7 +216,9 @@ async fn connection<S: LmtpStream>(
     let mut session = Session::new(cx.hostname.clone(), client, limits.session);
     let mut next: Option<Connection> = None;
     let mut capture: Option<Capture> = None;
-    let mut buf = read_buf();
+    // Content is read in steps of up to 64 KiB once the connection is busy.
+    let mut room = ReadRoom::new(64 * 1024);
+    let mut buf = vec![0u8; room.get()];
     let mut out = Vec::with_capacity(1024);
     session.greeting().encode(&mut out);
     loop {
@@ -343,7 +343,8 @@ async fn connection<S: LmtpStream>(
         }
         stream.after_read();
         decoder.feed(&buf[..n]);
-        grow_read_buf(&mut buf, n);
+        room.after_read(n);
+        buf.resize(room.get(), 0);
     }
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::listen::{Listener, MadeRoom, Slot, Slots, Stream, drain};
+use crate::runtime::listen::{Listener, MadeRoom, ReadRoom, Slot, Slots, Stream, drain};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -130,10 +130,7 @@ pub enum ConnectionError {
 
 /// Spare room for each read of a busy connection, beyond what a frame in progress needs: enough
 /// for the commands of a whole small message in one read.
-const READ_MIN: usize = 16 * 1024;
-/// ... and of a connection that has not yet filled a read: a thousand silent connections cost
-/// 4 MiB, not 16.
-const READ_START: usize = 4 * 1024;
+const READ_BUSY: usize = 16 * 1024;
 
 /// A milter socket. Reads and writes take turns (the protocol is request/response), so the
 /// stream is not split.
@@ -166,9 +163,7 @@ async fn connection<S: MilterStream>(
 ) -> Result<(), ConnectionError> {
     let mut decoder = FrameDecoder::new();
     let mut session = Session::new();
-    // Room for the next read: small until a read fills it, so that an idle or silent connection
-    // costs little (see READ_MIN).
-    let mut room = READ_START;
+    let mut room = ReadRoom::new(READ_BUSY);
     let mut out = Vec::with_capacity(256);
     let mut capture = Capture::default();
     // Messages answered with CONTINUE, handed to the auto-replier once the answer is written.
@@ -245,7 +240,7 @@ async fn connection<S: MilterStream>(
             return Ok(());
         }
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_buf(decoder.read_buffer(room))) => match r {
+            r = tokio::time::timeout(idle, stream.read_buf(decoder.read_buffer(room.get()))) => match r {
                 Ok(n) => n?,
                 Err(_) => return Err(ConnectionError::Idle(idle)),
             },
@@ -256,9 +251,7 @@ async fn connection<S: MilterStream>(
             // EOF anywhere ends the session; an unfinished message was never acknowledged.
             return Ok(());
         }
-        if n >= room {
-            room = READ_MIN;
-        }
+        room.after_read(n);
         unanswered = true;
     }
 }

@@ -83,21 +83,34 @@ impl Listener {
     }
 }
 
-/// A connection's read buffer starts at this size: an idle or silent connection costs little.
-const READ_BUF_START: usize = 4 * 1024;
-/// ... and grows to this once a read fills it: a busy connection reads in large steps (a
-/// Postfix body chunk is 65535 bytes, milter8.c MILTER_CHUNK_SIZE).
-const READ_BUF_MAX: usize = 64 * 1024;
-
-/// The buffer a connection reads into.
-pub fn read_buf() -> Vec<u8> {
-    vec![0u8; READ_BUF_START]
+/// How much a connection asks of each read: little until a read fills that (an idle or silent
+/// connection costs little: a thousand of them 4 MiB), then `busy` (a busy one reads in large
+/// steps).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRoom {
+    now: usize,
+    busy: usize,
 }
 
-/// After a read of `n` bytes into `buf`: a full buffer grows, so the next read takes more.
-pub fn grow_read_buf(buf: &mut Vec<u8>, n: usize) {
-    if n == buf.len() && buf.len() < READ_BUF_MAX {
-        buf.resize(READ_BUF_MAX, 0);
+impl ReadRoom {
+    const START: usize = 4 * 1024;
+
+    pub fn new(busy: usize) -> ReadRoom {
+        ReadRoom {
+            now: Self::START.min(busy),
+            busy,
+        }
+    }
+
+    pub fn get(self) -> usize {
+        self.now
+    }
+
+    /// After a read of `n` bytes: a full read means there is more to come.
+    pub fn after_read(&mut self, n: usize) {
+        if n >= self.now {
+            self.now = self.busy;
+        }
     }
 }
 
