@@ -179,6 +179,94 @@ impl serde::Serialize for Address {
     }
 }
 
+// ---- Writing an address back into an SMTP command (RFC 5321 section 4.1.2) ----
+//
+// The SMTP parser hands out a quoted local part without its quotes (`"john doe"@d` becomes
+// `john doe@d`), and the policy's addresses are bare too. Written raw into `MAIL FROM:<…>` or
+// `RCPT TO:<…>`, such a local part ends the path early and turns the rest into parameters
+// (`"v@evil.example> NOTIFY=NEVER"@d`), so every address handoff sends goes through
+// [`smtp_mailbox`] first.
+
+/// Why an address cannot be written into an SMTP path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// RFC 5321 allows no control character anywhere in a path, not even quoted
+    /// (qtextSMTP and quoted-pairSMTP are %d32-126).
+    #[error("`{}` contains a control character", .0.escape_debug())]
+    ControlChar(String),
+    /// The domain is neither a host name nor an address literal.
+    #[error("`{0}` has a domain that cannot be written in an SMTP path")]
+    BadDomain(String),
+}
+
+/// `address` (`local@domain`, a bare local part, or empty for the null sender) in the form an
+/// SMTP command carries it between `<` and `>` (RFC 5321 section 4.1.2): a local part that is
+/// a Dot-string as it is, any other as a Quoted-string with `"` and `\` escaped. Characters
+/// outside ASCII are kept (RFC 6531 adds them to atext and qtextSMTP). The domain is what
+/// follows the last `@` (a local part may hold `@` only quoted, and arrives unquoted).
+pub fn smtp_mailbox(address: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    use std::borrow::Cow;
+    if address.chars().any(char::is_control) {
+        return Err(PathError::ControlChar(address.to_string()));
+    }
+    let (local, domain) = match address.rfind('@') {
+        Some(at) => (&address[..at], Some(&address[at + 1..])),
+        None => (address, None),
+    };
+    if let Some(d) = domain
+        && !writable_domain(d)
+    {
+        return Err(PathError::BadDomain(address.to_string()));
+    }
+    if address.is_empty() || is_dot_string(local) {
+        return Ok(Cow::Borrowed(address));
+    }
+    let mut out = String::with_capacity(address.len() + 4);
+    out.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    if let Some(d) = domain {
+        out.push('@');
+        out.push_str(d);
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// RFC 5321 Dot-string: atoms of atext joined by single dots.
+fn is_dot_string(local: &str) -> bool {
+    !local.is_empty()
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+                })
+        })
+}
+
+/// A domain that cannot end the path or start a parameter: labels of letters, digits, `-` and
+/// `_` (some host names have one), or an address literal of dtext (`[192.0.2.1]`,
+/// `[IPv6:…]`).
+fn writable_domain(d: &str) -> bool {
+    if let Some(inner) = d.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'));
+    }
+    !d.is_empty()
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +375,96 @@ mod tests {
         let bare = Address::from_envelope("root").unwrap();
         assert_eq!((bare.local_part(), bare.domain()), ("root", ""));
         assert_eq!(bare.without_detail('+'), None);
+    }
+    #[test]
+    fn smtp_mailbox_quotes_what_is_not_a_dot_string() {
+        let ok = [
+            ("", ""),
+            ("user@corp.example", "user@corp.example"),
+            ("First.Last+tag@corp.example", "First.Last+tag@corp.example"),
+            (
+                "o'brien!#$%&*/=?^_`{|}~-@corp.example",
+                "o'brien!#$%&*/=?^_`{|}~-@corp.example",
+            ),
+            ("postmaster", "postmaster"),
+            ("用户@例子.example", "用户@例子.example"),
+            ("user@[192.0.2.1]", "user@[192.0.2.1]"),
+            ("user@[IPv6:2001:db8::1]", "user@[IPv6:2001:db8::1]"),
+            ("john doe@corp.example", "\"john doe\"@corp.example"),
+            ("x(y)z@corp.example", "\"x(y)z\"@corp.example"),
+            ("dq\"x@corp.example", "\"dq\\\"x\"@corp.example"),
+            ("back\\slash@corp.example", "\"back\\\\slash\"@corp.example"),
+            (".lead@corp.example", "\".lead\"@corp.example"),
+            ("trail.@corp.example", "\"trail.\"@corp.example"),
+            ("two..dots@corp.example", "\"two..dots\"@corp.example"),
+            ("@corp.example", "\"\"@corp.example"),
+            ("a@b@corp.example", "\"a@b\"@corp.example"),
+            // The injection: the would-be parameters stay inside the local part.
+            (
+                "victim@evil.example> NOTIFY=NEVER ORCPT=rfc822;x@corp.example",
+                "\"victim@evil.example> NOTIFY=NEVER ORCPT=rfc822;x\"@corp.example",
+            ),
+            ("a<b>c@corp.example", "\"a<b>c\"@corp.example"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(smtp_mailbox(input).as_deref(), Ok(want), "{input:?}");
+        }
+        let control = [
+            "a\rRSET@corp.example",
+            "a\nRSET@corp.example",
+            "a\0b@corp.example",
+            "tab\there@corp.example",
+            "del\x7f@corp.example",
+            "c1\u{85}@corp.example",
+            "user@corp\r\n.example",
+        ];
+        for input in control {
+            assert_eq!(
+                smtp_mailbox(input),
+                Err(PathError::ControlChar(input.into())),
+                "{input:?}"
+            );
+        }
+        let domains = [
+            "user@",
+            "user@corp.example> NOTIFY=NEVER",
+            "user@corp example",
+            "user@[1.2.3.4",
+            "user@[1.2]3.4]",
+            "user@[]",
+            "user@corp..example",
+            "user@\"corp\".example",
+        ];
+        for input in domains {
+            assert_eq!(
+                smtp_mailbox(input),
+                Err(PathError::BadDomain(input.into())),
+                "{input:?}"
+            );
+        }
+    }
+
+    /// What [`smtp_mailbox`] writes reads back (with smtp-proto, the parser handoff's own
+    /// listener uses) as the very address it was given, and as one path without parameters.
+    #[test]
+    fn smtp_mailbox_round_trips_through_the_smtp_parser() {
+        let inputs = [
+            "user@corp.example",
+            "john doe@corp.example",
+            "x(y)z@corp.example",
+            "dq\"x@corp.example",
+            "back\\slash@corp.example",
+            "victim@evil.example> NOTIFY=NEVER ORCPT=rfc822;x@corp.example",
+            "a@b@corp.example",
+        ];
+        for input in inputs {
+            let line = format!("RCPT TO:<{}>\r\n", smtp_mailbox(input).unwrap());
+            let parsed = smtp_proto::Request::parse(&mut line.as_bytes().iter());
+            let Ok(smtp_proto::Request::Rcpt { to }) = parsed else {
+                panic!("{line:?} did not parse: {parsed:?}");
+            };
+            assert_eq!(to.address, input, "{line:?}");
+            assert_eq!((to.flags, to.orcpt), (0, None), "{line:?}");
+        }
     }
 }

@@ -118,13 +118,17 @@ pub async fn send(
 }
 
 async fn send_once(relay: &Relay, to: &Address, message: &[u8]) -> Result<(), Attempt> {
+    // RFC 5321 form (mail-send writes the address between the brackets as it is): a sender
+    // such as `"x(y)z"@d` or `"a> NOTIFY=NEVER"@d` must stay one quoted local part.
+    let rcpt = crate::address::smtp_mailbox(to.as_str())
+        .map_err(|e| Attempt::Permanent(format!("cannot address the reply: {e}")))?;
     let session = async {
         let mut client = SmtpClient::connect(relay.addr, relay.timeout).await?;
         client.read().await?.assert_positive_completion()?;
         client.ehlo(&relay.helo).await?;
         let envelope = Message {
             mail_from: Envelope::new("", Parameters::new()),
-            rcpt_to: vec![Envelope::new(to.as_str(), Parameters::new())],
+            rcpt_to: vec![Envelope::new(rcpt.as_ref(), Parameters::new())],
             body: message.into(),
         };
         client.send(envelope).await?;
@@ -260,6 +264,31 @@ pub(crate) mod tests {
             seen[0].2.contains("..leading dot"),
             "dot-stuffed on the wire"
         );
+    }
+
+    /// The reply goes to the envelope sender, whose local part may need quotes: written raw,
+    /// `x(y)z` is a syntax error and `a> NOTIFY=NEVER` a second recipient's parameters.
+    #[tokio::test]
+    async fn the_recipient_is_written_in_rfc_5321_form() {
+        let (addr, seen) = fake_relay("250 2.0.0 queued").await;
+        for (sender, want) in [
+            ("x(y)z@partner.example", "<\"x(y)z\"@partner.example>"),
+            ("dq\"x@partner.example", "<\"dq\\\"x\"@partner.example>"),
+            (
+                "v@evil.example> notify=never@partner.example",
+                "<\"v@evil.example> notify=never\"@partner.example>",
+            ),
+        ] {
+            let to = Address::from_envelope(sender).unwrap();
+            send(&relay(addr), &to, b"x\r\n", fast()).await.unwrap();
+            assert_eq!(seen.lock().unwrap().pop().unwrap().1, [want], "{sender}");
+        }
+        let bad = Address::from_envelope("a\rRSET@partner.example").unwrap();
+        let err = send(&relay(addr), &bad, b"x\r\n", fast())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Rejected { .. }), "{err}");
+        assert!(seen.lock().unwrap().is_empty(), "nothing sent for {bad:?}");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::Reply;
 use super::session::Delivery;
+use crate::address::smtp_mailbox;
 use crate::policy::{ListenAddr, NextHop};
 
 /// How long one exchange with the next hop may take. Postfix waits up to 600 s for the end of
@@ -56,6 +57,12 @@ pub enum HopError {
     },
     #[error("reading the spooled message: {0}")]
     Spool(std::io::Error),
+    /// The session refuses such addresses at MAIL/RCPT; this guards the writing itself.
+    #[error("{hop}: {source}")]
+    Address {
+        hop: String,
+        source: crate::address::PathError,
+    },
 }
 
 impl HopError {
@@ -228,10 +235,20 @@ async fn envelope(
     } else {
         ""
     };
+    // RFC 5321 form: a local part that is no Dot-string goes quoted (the SMTP parser handed
+    // it out unquoted), so no address can end its path early and inject parameters.
+    let path = |a: &str| {
+        smtp_mailbox(a)
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|source| HopError::Address {
+                hop: describe(hop),
+                source,
+            })
+    };
     let mut cmds = Vec::with_capacity(d.envelope.len() + 2);
-    cmds.push(format!("MAIL FROM:<{}>{body}\r\n", d.sender));
+    cmds.push(format!("MAIL FROM:<{}>{body}\r\n", path(&d.sender)?));
     for to in &d.envelope {
-        cmds.push(format!("RCPT TO:<{to}>\r\n"));
+        cmds.push(format!("RCPT TO:<{}>\r\n", path(to)?));
     }
     cmds.push("DATA\r\n".to_string());
     let protocol = |source| HopError::Protocol {
