@@ -1,6 +1,7 @@
 //! An SMTP/LMTP conversation on arbitrary bytes, through the codec and the session as the
 //! content-filter server drives them: never panics; every frame and reply stays within its
-//! limit; content has only CRLF line ends; and feeding the same bytes split at two points
+//! limit; content has only CRLF line ends and no NUL; every address delivered can be written
+//! in RFC 5321 form; and feeding the same bytes split at two points
 //! chosen by the first input bytes, or one byte at a time, gives the same conversation.
 #![no_main]
 
@@ -95,9 +96,10 @@ fn check_reply_bytes(bytes: &[u8]) {
     }
 }
 
-/// Content lines: CR and LF only as CRLF, each line within the limit.
+/// Content lines: CR and LF only as CRLF, no NUL, each line within the limit.
 fn check_content(bytes: &[u8]) {
     assert!(bytes.ends_with(b"\r\n"), "content frame ends mid-line");
+    assert!(!bytes.contains(&0), "NUL in content");
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         assert!(line.ends_with(b"\r\n"), "bare LF in content");
         assert!(
@@ -162,6 +164,7 @@ fn converse(chunks: &[&[u8]]) -> Vec<String> {
                         None
                         | Some(
                             handoff::lmtp::codec::DataFlaw::BareLineEnd
+                            | handoff::lmtp::codec::DataFlaw::Nul
                             | handoff::lmtp::codec::DataFlaw::LineTooLong,
                         ) => {
                             assert_eq!(end.size, seen, "{end:?}")
@@ -183,8 +186,16 @@ fn converse(chunks: &[&[u8]]) -> Vec<String> {
                     d.start_data();
                     content.clear();
                 }
-                Action::Replies(rs) => rs.iter().for_each(|r| r.encode(&mut out)),
+                Action::Refused(r) => r.replies.iter().for_each(|r| r.encode(&mut out)),
                 Action::Deliver(del) => {
+                    // Every address goes out in RFC 5321 form: the session refused at
+                    // MAIL/RCPT what has none.
+                    for a in std::iter::once(&del.sender).chain(&del.envelope) {
+                        assert!(
+                            handoff::address::smtp_mailbox(a).is_ok(),
+                            "unwritable address {a:?} reached the next hop"
+                        );
+                    }
                     let results: Vec<Reply> = del.envelope.iter().map(|a| next_hop(a)).collect();
                     let stored = content.len() % 7 != 0;
                     events.push(format!(

@@ -10,7 +10,9 @@
 //!   ([`DataFlaw::BareLineEnd`]): it never ends the content, never counts as a line end for
 //!   the end-of-data sequence, and the message is refused at the end, so nothing after it is
 //!   handed on (this is what defeats SMTP smuggling: a next hop that would read `\n.\n` as the
-//!   end of data never sees it). Content lines longer than [`Limits::text_line`] and messages
+//!   end of data never sees it). A NUL is a flaw the same way ([`DataFlaw::Nul`]): a next hop
+//!   that drops NULs would read `CRLF NUL . CRLF` as the end. Content lines longer than
+//!   [`Limits::text_line`] and messages
 //!   over [`Limits::message_size`] are flaws too; content stops being produced at the first
 //!   flaw, but the stream is still read to its real end so the session stays in step.
 
@@ -65,6 +67,8 @@ pub struct DataEnd {
 pub enum DataFlaw {
     /// A CR not followed by LF, or an LF not preceded by CR.
     BareLineEnd,
+    /// A NUL octet (RFC 5321 section 4.1.1.4 and RFC 5322 section 2.1 allow none).
+    Nul,
     /// A content line over [`Limits::text_line`].
     LineTooLong,
     /// More than [`Limits::message_size`] octets.
@@ -214,6 +218,10 @@ impl DataState {
     }
 
     fn append(&mut self, bytes: &[u8], limits: &Limits) {
+        // Checked here, before a long line is cut: a NUL anywhere is a flaw.
+        if bytes.contains(&0) {
+            self.flaw.get_or_insert(DataFlaw::Nul);
+        }
         self.line.extend_from_slice(bytes);
         // The stuffing dot does not count against the line limit.
         let stuffed = usize::from(self.at_line_start && self.line.first() == Some(&b'.'));

@@ -257,8 +257,7 @@ async fn connection<S: LmtpStream>(
                             return Ok(());
                         }
                         // Only the end of data delivers or refuses a message.
-                        Action::Replies(rs) => rs.iter().for_each(|r| r.encode(&mut out)),
-                        Action::Deliver(_) => {}
+                        Action::Refused(_) | Action::Deliver(_) => {}
                     }
                 }
                 Frame::CommandTooLong => {
@@ -292,11 +291,14 @@ async fn connection<S: LmtpStream>(
                                 cx.autoreply.offer(&d.message);
                             }
                         }
-                        Action::Replies(rs) => {
-                            if let Some(r) = rs.first() {
+                        Action::Refused(refused) => {
+                            if let Some(r) = refused.replies.first() {
                                 tracing::info!(reply = %r, "message refused at end of data");
                             }
-                            rs.iter().for_each(|r| r.encode(&mut out));
+                            // Counted and logged like every message at end of data.
+                            let outcome = outcome_label(&refused.replies);
+                            record::message(&refused.message, outcome, "lmtp");
+                            refused.replies.iter().for_each(|r| r.encode(&mut out));
                         }
                         Action::Reply(r) | Action::StartData(r) | Action::Close(r) => {
                             r.encode(&mut out)

@@ -13,10 +13,11 @@
 //!   asks [`Session::finish`] for the replies: an original recipient gets 250 only when the
 //!   next hop accepted every address it became.
 
+use foldhash::{HashMap, HashMapExt};
 use smtp_proto::{MAIL_BODY_8BITMIME, Request};
 
 use super::codec::{DataEnd, DataFlaw, Reply};
-use crate::address::Address;
+use crate::address::{Address, smtp_mailbox};
 use crate::policy::SmtpReply;
 pub use crate::transaction::Context;
 use crate::transaction::{
@@ -58,8 +59,9 @@ pub enum Action {
     Reply(Reply),
     /// Send this reply (354), then pass the message content to [`Session::data`] until its end.
     StartData(Reply),
-    /// Send these replies (a refused message: one per recipient in LMTP, one in SMTP).
-    Replies(Vec<Reply>),
+    /// A message refused at the end of its content: send the replies (one per recipient in
+    /// LMTP, one in SMTP), and log and count the message like any other.
+    Refused(Box<Refused>),
     /// Store and deliver this message, then call [`Session::finish`] for the replies.
     Deliver(Box<Delivery>),
     /// Send this reply and close the connection.
@@ -81,6 +83,15 @@ pub struct Delivery {
     /// Each accepted original recipient, in RCPT order, and the indices in `envelope` of the
     /// addresses it became.
     pub owners: Owners,
+}
+
+/// A message refused at the end of its content.
+#[derive(Debug)]
+pub struct Refused {
+    /// The transaction as far as it got (sender, recipients, the headers read before the
+    /// flaw), its outcome the refusal.
+    pub message: Message,
+    pub replies: Vec<Reply>,
 }
 
 /// Original recipients and the indices of the envelope addresses each became.
@@ -162,13 +173,25 @@ impl Session {
             Request::Lhlo { host } => self.hello(Dialect::Lmtp, &host, true),
             Request::Ehlo { host } => self.hello(Dialect::Smtp, &host, true),
             Request::Helo { host } => self.hello(Dialect::Smtp, &host, false),
-            Request::Mail { from } => Action::Reply(self.mail(
-                from.address.into_owned(),
-                from.flags & MAIL_BODY_8BITMIME != 0,
-                from.size as u64,
-                cx,
-            )),
-            Request::Rcpt { to } => Action::Reply(self.rcpt(to.address.into_owned(), cx)),
+            Request::Mail { from } => match unwritable(line, &from.address) {
+                Some(why) => Action::Reply(Reply::new(
+                    501,
+                    format!("5.1.7 Error: bad sender address syntax: {why}"),
+                )),
+                None => Action::Reply(self.mail(
+                    from.address.into_owned(),
+                    from.flags & MAIL_BODY_8BITMIME != 0,
+                    from.size as u64,
+                    cx,
+                )),
+            },
+            Request::Rcpt { to } => match unwritable(line, &to.address) {
+                Some(why) => Action::Reply(Reply::new(
+                    501,
+                    format!("5.1.3 Error: bad recipient address syntax: {why}"),
+                )),
+                None => Action::Reply(self.rcpt(to.address.into_owned(), cx)),
+            },
             Request::Data => self.data_command(),
             Request::Rset => {
                 self.tx = None;
@@ -292,31 +315,34 @@ impl Session {
         let Some(mut p) = self.tx.take().filter(|p| p.in_data) else {
             return Action::Reply(Reply::new(503, "5.5.1 Error: no message in progress"));
         };
+        p.headers.finish(&mut p.tx);
+        let mut message = p.tx.finish(self.client.clone(), None);
         if let Some(flaw) = end.flaw {
-            let reply = match flaw {
+            let (code, enhanced, text) = match flaw {
                 // RFC 5321 section 2.3.8: CR and LF only as CRLF. A bare one is how SMTP
                 // smuggling starts; such a message is refused whole, never passed on.
-                DataFlaw::BareLineEnd => {
-                    Reply::new(554, "5.6.0 Error: bare CR or LF in message content")
-                }
-                DataFlaw::LineTooLong => Reply::new(500, "5.5.6 Error: line too long"),
-                DataFlaw::TooBig => {
-                    Reply::new(552, "5.3.4 Error: message size exceeds fixed limit")
-                }
+                DataFlaw::BareLineEnd => (554, "5.6.0", "bare CR or LF in message content"),
+                // RFC 5321 section 4.1.1.4 allows no NUL in the content (RFC 5322 section
+                // 2.1: US-ASCII, no NUL). A next hop that drops NULs before it looks for the
+                // end of data would see `CRLF NUL . CRLF` as one: the same smuggling.
+                DataFlaw::Nul => (554, "5.6.0", "NUL in message content"),
+                DataFlaw::LineTooLong => (500, "5.5.6", "line too long"),
+                DataFlaw::TooBig => (552, "5.3.4", "message size exceeds fixed limit"),
             };
-            return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+            message.outcome =
+                MessageOutcome::Refuse(SmtpReply::new(code, enhanced, format!("Error: {text}")));
         }
-        p.headers.finish(&mut p.tx);
-        let message = p.tx.finish(self.client.clone(), None);
         match &message.outcome {
             MessageOutcome::Accept => {}
             MessageOutcome::Refuse(reply) => {
                 let reply = smtp_reply(reply);
-                return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+                let replies = self.per_recipient(&p.accepted, |_| reply.clone());
+                return Action::Refused(Box::new(Refused { message, replies }));
             }
             MessageOutcome::CannotRewrite => {
                 let reply = Reply::new(451, "4.3.0 Error: cannot rewrite this message");
-                return Action::Replies(self.per_recipient(&p.accepted, |_| reply.clone()));
+                let replies = self.per_recipient(&p.accepted, |_| reply.clone());
+                return Action::Refused(Box::new(Refused { message, replies }));
             }
         }
         let (envelope, prepend, owners) = plan(&message, &p.accepted);
@@ -362,55 +388,147 @@ impl Session {
 
 /// The outgoing envelope (the accepted recipients with the edits applied), the headers to add,
 /// and which envelope addresses each original recipient became.
+///
+/// Linear in the number of (recipient, target) pairs: a remote sender controls both (1,000
+/// RCPTs to an alias of 1,000 members is a million pairs), and the LMTP front end serves every
+/// connection on one worker. Addresses are compared through maps keyed on their exact text
+/// and on their lookup form ([`Address::from_envelope`]); an address matches the first
+/// envelope entry with the same lookup form, or, without one (the null path), the same text.
 fn plan(msg: &Message, accepted: &[String]) -> (Vec<String>, Vec<u8>, Owners) {
-    let same = |a: &str, b: &str| {
-        Address::from_envelope(a).is_some_and(|x| Address::from_envelope(b) == Some(x))
-    };
-    let mut envelope: Vec<String> = Vec::new();
+    let norm = |a: &str| Address::from_envelope(a);
+    // The recipients as accepted, less exact duplicates, then the edits in order. Removed
+    // entries stay as `None` until the edits are done, so indices hold meanwhile.
+    let mut slots: Vec<Option<String>> = Vec::with_capacity(accepted.len());
+    let mut by_text: HashMap<&str, Vec<usize>> = HashMap::with_capacity(accepted.len());
+    let mut live: HashMap<Address, usize> = HashMap::with_capacity(accepted.len());
     for a in accepted {
-        if !envelope.contains(a) {
-            envelope.push(a.clone());
+        if by_text.contains_key(a.as_str()) {
+            continue;
         }
+        by_text.insert(a.as_str(), vec![slots.len()]);
+        if let Some(n) = norm(a) {
+            *live.entry(n).or_default() += 1;
+        }
+        slots.push(Some(a.clone()));
     }
     let mut prepend = Vec::new();
     for edit in &msg.edits {
         match edit {
-            Edit::RemoveRecipient(raw) => envelope.retain(|e| format!("<{e}>") != *raw),
-            Edit::AddRecipient(a) => {
-                if !envelope.iter().any(|e| same(e, a.as_str())) {
-                    envelope.push(a.to_string());
+            Edit::RemoveRecipient(raw) => {
+                // The edit names the recipient as the transaction saw it: `<address>`.
+                let Some(inner) = raw.strip_prefix('<').and_then(|r| r.strip_suffix('>')) else {
+                    continue;
+                };
+                for i in by_text.remove(inner).unwrap_or_default() {
+                    if let Some(e) = slots[i].take()
+                        && let Some(n) = norm(&e)
+                        && let Some(c) = live.get_mut(&n)
+                    {
+                        *c -= 1;
+                    }
                 }
+            }
+            Edit::AddRecipient(a) => {
+                let n = norm(a.as_str());
+                if n.as_ref()
+                    .is_some_and(|n| live.get(n).is_some_and(|&c| c > 0))
+                {
+                    continue;
+                }
+                if let Some(n) = n {
+                    *live.entry(n).or_default() += 1;
+                }
+                by_text.entry(a.as_str()).or_default().push(slots.len());
+                slots.push(Some(a.to_string()));
             }
             Edit::AddHeader { name, value } => {
                 prepend.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
             }
         }
     }
-    let mut owners = Vec::with_capacity(accepted.len());
-    for a in accepted {
-        let raw = format!("<{a}>");
-        let mut targets: Vec<String> = match msg.recipients.iter().find(|r| r.raw == raw) {
-            Some(r) => r.resolution.deliver.iter().map(|t| t.to_string()).collect(),
-            // Accepted without a decision (an address the policy cannot read): as addressed.
-            None => vec![a.clone()],
+    let mut envelope: Vec<String> = slots.into_iter().flatten().collect();
+    // Where each address goes: its first envelope entry by lookup form (by text for the null
+    // path). Filled as addresses are first met, so every later one costs one lookup.
+    let mut by_norm: HashMap<Address, usize> = HashMap::with_capacity(envelope.len());
+    let mut by_exact: HashMap<String, usize> = HashMap::with_capacity(envelope.len());
+    for (i, e) in envelope.iter().enumerate() {
+        match norm(e) {
+            Some(n) => by_norm.entry(n).or_insert(i),
+            None => by_exact.entry(e.clone()).or_insert(i),
         };
-        targets.extend(msg.copy_to.iter().map(|c| c.to_string()));
-        let mut indices = Vec::with_capacity(targets.len());
-        for t in targets {
-            let i = match envelope.iter().position(|e| *e == t || same(e, &t)) {
-                Some(i) => i,
-                None => {
-                    envelope.push(t);
-                    envelope.len() - 1
-                }
-            };
-            if !indices.contains(&i) {
+    }
+    let mut resolved: HashMap<String, usize> = HashMap::with_capacity(envelope.len());
+    let mut index_of = |t: &str, envelope: &mut Vec<String>| -> usize {
+        if let Some(&i) = resolved.get(t) {
+            return i;
+        }
+        let next = envelope.len();
+        let i = match norm(t) {
+            Some(n) => *by_norm.entry(n).or_insert(next),
+            None => *by_exact.entry(t.to_string()).or_insert(next),
+        };
+        if i == next {
+            envelope.push(t.to_string());
+        }
+        resolved.insert(t.to_string(), i);
+        i
+    };
+    let by_raw: HashMap<&str, &crate::transaction::Recipient> = {
+        let mut m = HashMap::with_capacity(msg.recipients.len());
+        for r in &msg.recipients {
+            m.entry(r.raw.as_str()).or_insert(r);
+        }
+        m
+    };
+    // `seen[i] == k + 1`: envelope entry `i` is already a target of owner `k`.
+    let mut seen: Vec<usize> = Vec::new();
+    let mut owners = Vec::with_capacity(accepted.len());
+    for (k, a) in accepted.iter().enumerate() {
+        let raw = format!("<{a}>");
+        let mut indices = Vec::new();
+        let mut add = |t: &str, envelope: &mut Vec<String>| {
+            let i = index_of(t, envelope);
+            if seen.len() <= i {
+                seen.resize(i + 1, 0);
+            }
+            if seen[i] != k + 1 {
+                seen[i] = k + 1;
                 indices.push(i);
             }
+        };
+        match by_raw.get(raw.as_str()) {
+            Some(r) => r
+                .resolution
+                .deliver
+                .iter()
+                .for_each(|t| add(t.as_str(), &mut envelope)),
+            // Accepted without a decision (an address the policy cannot read): as addressed.
+            None => add(a, &mut envelope),
+        }
+        if let Some(c) = &msg.copy_to {
+            add(c.as_str(), &mut envelope);
         }
         owners.push((a.clone(), indices));
     }
     (envelope, prepend, owners)
+}
+
+/// Why a MAIL or RCPT command cannot be passed on as the client wrote it, if it cannot: a
+/// control character anywhere in the line (the SMTP parser drops a CR inside a quoted local
+/// part and keeps a NUL, so the address decided on would not be the address sent), or an
+/// address that has no RFC 5321 form ([`smtp_mailbox`]). RFC 5321 section 4.1.2 has no
+/// control character in a path or a parameter; the line end is the codec's.
+fn unwritable(line: &[u8], address: &str) -> Option<&'static str> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().any(|b| b.is_ascii_control()) {
+        return Some("control character");
+    }
+    match smtp_mailbox(address) {
+        Ok(_) => None,
+        Err(crate::address::PathError::ControlChar(_)) => Some("control character"),
+        Err(crate::address::PathError::BadDomain(_)) => Some("domain"),
+    }
 }
 
 /// One original recipient's reply: 250 when every address it became was accepted; 4xx when
