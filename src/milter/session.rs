@@ -364,6 +364,15 @@ impl Session {
     }
 
     fn mail(&mut self, args: Vec<String>, cx: &dyn Context) -> Step {
+        if has_control(&args) {
+            self.tx = None;
+            self.stage = Stage::Ready;
+            return Step::Reply(vec![reply_code(&SmtpReply::new(
+                501,
+                "5.1.7",
+                "Error: bad sender address syntax: control character".into(),
+            ))]);
+        }
         let sender_raw = args.into_iter().next().unwrap_or_default();
         let auth_user = self.macro_value("auth_authen").map(str::to_string);
         match Transaction::begin(
@@ -395,6 +404,13 @@ impl Session {
         let Some(tx) = self.tx.as_mut() else {
             return Step::Reply(vec![Reply::Tempfail]);
         };
+        if has_control(&args) {
+            return Step::Reply(vec![reply_code(&SmtpReply::new(
+                501,
+                "5.1.3",
+                "Error: bad recipient address syntax: control character".into(),
+            ))]);
+        }
         let raw = args.into_iter().next().unwrap_or_default();
         match tx.rcpt(raw, cx.today()) {
             RcptOutcome::Accepted => {
@@ -524,6 +540,14 @@ fn edit_reply(edit: &Edit, leadspc: bool) -> Reply {
             .into_bytes(),
         },
     }
+}
+
+/// Whether MAIL or RCPT arguments hold a control character. RFC 5321 section 4.1.2 allows none
+/// in a path or a parameter, and an MTA that passed one on would make the address decided on
+/// differ from the one delivered to (a CR dropped, a NUL cut by the next hop): refused with
+/// 501, a syntax error in the argument, with RFC 3463's X.1.7 (sender) or X.1.3 (recipient).
+fn has_control(args: &[String]) -> bool {
+    args.iter().any(|a| a.chars().any(char::is_control))
 }
 
 /// A policy reply as a milter REPLYCODE; `%` is doubled because Postfix expands it.
@@ -786,6 +810,49 @@ state = "deleted"
         assert_eq!(r, vec![Reply::Continue], "nothing to rewrite");
         assert_eq!(msg.recipients.len(), 1);
         assert_eq!(msg.refused.len(), 4);
+    }
+
+    /// An MTA that passes a control character on in MAIL or RCPT gets 501: the address
+    /// decided on must be the address delivered to (a CR or NUL would not survive the next hop).
+    #[test]
+    fn control_characters_in_mail_and_rcpt_are_refused() {
+        let cx = cx();
+        let mut s = connected(&cx, false);
+        for from in [
+            "<\"a\rRSET\"@partner.example>",
+            "<\"a\0b\"@partner.example>",
+        ] {
+            assert_eq!(
+                mail(&mut s, &cx, from),
+                vec![code(
+                    "501 5.1.7 Error: bad sender address syntax: control character"
+                )],
+                "{from:?}"
+            );
+        }
+        assert_eq!(
+            mail(&mut s, &cx, "<ext@partner.example>"),
+            vec![Reply::Continue]
+        );
+        for to in [
+            "<\"a\rRSET\"@corp.example>",
+            "<\"a\0b\"@corp.example>",
+            "<\"a\x1bb\"@corp.example>",
+        ] {
+            assert_eq!(
+                rcpt(&mut s, &cx, to),
+                vec![code(
+                    "501 5.1.3 Error: bad recipient address syntax: control character"
+                )],
+                "{to:?}"
+            );
+        }
+        assert_eq!(
+            rcpt(&mut s, &cx, "<\"john doe\"@corp.example>"),
+            vec![Reply::Continue]
+        );
+        let (msg, _) = finish(&mut s, &cx, &[("Subject", "hi")]);
+        assert_eq!(msg.recipients.len(), 1);
     }
 
     #[test]
