@@ -155,6 +155,109 @@ fn smuggled_end_of_data_sequences_are_refused_and_never_reach_the_next_hop() {
     assert!(journaled(&d.journal_dir()).is_empty());
 }
 
+/// A quoted local part reaches the next hop quoted (RFC 5321 section 4.1.2), as one address:
+/// written raw, `"victim@evil.example> NOTIFY=NEVER …"@corp.example` would be a different
+/// recipient with injected parameters, and `"john doe"@corp.example` a syntax error.
+#[test]
+fn quoted_local_parts_reach_the_next_hop_as_one_quoted_address() {
+    let sink = Sink::start(SinkMode::Smtp).unwrap();
+    let d = Daemon::start_content_filter(POLICY, &format!("127.0.0.1:{}", sink.port()));
+    let mut c = client(&d);
+    let injected = r#""victim@evil.example> NOTIFY=NEVER ORCPT=rfc822;x"@corp.example"#;
+    let spaced = r#""john doe"@corp.example"#;
+    let sender = r#""x(y)z"@example.net"#;
+    assert_eq!(c.command("LHLO mx.example").unwrap().code, 250);
+    assert_eq!(c.mail_from(sender).unwrap().code, 250);
+    assert_eq!(c.rcpt_to(injected).unwrap().code, 250);
+    assert_eq!(c.rcpt_to(spaced).unwrap().code, 250);
+    let ends = lmtp_data(&mut c, &encode_data(message("quoted").as_bytes()), 2);
+    assert!(ends.iter().all(|r| r.code == 250), "{ends:?}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got[0].mail_from, sender);
+    assert_eq!(got[0].rcpt_to, [injected, spaced]);
+    sink.assert_no_more(1, Duration::from_millis(300));
+}
+
+/// A NUL in the content is refused like a bare CR or LF (`CRLF NUL . CRLF` ends the data for
+/// a next hop that drops NULs), and the refusal is counted and logged like any message.
+#[test]
+fn a_nul_in_the_content_is_refused_counted_and_logged() {
+    let sink = Sink::start(SinkMode::Smtp).unwrap();
+    let d = Daemon::start_content_filter(POLICY, &format!("127.0.0.1:{}", sink.port()));
+    let mut c = client(&d);
+    lmtp_envelope(&mut c, &["alice@corp.example", "gone@corp.example"]);
+    let raw = b"Message-ID: <nul-smuggle@example.net>\r\nSubject: nul\r\n\r\nbefore\r\n\0.\r\n\
+MAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@corp.example>\r\nDATA\r\nsmuggled\r\n.\r\n";
+    let ends = lmtp_data(&mut c, raw, 2);
+    for e in &ends {
+        assert_eq!(e.status(), "554 5.6.0", "{ends:?}");
+    }
+    assert_eq!(c.noop().unwrap().code, 250, "in step");
+    sink.assert_no_more(0, Duration::from_millis(300));
+    assert!(journaled(&d.journal_dir()).is_empty());
+    assert_eq!(
+        d.metric(r#"handoff_messages_total{outcome="rejected"}"#),
+        Some(1.0)
+    );
+    wait_for(Duration::from_secs(5), "the message's log line", || {
+        d.log_text()
+            .lines()
+            .find(|l| l.contains("nul-smuggle@example.net") && l.contains("sender@example.net"))
+            .map(str::to_string)
+    });
+}
+
+/// A message refused at end of data is a message like any other: counted in
+/// `handoff_messages_total{outcome="rejected"}` and logged with its sender and Message-ID.
+#[test]
+fn an_end_of_data_refusal_is_counted_and_logged() {
+    let sink = Sink::start(SinkMode::Smtp).unwrap();
+    let d = Daemon::start_content_filter(POLICY, &format!("127.0.0.1:{}", sink.port()));
+    let mut c = client(&d);
+    lmtp_envelope(&mut c, &["alice@corp.example"]);
+    let raw = b"Message-ID: <bare-lf@example.net>\r\nSubject: lf\r\n\r\nbare\nlf\r\n.\r\n";
+    assert_eq!(lmtp_data(&mut c, raw, 1)[0].status(), "554 5.6.0");
+    assert_eq!(
+        d.metric(r#"handoff_messages_total{outcome="rejected"}"#),
+        Some(1.0)
+    );
+    let line = wait_for(Duration::from_secs(5), "the message's log line", || {
+        d.log_text()
+            .lines()
+            .find(|l| l.contains("bare-lf@example.net"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains("sender@example.net") && line.contains("rejected"),
+        "{line}"
+    );
+    sink.assert_no_more(0, Duration::from_millis(100));
+}
+
+/// Control characters in MAIL/RCPT are refused, so the address decided on is the address
+/// sent: the SMTP parser would drop the CR (`aRSET@…`) and keep the NUL.
+#[test]
+fn control_characters_in_addresses_are_refused_on_the_wire() {
+    let sink = Sink::start(SinkMode::Smtp).unwrap();
+    let d = Daemon::start_content_filter(POLICY, &format!("127.0.0.1:{}", sink.port()));
+    let mut c = client(&d);
+    assert_eq!(c.command("LHLO mx.example").unwrap().code, 250);
+    c.write_raw(b"MAIL FROM:<\"a\rRSET\"@example.net>\r\n")
+        .unwrap();
+    assert_eq!(c.read_reply().unwrap().status(), "501 5.1.7");
+    assert_eq!(c.mail_from("sender@example.net").unwrap().code, 250);
+    c.write_raw(b"RCPT TO:<\"a\rRSET\"@corp.example>\r\n")
+        .unwrap();
+    assert_eq!(c.read_reply().unwrap().status(), "501 5.1.3");
+    c.write_raw(b"RCPT TO:<\"a\0b\"@corp.example>\r\n").unwrap();
+    assert_eq!(c.read_reply().unwrap().status(), "501 5.1.3");
+    assert_eq!(c.rcpt_to("alice@corp.example").unwrap().code, 250);
+    let ends = lmtp_data(&mut c, &encode_data(message("ctl").as_bytes()), 1);
+    assert_eq!(ends[0].code, 250, "{ends:?}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got[0].rcpt_to, ["alice@corp.example"]);
+}
+
 #[test]
 fn long_lines_and_big_messages_get_the_rfc_5321_replies() {
     let sink = Sink::start(SinkMode::Smtp).unwrap();

@@ -326,6 +326,52 @@ fn scenarios_in_content_filter_mode() {
     );
 }
 
+/// Quoted local parts through a real Postfix in content-filter mode: handoff writes them back
+/// quoted (RFC 5321 section 4.1.2), so the injected form arrives as ONE recipient, without the
+/// parameters it carries, and never as `victim@evil.example`; `"john doe"@corp.example`
+/// arrives intact.
+#[test]
+fn quoted_local_parts_survive_the_content_filter() {
+    let (d, lab) = content_filter_lab(POLICY);
+    let injected = r#""victim@evil.example> NOTIFY=NEVER ORCPT=rfc822;x"@corp.example"#;
+    let spaced = r#""john doe"@corp.example"#;
+    let t = send(
+        &lab,
+        "sender@example.net",
+        &[injected, spaced],
+        message("quoted"),
+    );
+    assert!(t.rcpts.iter().all(|(_, r)| r.code == 250), "{t}");
+    assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
+    // `delivered_to` folds case.
+    let want = sorted(&[&injected.to_lowercase(), spaced]);
+    wait_for(TIMEOUT, "delivery of the quoted recipients", || {
+        (delivered_to(&lab, "quoted") == want).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let all = lab.sink().all();
+    assert_eq!(delivered_to(&lab, "quoted"), want, "{all:#?}");
+    assert!(
+        all.iter().all(|m| m
+            .rcpt_to
+            .iter()
+            .all(|r| !r.contains("victim@evil.example>") || r == injected)),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .all(|m| !m.rcpt_to.iter().any(|r| r == "victim@evil.example")),
+        "no delivery to the injected address: {all:#?}"
+    );
+    assert!(
+        lab.queue().is_empty(),
+        "nothing deferred: {:#?}",
+        lab.queue()
+    );
+    let records = journaled(&d.journal_dir());
+    assert_eq!(records.len(), 1);
+}
+
 /// Auto-replies in content-filter mode: the reply goes out through the reinjection listener
 /// (no content filter there, so it is neither filtered nor journaled a second time), once per
 /// sender, and the journal holds the message and the reply it caused.

@@ -509,7 +509,19 @@ fn parse_path(arg: &str, keyword: &str) -> Option<String> {
     }
     let rest = arg[keyword.len()..].trim_start();
     if let Some(inner) = rest.strip_prefix('<') {
-        let end = inner.find('>')?;
+        // The path ends at the first `>` outside a quoted string (RFC 5321 section 4.1.2:
+        // `"a> B=C"@d` is one local part); the path is kept as written, quotes included.
+        let (mut quoted, mut escaped) = (false, false);
+        let end = inner.char_indices().find_map(|(i, c)| {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '>' if !quoted => return Some(i),
+                _ => {}
+            }
+            None
+        })?;
         Some(inner[..end].to_string())
     } else {
         let addr = rest.split_whitespace().next()?;
@@ -548,6 +560,16 @@ mod tests {
             ("FROM:<>", "FROM:", Some("")),
             ("FROM:a@example.net", "FROM:", Some("a@example.net")),
             ("TO:<b@corp.example>", "TO:", Some("b@corp.example")),
+            (
+                "TO:<\"v@evil.example> NOTIFY=NEVER\"@corp.example>",
+                "TO:",
+                Some("\"v@evil.example> NOTIFY=NEVER\"@corp.example"),
+            ),
+            (
+                "TO:<\"q\\\">x\"@corp.example> NOTIFY=NEVER",
+                "TO:",
+                Some("\"q\\\">x\"@corp.example"),
+            ),
             ("TO:<b@corp.example", "TO:", None),
             ("TO:", "TO:", None),
             ("FROM:<a@example.net>", "TO:", None),
