@@ -346,3 +346,48 @@ fn killing_handoff_loses_nothing() {
     lab.flush();
     expect_delivery(&lab, "queued-local", &["cs@corp.example"]);
 }
+
+/// Control characters in MAIL/RCPT through a real Postfix: Postfix 3.7's smtpd accepts
+/// `MAIL FROM:<"a\rRSET"@example.net>` itself and passes the quoted CR (and other controls)
+/// on to the milter, which refuses them with 501, so no address decided on differs from the
+/// address delivered to (a CR dropped, a NUL cut by a later hop).
+#[test]
+fn control_characters_in_addresses_are_refused_in_milter_mode() {
+    let d = Daemon::start(POLICY);
+    let lab = lab_for(&d, false);
+    let mut c = crate::support::SmtpClient::connect(lab.smtp_addr()).unwrap();
+    assert_eq!(c.ehlo("client.example").unwrap().code, 250);
+    let mut said = Vec::new();
+    for line in [
+        &b"MAIL FROM:<\"a\rRSET\"@example.net>\r\n"[..],
+        b"MAIL FROM:<\"a\x01b\"@example.net>\r\n",
+    ] {
+        c.write_raw(line).unwrap();
+        let r = c.read_reply().unwrap();
+        said.push(format!(
+            "{:?} -> {}",
+            String::from_utf8_lossy(line),
+            r.status()
+        ));
+        assert!(r.code >= 500, "{said:?}");
+    }
+    assert_eq!(c.mail_from("sender@example.net").unwrap().code, 250);
+    for line in [
+        &b"RCPT TO:<\"a\rRSET\"@corp.example>\r\n"[..],
+        b"RCPT TO:<\"a\x01b\"@corp.example>\r\n",
+        b"RCPT TO:<\"a\x1bb\"@corp.example>\r\n",
+    ] {
+        c.write_raw(line).unwrap();
+        let r = c.read_reply().unwrap();
+        said.push(format!(
+            "{:?} -> {}",
+            String::from_utf8_lossy(line),
+            r.status()
+        ));
+        assert!(r.code >= 500, "{said:?}");
+    }
+    assert_eq!(c.rcpt_to("alice@corp.example").unwrap().code, 250);
+    assert_eq!(c.data(message("ctl").as_bytes()).unwrap().code, 250);
+    let got = lab.sink().wait_for(1, TIMEOUT);
+    assert_eq!(got[0].rcpt_to, ["alice@corp.example"]);
+}
