@@ -451,30 +451,33 @@ impl Transaction {
             .iter()
             .map(|r| &r.resolution.recipient)
             .collect();
+        // Sets, not list scans: recipients x targets is remote-controlled (1,000 RCPTs to a
+        // 1,000-member alias is a million targets).
+        let original_set: foldhash::HashSet<&Address> = originals.iter().copied().collect();
         let mut finals: Vec<&Address> = Vec::new();
+        let mut final_set: foldhash::HashSet<&Address> = foldhash::HashSet::default();
         for a in self
             .recipients
             .iter()
             .flat_map(|r| r.resolution.deliver.iter())
         {
-            if !finals.contains(&a) {
+            if final_set.insert(a) {
                 finals.push(a);
             }
         }
         let mut edits = Vec::new();
-        let mut removed: Vec<&str> = Vec::new();
+        let mut removed: foldhash::HashSet<&str> = foldhash::HashSet::default();
         for r in &self.recipients {
-            if !finals.contains(&&r.resolution.recipient) && !removed.contains(&r.raw.as_str()) {
-                removed.push(&r.raw);
+            if !final_set.contains(&r.resolution.recipient) && removed.insert(r.raw.as_str()) {
                 edits.push(Edit::RemoveRecipient(r.raw.clone()));
             }
         }
         for a in &finals {
-            if !originals.contains(a) {
+            if !original_set.contains(a) {
                 edits.push(Edit::AddRecipient((*a).clone()));
             }
         }
-        if let Some(c) = copy_to.filter(|c| !finals.contains(c)) {
+        if let Some(c) = copy_to.filter(|c| !final_set.contains(c)) {
             edits.push(Edit::AddRecipient(c.clone()));
         }
         let mut marked: Vec<&Address> = Vec::new();
