@@ -247,7 +247,7 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
                 return Err(Suppression::NotAddressed);
             }
             Ok(Job {
-                key: PairKey::new(&p.account, to),
+                key: PairKey::for_sender(&p.account, to, policy.recipient_delimiter),
                 draft: Draft {
                     account: p.account.clone(),
                     template: p.template.clone(),

@@ -421,3 +421,61 @@ async fn the_worker_sends_what_is_offered_and_stops_on_request() {
         [(addr("gone@corp.example"), Some(Suppression::ShuttingDown))]
     );
 }
+
+/// Backscatter through `+tags`: every tag of one sender is the same sender to the memory, and
+/// the delimiter is the policy's (`+` when the policy turns it off).
+#[tokio::test]
+async fn tagged_senders_are_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, seen) = fake_relay("250 2.0.0 ok").await;
+    let (_, w) = worker(local_memory(&dir), no_journal());
+    let from = |policy: &str, sender: &str| {
+        let m = message(
+            policy,
+            Some(sender),
+            &["gone@corp.example"],
+            &[("To", "gone@corp.example")],
+        );
+        let mut job = jobs(&m).remove(0).1.unwrap();
+        (job.relay, job.max_per_hour, job.max_per_hour_per_account) = (relay, 100, 100);
+        job
+    };
+    assert_eq!(
+        w.process_one(from(POLICY, "a+1@partner.example")).await,
+        Outcome::Sent { attempts: 1 }
+    );
+    for again in [
+        "a+2@partner.example",
+        "A+3@Partner.Example",
+        "a@partner.example",
+    ] {
+        assert_eq!(
+            w.process_one(from(POLICY, again)).await,
+            Outcome::Suppressed(Suppression::AlreadyReplied),
+            "{again}"
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The reply still goes to the address as sent.
+    assert_eq!(seen.lock().unwrap()[0].1, ["<a+1@partner.example>"]);
+    // The policy's delimiter.
+    let dash = POLICY.replace("[domains]", "[domains]\nrecipient_delimiter = \"-\"");
+    assert_eq!(
+        from(&dash, "b-1@partner.example").key,
+        from(&dash, "b-2@partner.example").key
+    );
+    assert_ne!(
+        from(&dash, "b+1@partner.example").key,
+        from(&dash, "b+2@partner.example").key
+    );
+    let off = POLICY.replace("[domains]", "[domains]\nrecipient_delimiter = \"\"");
+    assert_eq!(
+        from(&off, "b+1@partner.example").key,
+        from(&off, "b+2@partner.example").key
+    );
+    // An untagged sender keeps the key earlier versions wrote.
+    assert_eq!(
+        from(POLICY, "a@partner.example").key,
+        PairKey::new(&addr("gone@corp.example"), &addr("a@partner.example"))
+    );
+}
