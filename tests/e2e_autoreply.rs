@@ -31,6 +31,7 @@ days = 7
 
 [templates.departed]
 subject = "{{name}} has left / {{name}} 已离职 (re: {{original_subject}})"
+original_subject = "always"
 body = """
 {{name}} no longer works here. Please write to {{successor}}.
 {{name}} 已离职，请联系 {{successor}}。

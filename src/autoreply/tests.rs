@@ -24,6 +24,7 @@ max_per_hour_per_account = 2
 [templates.departed]
 subject = "{name} has left: {original_subject}"
 body = "Please write to {successor}."
+original_subject = "always"
 
 [aliases]
 "sales@corp.example" = ["gone@corp.example", "alice@corp.example"]
@@ -477,5 +478,76 @@ async fn tagged_senders_are_answered_once() {
     assert_eq!(
         from(POLICY, "a@partner.example").key,
         PairKey::new(&addr("gone@corp.example"), &addr("a@partner.example"))
+    );
+}
+
+/// `{original_subject}` repeats a stranger's text to whoever the envelope sender names; by
+/// default only to a sender a trusted `Authentication-Results` vouches for.
+#[test]
+fn the_original_subject_is_repeated_only_as_the_template_allows() {
+    let subject_of = |template_line: &str, settings: &str, ar: Option<&str>| {
+        let policy = POLICY
+            .replace("original_subject = \"always\"\n", template_line)
+            .replace("[autoreply]\n", &format!("[autoreply]\n{settings}"));
+        let mut headers = vec![
+            ("To", "gone@corp.example"),
+            ("From", "ext@partner.example"),
+            ("Subject", "Buy cheap pills"),
+        ];
+        headers.extend(ar.map(|v| ("Authentication-Results", v)));
+        let m = message(
+            &policy,
+            Some("ext@partner.example"),
+            &["gone@corp.example"],
+            &headers,
+        );
+        let job = jobs(&m).remove(0).1.unwrap();
+        let reply = job.draft.build().unwrap();
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&reply.message)
+            .unwrap();
+        parsed.subject().unwrap_or_default().to_string()
+    };
+    let trusted = "authserv_id = [\"mx.corp.example\"]\nrequire_authenticated = false\n";
+    let pass = Some("mx.corp.example; spf=pass smtp.mailfrom=ext@partner.example");
+    let forged = Some("evil.example; spf=pass smtp.mailfrom=ext@partner.example");
+    let full = "Gone Person has left: Buy cheap pills";
+    let dropped = "Gone Person has left:";
+    // The default: nothing to trust without authserv_id, so never.
+    assert_eq!(subject_of("", "", pass), dropped);
+    assert_eq!(subject_of("", trusted, None), dropped);
+    assert_eq!(subject_of("", trusted, forged), dropped);
+    assert_eq!(subject_of("", trusted, pass), full);
+    let authenticated = "original_subject = \"authenticated\"\n";
+    assert_eq!(subject_of(authenticated, trusted, pass), full);
+    assert_eq!(subject_of(authenticated, trusted, forged), dropped);
+    let always = "original_subject = \"always\"\n";
+    assert_eq!(subject_of(always, "", None), full);
+    let never = "original_subject = \"never\"\n";
+    assert_eq!(subject_of(never, trusted, pass), dropped);
+}
+
+/// Naming the MTA whose results to trust turns `require_authenticated` on unless the policy
+/// says otherwise.
+#[test]
+fn authserv_id_alone_requires_authentication() {
+    let plan_for = |settings: &str| {
+        let policy = POLICY.replace("[autoreply]\n", &format!("[autoreply]\n{settings}"));
+        let m = message(
+            &policy,
+            Some("ext@partner.example"),
+            &["gone@corp.example"],
+            &[("To", "gone@corp.example")],
+        );
+        jobs(&m).remove(0).1.map(|_| ())
+    };
+    assert_eq!(plan_for(""), Ok(()));
+    assert_eq!(
+        plan_for("authserv_id = [\"mx.corp.example\"]\n"),
+        Err(Suppression::Unauthenticated)
+    );
+    assert_eq!(
+        plan_for("authserv_id = [\"mx.corp.example\"]\nrequire_authenticated = false\n"),
+        Ok(())
     );
 }
