@@ -848,6 +848,7 @@ fn planned_reply(
         outcome: MessageOutcome::Accept,
         edits: Vec::new(),
         copy_to: None,
+        loop_marked: Vec::new(),
     };
     let mut planned = handoff::autoreply::plan(&msg, jiff::Timestamp::now());
     assert_eq!(planned.len(), 1, "one reply planned");

@@ -46,7 +46,7 @@ use crate::engine;
 use crate::policy::OriginalSubject;
 use crate::runtime::metrics;
 use crate::runtime::store::Snapshot;
-use crate::transaction::{LOOP_HEADER, Message};
+use crate::transaction::Message;
 
 pub use memory::{Memory, MemoryError, PairKey};
 pub use rules::Suppression;
@@ -225,7 +225,8 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
     if wanted.is_empty() {
         return Vec::new();
     }
-    let facts = rules::Facts::from_headers(&msg.headers, msg.headers_truncated, LOOP_HEADER);
+    let mut facts = rules::Facts::from_headers(&msg.headers, msg.headers_truncated);
+    facts.loop_marks = msg.loop_marked.clone();
     let auth = rules::AuthPolicy {
         required: settings.require_authenticated,
         authserv_ids: &settings.authserv_ids,

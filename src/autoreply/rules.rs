@@ -167,7 +167,8 @@ pub struct Facts {
     /// The domain of the first `From:` address, lower case.
     pub from_domain: Option<String>,
     pub auth_results: Vec<AuthResults>,
-    /// Accounts named by handoff's loop marker header.
+    /// Accounts whose genuine loop marker the message carries: the transaction checks the
+    /// markers' MACs ([`crate::loopmark`]) and the caller fills this in.
     pub loop_marks: Vec<Address>,
     /// The decoded Subject.
     pub subject: Option<String>,
@@ -182,12 +183,8 @@ pub struct Facts {
 impl Facts {
     /// Reads the headers as the milter session keeps them: `(name, value)` with Postfix's one
     /// leading space removed and folds as bare LF (Postfix milter8.c sends header values that
-    /// way). `loop_header` is the name of handoff's loop marker.
-    pub fn from_headers(
-        headers: &[(String, Vec<u8>)],
-        truncated: bool,
-        loop_header: &str,
-    ) -> Facts {
+    /// way).
+    pub fn from_headers(headers: &[(String, Vec<u8>)], truncated: bool) -> Facts {
         let mut f = Facts {
             truncated,
             ..Facts::default()
@@ -229,11 +226,6 @@ impl Facts {
                 if let Some(ar) = AuthResults::parse(&text) {
                     f.auth_results.push(ar);
                 }
-            } else if is(loop_header) {
-                f.loop_marks.extend(
-                    text.split([',', ' ', '\t'])
-                        .filter_map(Address::from_envelope),
-                );
             } else if let Some(list) = LIST_HEADERS.iter().find(|h| is(h)) {
                 f.list_header.get_or_insert(list);
             }
@@ -604,8 +596,6 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
 mod tests {
     use super::*;
 
-    const LOOP: &str = "X-Handoff-Forwarded";
-
     fn a(s: &str) -> Address {
         Address::parse_strict(s).unwrap()
     }
@@ -634,7 +624,7 @@ mod tests {
         forms: &[Address],
         auth: AuthPolicy<'_>,
     ) -> Result<(), Suppression> {
-        let facts = Facts::from_headers(&headers(list), false, LOOP);
+        let facts = Facts::from_headers(&headers(list), false);
         let account = a("gone@corp.example");
         let mut all_forms = vec![account.clone()];
         all_forms.extend_from_slice(forms);
@@ -718,11 +708,28 @@ mod tests {
 
     #[test]
     fn loop_marker_for_this_account() {
+        // The transaction verified the markers; the header itself counts for nothing here.
+        let facts = |marks: &[&str]| Facts {
+            loop_marks: marks.iter().map(|m| a(m)).collect(),
+            ..Facts::from_headers(&headers(&[("To", "gone@corp.example")]), false)
+        };
+        let account = a("gone@corp.example");
+        let sender = a("ext@partner.example");
+        let target = Target {
+            account: &account,
+            forms: &[],
+            delimiter: None,
+        };
+        let j = |f: &Facts| judge(f, Some(&sender), target, AuthPolicy::default());
         assert_eq!(
-            verdict(&[(LOOP, "gone@corp.example")]),
+            j(&facts(&["gone@corp.example"])),
             Err(Suppression::LoopMarked)
         );
-        assert_eq!(verdict(&[(LOOP, "other@corp.example")]), Ok(()));
+        assert_eq!(j(&facts(&["other@corp.example"])), Ok(()));
+        assert_eq!(
+            verdict(&[("X-Handoff-Forwarded", "gone@corp.example")]),
+            Ok(())
+        );
     }
 
     #[test]
@@ -1035,13 +1042,13 @@ mod tests {
             ),
             Err(Suppression::Spam)
         );
-        let f = Facts::from_headers(&headers(&[("Subject", " Hi\n there")]), false, LOOP);
+        let f = Facts::from_headers(&headers(&[("Subject", " Hi\n there")]), false);
         assert_eq!(f.subject.as_deref(), Some("Hi there"));
     }
 
     #[test]
     fn truncated_headers() {
-        let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), true, LOOP);
+        let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), true);
         let account = a("gone@corp.example");
         let sender = a("ext@partner.example");
         let target = Target {
@@ -1064,7 +1071,6 @@ mod tests {
                 ("References", "<r1@x.example>\n <r2@x.example>"),
             ]),
             false,
-            LOOP,
         );
         assert_eq!(f.subject.as_deref(), Some("你好 there"));
         assert_eq!(f.message_id.as_deref(), Some("m1@partner.example"));

@@ -84,6 +84,7 @@ fn message(
         outcome: MessageOutcome::Accept,
         edits: Vec::new(),
         copy_to: None,
+        loop_marked: Vec::new(),
     }
 }
 

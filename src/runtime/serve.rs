@@ -54,7 +54,9 @@ pub async fn run_until(
         std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
     let policy = policy::load(&config)?;
     let handle = metrics::install().context("cannot install the metrics recorder")?;
-    let store = Arc::new(PolicyStore::new(policy));
+    let loop_key = super::secret::load(&policy.settings.state_dir)
+        .context("cannot read the loop-marker secret")?;
+    let store = Arc::new(PolicyStore::with_loop_key(policy, loop_key));
     let snap = store.snapshot();
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
