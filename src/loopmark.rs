@@ -122,7 +122,10 @@ mod tests {
     fn a_genuine_marker_verifies() {
         let k = key(1);
         let v = k.mark(&a("gone@corp.example"), TODAY);
-        assert!(v.starts_with("gone@corp.example; d=2026-12-04; mac="), "{v}");
+        assert!(
+            v.starts_with("gone@corp.example; d=2026-12-04; mac="),
+            "{v}"
+        );
         assert_eq!(k.verify(&v, TODAY), Some(a("gone@corp.example")));
         // Folded or spaced as another system may rewrite it.
         let spaced = v.replace("; ", " ;\n\t");

@@ -110,7 +110,11 @@ mod tests {
         let other = load(&dir.path().join("other")).unwrap();
         assert_eq!(other.verify(&mark, today), None);
         // A copied file makes a second instance agree.
-        fs::copy(state.join(FILE_NAME), dir.path().join("other").join(FILE_NAME)).unwrap();
+        fs::copy(
+            state.join(FILE_NAME),
+            dir.path().join("other").join(FILE_NAME),
+        )
+        .unwrap();
         let copied = load(&dir.path().join("other")).unwrap();
         assert_eq!(copied.verify(&mark, today), Some(account));
         fs::write(state.join(FILE_NAME), "abcd\n").unwrap();
