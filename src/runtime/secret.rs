@@ -120,4 +120,30 @@ mod tests {
         fs::write(state.join(FILE_NAME), "abcd\n").unwrap();
         assert!(matches!(load(&state), Err(SecretError::Invalid { .. })));
     }
+
+    /// A replaced secret is taken on reload, even with the policy unchanged; a broken one keeps
+    /// the running key.
+    #[test]
+    fn reload_reads_the_secret_again() {
+        use crate::runtime::reload::{Outcome, reload_once};
+        use crate::runtime::store::PolicyStore;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("handoff.toml");
+        fs::write(&config, "[storage]\nstate = \"state\"\n").unwrap();
+        let policy = crate::policy::load(&config).unwrap();
+        let state = policy.settings.state_dir.clone();
+        let store = PolicyStore::with_loop_key(policy, load(&state).unwrap());
+        assert!(matches!(reload_once(&config, &store), Outcome::Unchanged));
+        let replacement = "ab".repeat(32);
+        fs::write(state.join(FILE_NAME), format!("{replacement}\n")).unwrap();
+        assert!(matches!(
+            reload_once(&config, &store),
+            Outcome::Applied { .. }
+        ));
+        let key = LoopKey::new(&hex::decode(&replacement).unwrap()).unwrap();
+        assert_eq!(store.snapshot().loop_key, key);
+        fs::write(state.join(FILE_NAME), "short\n").unwrap();
+        assert!(matches!(reload_once(&config, &store), Outcome::Unchanged));
+        assert_eq!(store.snapshot().loop_key, key);
+    }
 }

@@ -61,6 +61,12 @@ pub async fn run_until(
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
     let settings = snap.policy.settings.clone();
+    if !settings.autoreply.require_authenticated && !snap.policy.templates.is_empty() {
+        tracing::warn!(
+            "auto-replies go to any envelope sender, forged ones too: set [autoreply] authserv_id \
+             to your MTA's authserv-id so that only authenticated senders are answered"
+        );
+    }
 
     // Watch before the endpoints come up: once /healthz answers, an edit is not missed. (A watch
     // started by the reload task could begin after the first edits, and those were lost.)
