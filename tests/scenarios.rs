@@ -459,7 +459,7 @@ fn a_forged_marker_is_ignored(d: &Daemon, lab: &Lab, name: &str) {
          \r\nHello.\r\n",
         forged[0], forged[1]
     );
-    let t = send(&lab, "sender@example.net", &["gone@corp.example"], text);
+    let t = send(lab, "sender@example.net", &["gone@corp.example"], text);
     assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
     let got = wait_for(TIMEOUT, &format!("{name} forwarded to cs@"), || {
         lab.sink()
