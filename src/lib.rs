@@ -31,6 +31,7 @@ pub mod engine;
 pub mod explain;
 pub mod journal;
 pub mod lmtp;
+pub mod loopmark;
 pub mod milter;
 pub mod policy;
 pub mod runtime;

@@ -26,7 +26,8 @@ use crate::runtime::store::Snapshot;
 
 /// The header that marks a message handoff has already forwarded for an account. A message that
 /// comes back carrying the marker for a departed account is kept in that account's mailbox and
-/// not forwarded again, so two systems that forward to each other cannot loop.
+/// not forwarded again, so two systems that forward to each other cannot loop. Only markers
+/// signed with the snapshot's loop key count ([`crate::loopmark`]): anyone can write the header.
 pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
 
 /// Headers kept per message, for loop detection, the log line and the auto-reply rules. Postfix
@@ -129,6 +130,8 @@ pub struct Message {
     pub outcome: MessageOutcome,
     /// The envelope and header changes to make once stored.
     pub edits: Vec<Edit>,
+    /// Accounts whose genuine loop marker the message carries (forged markers are left out).
+    pub loop_marked: Vec<Address>,
     /// The external archive added as a recipient, if configured.
     pub copy_to: Option<Address>,
 }
@@ -251,9 +254,11 @@ pub struct Transaction {
     headers: Vec<(String, Vec<u8>)>,
     header_bytes: usize,
     headers_truncated: bool,
-    /// Accounts whose loop marker the message carries.
+    /// Accounts whose genuine loop marker the message carries.
     loop_marked: Vec<Address>,
     body_bytes: u64,
+    /// The date of MAIL: loop markers are checked against it and carry it.
+    today: Date,
 }
 
 impl Transaction {
@@ -307,6 +312,7 @@ impl Transaction {
             headers_truncated: false,
             loop_marked: Vec::new(),
             body_bytes: 0,
+            today,
         })
     }
 
@@ -351,7 +357,8 @@ impl Transaction {
         !self.recipients.is_empty()
     }
 
-    /// Keeps a header (bounded by [`MAX_HEADER_BYTES`]) and notes handoff's loop marker.
+    /// Keeps a header (bounded by [`MAX_HEADER_BYTES`]) and notes handoff's loop marker when its
+    /// MAC is genuine; a forged one is kept as a header but counts for nothing.
     pub fn add_header(&mut self, name: String, value: Vec<u8>) {
         let size = name.len() + value.len();
         if self.header_bytes + size > MAX_HEADER_BYTES {
@@ -361,10 +368,8 @@ impl Transaction {
         self.header_bytes += size;
         if name.eq_ignore_ascii_case(LOOP_HEADER) {
             let text = String::from_utf8_lossy(&value);
-            for part in text.split([',', ' ', '\t', '\n', '\r']) {
-                if let Some(a) = Address::from_envelope(part) {
-                    self.loop_marked.push(a);
-                }
+            if let Some(a) = self.snapshot.loop_key.verify(&text, self.today) {
+                self.loop_marked.push(a);
             }
         }
         self.headers.push((name, value));
@@ -413,6 +418,7 @@ impl Transaction {
             outcome,
             edits,
             copy_to,
+            loop_marked: self.loop_marked,
         }
     }
 
@@ -496,7 +502,7 @@ impl Transaction {
         for m in marked {
             edits.push(Edit::AddHeader {
                 name: LOOP_HEADER.to_string(),
-                value: m.to_string(),
+                value: self.snapshot.loop_key.mark(m, self.today),
             });
         }
         edits

@@ -230,6 +230,16 @@ impl Daemon {
         self.dir.path().join("journal")
     }
 
+    /// The loop marker this daemon writes for `account` today, with the secret it created in
+    /// its state directory.
+    pub fn loop_marker(&self, account: &str) -> String {
+        let key = handoff::runtime::secret::read(&self.dir.path().join("state"))
+            .unwrap()
+            .expect("the daemon made its loop-marker secret");
+        let account = handoff::address::Address::parse_strict(account).unwrap();
+        key.mark(&account, handoff::runtime::today())
+    }
+
     /// Runs `handoff ARGS --config <this daemon's policy>` and returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_handoff"))

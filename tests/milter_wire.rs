@@ -173,7 +173,7 @@ fn a_whole_message_gets_exact_replies() {
             Reply::AddRcpt("<bob@corp.example>".into()),
             Reply::AddHeader {
                 name: LOOP_HEADER.into(),
-                value: b" gone@corp.example".to_vec()
+                value: format!(" {}", d.loop_marker("gone@corp.example")).into_bytes()
             },
             Reply::Continue,
         ]

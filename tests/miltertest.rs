@@ -13,6 +13,8 @@ fn miltertest_script_passes() {
     let out = Command::new("miltertest")
         .arg("-D")
         .arg(format!("port={}", d.milter_port))
+        .arg("-D")
+        .arg(format!("marker={}", d.loop_marker("gone@corp.example")))
         .arg("-s")
         .arg(&script)
         .output()

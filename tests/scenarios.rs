@@ -467,3 +467,91 @@ autoreply = "departed"
         "the reply, once"
     );
 }
+
+/// A departed account with a template, replies to `[relay] address` on `relay`.
+fn forged_marker_policy(relay: u16) -> String {
+    format!(
+        r#"[relay]
+address = "127.0.0.1:{relay}"
+
+[domains]
+local = ["corp.example"]
+
+[templates.departed]
+subject = "{{name}} has left"
+body = "Please write to {{successor}}."
+
+[accounts."gone@corp.example"]
+state = "departed"
+name = "Gone Person"
+successor = "cs@corp.example"
+keep_copy = false
+autoreply = "departed"
+"#
+    )
+}
+
+/// Anyone can write `X-Handoff-Forwarded`: a message from outside that carries markers for a
+/// departed account without handoff's MAC (none, or a made-up one) is still forwarded and
+/// answered, and gets handoff's own marker.
+fn a_forged_marker_is_ignored(d: &Daemon, lab: &Lab, name: &str) {
+    let forged = [
+        "gone@corp.example".to_string(),
+        "gone@corp.example; d=2026-12-04; mac=0123456789abcdef0123456789abcdef".to_string(),
+    ];
+    let text = format!(
+        "From: Sender <sender@example.net>\r\nTo: gone@corp.example\r\nSubject: {name}\r\n\
+         Message-ID: <{name}@example.net>\r\nX-Handoff-Forwarded: {}\r\nX-Handoff-Forwarded: {}\r\n\
+         \r\nHello.\r\n",
+        forged[0], forged[1]
+    );
+    let t = send(lab, "sender@example.net", &["gone@corp.example"], text);
+    assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
+    let got = wait_for(TIMEOUT, &format!("{name} forwarded to cs@"), || {
+        lab.sink()
+            .all()
+            .into_iter()
+            .find(|m| m.header("Subject").as_deref() == Some(name) && !m.mail_from.is_empty())
+    });
+    assert_eq!(got.rcpt_to, ["cs@corp.example"], "forwarded, not kept");
+    // Appended (milter) or prepended (content filter): compared as a set.
+    let mut markers = forged.to_vec();
+    markers.push(d.loop_marker("gone@corp.example"));
+    markers.sort();
+    let mut seen = got.headers("X-Handoff-Forwarded");
+    seen.sort();
+    assert_eq!(seen, markers);
+    let reply = wait_for(TIMEOUT, &format!("{name}: the auto-reply"), || {
+        lab.sink()
+            .all()
+            .into_iter()
+            .find(|m| m.mail_from.is_empty() && m.rcpt_to == ["sender@example.net"])
+    });
+    assert_eq!(
+        reply.header("Subject").as_deref(),
+        Some("Gone Person has left")
+    );
+}
+
+#[test]
+fn a_forged_loop_marker_is_ignored_in_milter_mode() {
+    let relay = free_port();
+    let d = Daemon::start(&forged_marker_policy(relay));
+    let mut config = LabConfig::default().master_cf_entry(crate::e2e_autoreply::relay_entry(relay));
+    for line in milter_lines(d.milter_port) {
+        config = config.main_cf_line(line);
+    }
+    let lab = Lab::start(config);
+    a_forged_marker_is_ignored(&d, &lab, "forged-milter");
+}
+
+#[test]
+fn a_forged_loop_marker_is_ignored_in_content_filter_mode() {
+    let reinject = free_port();
+    let d = Daemon::start_content_filter(
+        &forged_marker_policy(reinject),
+        &format!("127.0.0.1:{reinject}"),
+    );
+    let lab = Lab::start(LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject));
+    a_forged_marker_is_ignored(&d, &lab, "forged-lmtp");
+}

@@ -76,6 +76,18 @@ impl PairKey {
         PairKey(key)
     }
 
+    /// The key for `account` answering `sender`, with the sender taken without its `+detail`
+    /// (`delimiter`, `+` when the policy has none): `a+1@x`, `a+2@x` and `a@x` are one sender,
+    /// or every tag would get its own reply (backscatter). Addresses are already lower case. A
+    /// sender without a detail hashes as before, so the entries written by earlier versions
+    /// still count; those of tagged senders no longer match and simply expire.
+    pub fn for_sender(account: &Address, sender: &Address, delimiter: Option<char>) -> PairKey {
+        match sender.without_detail(delimiter.unwrap_or('+')) {
+            Some(base) => PairKey::new(account, &base),
+            None => PairKey::new(account, sender),
+        }
+    }
+
     fn redis_key(&self) -> String {
         format!("handoff:autoreply:{}", hex::encode(self.0))
     }

@@ -43,9 +43,10 @@ use tokio::task::JoinSet;
 
 use crate::address::Address;
 use crate::engine;
+use crate::policy::OriginalSubject;
 use crate::runtime::metrics;
 use crate::runtime::store::Snapshot;
-use crate::transaction::{LOOP_HEADER, Message};
+use crate::transaction::Message;
 
 pub use memory::{Memory, MemoryError, PairKey};
 pub use rules::Suppression;
@@ -224,11 +225,17 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
     if wanted.is_empty() {
         return Vec::new();
     }
-    let facts = rules::Facts::from_headers(&msg.headers, msg.headers_truncated, LOOP_HEADER);
+    let mut facts = rules::Facts::from_headers(&msg.headers, msg.headers_truncated);
+    facts.loop_marks = msg.loop_marked.clone();
     let auth = rules::AuthPolicy {
         required: settings.require_authenticated,
         authserv_ids: &settings.authserv_ids,
     };
+    // Whether a trusted result vouches for the sender, for `original_subject = "authenticated"`.
+    let vouched = msg
+        .sender
+        .as_ref()
+        .is_some_and(|s| rules::vouched_for(&facts, s, &settings.authserv_ids));
     let mut out = Vec::with_capacity(wanted.len());
     for (p, forms) in wanted {
         let target = rules::Target {
@@ -243,11 +250,17 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
             policy
                 .account(&p.account)
                 .ok_or(Suppression::NotAddressed)?;
-            if !policy.templates.contains_key(&p.template) {
-                return Err(Suppression::NotAddressed);
-            }
+            let template = policy
+                .templates
+                .get(&p.template)
+                .ok_or(Suppression::NotAddressed)?;
+            let original_subject = match template.original_subject {
+                OriginalSubject::Always => facts.subject.clone(),
+                OriginalSubject::Authenticated if vouched => facts.subject.clone(),
+                OriginalSubject::Authenticated | OriginalSubject::Never => None,
+            };
             Ok(Job {
-                key: PairKey::new(&p.account, to),
+                key: PairKey::for_sender(&p.account, to, policy.recipient_delimiter),
                 draft: Draft {
                     account: p.account.clone(),
                     template: p.template.clone(),
@@ -255,7 +268,7 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
                     queue_id: msg.queue_id.clone(),
                     created: now,
                     snapshot: msg.snapshot.clone(),
-                    original_subject: facts.subject.clone(),
+                    original_subject,
                     original_message_id: facts.message_id.clone(),
                     original_references: facts.references.clone(),
                 },

@@ -167,7 +167,8 @@ pub struct Facts {
     /// The domain of the first `From:` address, lower case.
     pub from_domain: Option<String>,
     pub auth_results: Vec<AuthResults>,
-    /// Accounts named by handoff's loop marker header.
+    /// Accounts whose genuine loop marker the message carries: the transaction checks the
+    /// markers' MACs ([`crate::loopmark`]) and the caller fills this in.
     pub loop_marks: Vec<Address>,
     /// The decoded Subject.
     pub subject: Option<String>,
@@ -182,12 +183,8 @@ pub struct Facts {
 impl Facts {
     /// Reads the headers as the milter session keeps them: `(name, value)` with Postfix's one
     /// leading space removed and folds as bare LF (Postfix milter8.c sends header values that
-    /// way). `loop_header` is the name of handoff's loop marker.
-    pub fn from_headers(
-        headers: &[(String, Vec<u8>)],
-        truncated: bool,
-        loop_header: &str,
-    ) -> Facts {
+    /// way).
+    pub fn from_headers(headers: &[(String, Vec<u8>)], truncated: bool) -> Facts {
         let mut f = Facts {
             truncated,
             ..Facts::default()
@@ -229,11 +226,6 @@ impl Facts {
                 if let Some(ar) = AuthResults::parse(&text) {
                     f.auth_results.push(ar);
                 }
-            } else if is(loop_header) {
-                f.loop_marks.extend(
-                    text.split([',', ' ', '\t'])
-                        .filter_map(Address::from_envelope),
-                );
             } else if let Some(list) = LIST_HEADERS.iter().find(|h| is(h)) {
                 f.list_header.get_or_insert(list);
             }
@@ -352,7 +344,7 @@ pub fn judge(
     if !addressed(facts, target) {
         return Err(Suppression::NotAddressed);
     }
-    if auth.required && !authenticated(facts, sender, auth.authserv_ids) {
+    if auth.required && !vouched_for(facts, sender, auth.authserv_ids) {
         return Err(Suppression::Unauthenticated);
     }
     Ok(())
@@ -466,11 +458,24 @@ impl AuthResult {
     }
 }
 
-/// Whether a trusted `Authentication-Results` says DMARC passed, or SPF or DKIM passed for a
-/// domain aligned with the `From:` domain. Headers with other authserv-ids are ignored: anyone
-/// can write one (RFC 8601 section 5 asks the trusted MTA to remove forged ones with its own id).
-fn authenticated(facts: &Facts, sender: &Address, trusted: &[String]) -> bool {
-    let from = facts.from_domain.as_deref().unwrap_or(sender.domain());
+/// Whether a trusted `Authentication-Results` vouches for the envelope sender's domain, the
+/// domain the reply goes to. What counts, from a header whose authserv-id is trusted (anyone
+/// can write one with another id; RFC 8601 section 5 asks the trusted MTA to remove forged ones
+/// with its own id):
+/// - `spf=pass` whose `smtp.mailfrom` domain is the envelope sender's domain (SPF checks exactly
+///   that domain, RFC 7208 section 2.4);
+/// - `dkim=pass` whose `header.d` (or the domain of `header.i`) is the envelope sender's domain
+///   or a parent of it ([`vouches`]);
+/// - `dmarc=pass` whose `header.from` (or, without it, the `From:` domain) is the envelope
+///   sender's domain or a parent of it: DMARC authenticates the `From:` domain, which says
+///   nothing about a different envelope domain.
+///
+/// A pass for the `From:` domain alone is not enough: the reply goes to the envelope sender,
+/// and a forger can send with `From:` set to any domain that passes and the envelope sender set
+/// to the victim of the backscatter.
+pub fn vouched_for(facts: &Facts, sender: &Address, trusted: &[String]) -> bool {
+    let envelope = sender.domain();
+    let domain_of = |v: &str| v.rsplit('@').next().unwrap_or(v).to_string();
     facts
         .auth_results
         .iter()
@@ -478,40 +483,44 @@ fn authenticated(facts: &Facts, sender: &Address, trusted: &[String]) -> bool {
         .flat_map(|ar| &ar.results)
         .filter(|r| r.result == "pass")
         .any(|r| match r.method.as_str() {
-            "dmarc" => true,
+            "dmarc" => r
+                .prop("header.from")
+                .map(domain_of)
+                .or_else(|| facts.from_domain.clone())
+                .is_some_and(|d| vouches(&d, envelope)),
             "dkim" => r
                 .prop("header.d")
-                .or_else(|| {
-                    r.prop("header.i")
-                        .map(|i| i.rsplit('@').next().unwrap_or(i))
-                })
-                .is_some_and(|d| aligned(d, from)),
-            "spf" => r
-                .prop("smtp.mailfrom")
-                .map(|m| m.rsplit('@').next().unwrap_or(m))
-                .is_some_and(|d| aligned(d, from)),
+                .map(str::to_string)
+                .or_else(|| r.prop("header.i").map(domain_of))
+                .is_some_and(|d| vouches(&d, envelope)),
+            "spf" => r.prop("smtp.mailfrom").map(domain_of).is_some_and(|d| {
+                let d = d.trim_end_matches('.');
+                !d.is_empty() && d.eq_ignore_ascii_case(envelope.trim_end_matches('.'))
+            }),
             _ => false,
         })
 }
 
-/// Relaxed alignment (RFC 7489 section 3.1) approximated without the public suffix list: the
-/// same domain, or one a subdomain of the other, the shorter having at least two labels.
-fn aligned(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim_end_matches('.'), b.trim_end_matches('.'));
-    if a.is_empty() || b.is_empty() {
+/// Whether an authenticated domain `signer` vouches for `domain`: the same domain, or a parent
+/// of it with at least two labels (`partner.example` vouches for `mail.partner.example`, never
+/// the reverse, nor a sibling). The owner of a domain controls the DNS of the names under it;
+/// the owner of a name under a shared suffix (`x.github.io`) controls nothing above it. This is
+/// stricter than DMARC's relaxed alignment (RFC 7489 section 3.1.1), which needs the public
+/// suffix list to be safe.
+fn vouches(signer: &str, domain: &str) -> bool {
+    let (signer, domain) = (signer.trim_end_matches('.'), domain.trim_end_matches('.'));
+    if signer.is_empty() || domain.is_empty() {
         return false;
     }
-    if a.eq_ignore_ascii_case(b) {
+    if signer.eq_ignore_ascii_case(domain) {
         return true;
     }
-    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
-    // Compared as bytes: the domains come from headers and may hold any UTF-8, so the cut
-    // can fall inside a character.
-    let (short, long) = (short.as_bytes(), long.as_bytes());
-    short.contains(&b'.')
-        && long.len() > short.len() + 1
-        && long[long.len() - short.len()..].eq_ignore_ascii_case(short)
-        && long[long.len() - short.len() - 1] == b'.'
+    // Compared as bytes: the domains come from headers and may hold any UTF-8.
+    let (s, d) = (signer.as_bytes(), domain.as_bytes());
+    s.contains(&b'.')
+        && d.len() > s.len() + 1
+        && d[d.len() - s.len()..].eq_ignore_ascii_case(s)
+        && d[d.len() - s.len() - 1] == b'.'
 }
 
 /// A header value as one line: the LF (or CRLF) of each fold removed, invalid UTF-8 replaced.
@@ -587,8 +596,6 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
 mod tests {
     use super::*;
 
-    const LOOP: &str = "X-Handoff-Forwarded";
-
     fn a(s: &str) -> Address {
         Address::parse_strict(s).unwrap()
     }
@@ -617,7 +624,7 @@ mod tests {
         forms: &[Address],
         auth: AuthPolicy<'_>,
     ) -> Result<(), Suppression> {
-        let facts = Facts::from_headers(&headers(list), false, LOOP);
+        let facts = Facts::from_headers(&headers(list), false);
         let account = a("gone@corp.example");
         let mut all_forms = vec![account.clone()];
         all_forms.extend_from_slice(forms);
@@ -701,11 +708,28 @@ mod tests {
 
     #[test]
     fn loop_marker_for_this_account() {
+        // The transaction verified the markers; the header itself counts for nothing here.
+        let facts = |marks: &[&str]| Facts {
+            loop_marks: marks.iter().map(|m| a(m)).collect(),
+            ..Facts::from_headers(&headers(&[("To", "gone@corp.example")]), false)
+        };
+        let account = a("gone@corp.example");
+        let sender = a("ext@partner.example");
+        let target = Target {
+            account: &account,
+            forms: &[],
+            delimiter: None,
+        };
+        let j = |f: &Facts| judge(f, Some(&sender), target, AuthPolicy::default());
         assert_eq!(
-            verdict(&[(LOOP, "gone@corp.example")]),
+            j(&facts(&["gone@corp.example"])),
             Err(Suppression::LoopMarked)
         );
-        assert_eq!(verdict(&[(LOOP, "other@corp.example")]), Ok(()));
+        assert_eq!(j(&facts(&["other@corp.example"])), Ok(()));
+        assert_eq!(
+            verdict(&[("X-Handoff-Forwarded", "gone@corp.example")]),
+            Ok(())
+        );
     }
 
     #[test]
@@ -909,6 +933,83 @@ mod tests {
         );
     }
 
+    /// The reply goes to the envelope sender, so what passed must vouch for its domain: a
+    /// pass for the `From:` domain alone let anyone aim replies at a third party.
+    #[test]
+    fn require_authenticated_vouches_for_the_envelope_sender() {
+        let trusted = ["mx.corp.example".to_string()];
+        let auth = AuthPolicy {
+            required: true,
+            authserv_ids: &trusted,
+        };
+        let j = |sender: &str, ar: &str| {
+            let list = [
+                ("To", "gone@corp.example"),
+                ("From", "Ext <ext@partner.example>"),
+                ("Authentication-Results", ar),
+            ];
+            judge_with(Some(sender), &list, &[], auth)
+        };
+        let victim = "victim@victim.example";
+        for forged in [
+            "mx.corp.example; dmarc=pass header.from=partner.example",
+            "mx.corp.example; dmarc=pass",
+            "mx.corp.example; dkim=pass header.d=partner.example",
+            "mx.corp.example; dkim=pass header.i=ext@partner.example",
+            "mx.corp.example; spf=pass smtp.mailfrom=ext@partner.example",
+        ] {
+            assert_eq!(
+                j(victim, forged),
+                Err(Suppression::Unauthenticated),
+                "{forged}"
+            );
+        }
+        for (sender, ok) in [
+            (
+                victim,
+                "mx.corp.example; spf=pass smtp.mailfrom=victim@victim.example",
+            ),
+            (
+                victim,
+                "mx.corp.example; spf=pass smtp.mailfrom=victim.example",
+            ),
+            (victim, "mx.corp.example; dkim=pass header.d=victim.example"),
+            (
+                victim,
+                "mx.corp.example; dmarc=pass header.from=victim.example",
+            ),
+            ("ext@partner.example", "mx.corp.example; dmarc=pass"),
+            (
+                "b@mail.partner.example",
+                "mx.corp.example; dkim=pass header.d=partner.example",
+            ),
+        ] {
+            assert_eq!(j(sender, ok), Ok(()), "{sender}: {ok}");
+        }
+        for (sender, bad) in [
+            // SPF checked another domain than the one the reply goes to.
+            (
+                "b@mail.partner.example",
+                "mx.corp.example; spf=pass smtp.mailfrom=x@partner.example",
+            ),
+            // A subdomain's signer does not vouch for its parent, nor for a sibling.
+            (
+                "b@partner.example",
+                "mx.corp.example; dkim=pass header.d=mail.partner.example",
+            ),
+            (
+                "b@a.partner.example",
+                "mx.corp.example; dmarc=pass header.from=b.partner.example",
+            ),
+        ] {
+            assert_eq!(
+                j(sender, bad),
+                Err(Suppression::Unauthenticated),
+                "{sender}: {bad}"
+            );
+        }
+    }
+
     #[test]
     fn values_with_their_leading_space_and_folds() {
         // With HDR_LEADSPC Postfix passes each value as written, leading space included.
@@ -941,13 +1042,13 @@ mod tests {
             ),
             Err(Suppression::Spam)
         );
-        let f = Facts::from_headers(&headers(&[("Subject", " Hi\n there")]), false, LOOP);
+        let f = Facts::from_headers(&headers(&[("Subject", " Hi\n there")]), false);
         assert_eq!(f.subject.as_deref(), Some("Hi there"));
     }
 
     #[test]
     fn truncated_headers() {
-        let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), true, LOOP);
+        let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), true);
         let account = a("gone@corp.example");
         let sender = a("ext@partner.example");
         let target = Target {
@@ -970,7 +1071,6 @@ mod tests {
                 ("References", "<r1@x.example>\n <r2@x.example>"),
             ]),
             false,
-            LOOP,
         );
         assert_eq!(f.subject.as_deref(), Some("你好 there"));
         assert_eq!(f.message_id.as_deref(), Some("m1@partner.example"));
@@ -978,21 +1078,24 @@ mod tests {
     }
 
     #[test]
-    fn alignment() {
-        assert!(aligned("partner.example", "partner.example"));
-        assert!(aligned("mail.partner.example", "partner.example"));
-        assert!(aligned("partner.example", "news.partner.example"));
-        assert!(!aligned("example", "partner.example"));
-        assert!(!aligned("evilpartner.example", "partner.example"));
-        assert!(!aligned("a.partner.example", "b.partner.example"));
-        // Found by the `autoreply_eligibility` fuzz target: the suffix cut fell inside a
-        // multi-byte character and panicked.
-        assert!(!aligned("b.example", "aaü.example"));
-        assert!(!aligned(
-            "mail.partner.example",
-            "partner e\u{fffd}\u{fffd}.example"
+    fn a_parent_domain_vouches_for_its_subdomains_only() {
+        assert!(vouches("partner.example", "partner.example"));
+        assert!(vouches("Partner.Example.", "partner.example"));
+        assert!(vouches("partner.example", "mail.partner.example"));
+        assert!(!vouches("mail.partner.example", "partner.example"));
+        assert!(!vouches("example", "partner.example"));
+        assert!(!vouches("evilpartner.example", "partner.example"));
+        assert!(!vouches("partner.example", "evilpartner.example"));
+        assert!(!vouches("a.partner.example", "b.partner.example"));
+        assert!(!vouches("", "partner.example"));
+        // Found by the `autoreply_eligibility` fuzz target (in the alignment check this
+        // replaces): the suffix cut fell inside a multi-byte character and panicked.
+        assert!(!vouches("b.example", "aaü.example"));
+        assert!(!vouches(
+            "partner e\u{fffd}\u{fffd}.example",
+            "mail.partner.example"
         ));
-        assert!(aligned("ü.example", "mail.ü.example"));
+        assert!(vouches("ü.example", "mail.ü.example"));
     }
 
     #[test]

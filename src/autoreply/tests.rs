@@ -24,6 +24,7 @@ max_per_hour_per_account = 2
 [templates.departed]
 subject = "{name} has left: {original_subject}"
 body = "Please write to {successor}."
+original_subject = "always"
 
 [aliases]
 "sales@corp.example" = ["gone@corp.example", "alice@corp.example"]
@@ -83,6 +84,7 @@ fn message(
         outcome: MessageOutcome::Accept,
         edits: Vec::new(),
         copy_to: None,
+        loop_marked: Vec::new(),
     }
 }
 
@@ -419,5 +421,134 @@ async fn the_worker_sends_what_is_offered_and_stops_on_request() {
     assert_eq!(
         replier.offer(&msg),
         [(addr("gone@corp.example"), Some(Suppression::ShuttingDown))]
+    );
+}
+
+/// Backscatter through `+tags`: every tag of one sender is the same sender to the memory, and
+/// the delimiter is the policy's (`+` when the policy turns it off).
+#[tokio::test]
+async fn tagged_senders_are_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, seen) = fake_relay("250 2.0.0 ok").await;
+    let (_, w) = worker(local_memory(&dir), no_journal());
+    let from = |policy: &str, sender: &str| {
+        let m = message(
+            policy,
+            Some(sender),
+            &["gone@corp.example"],
+            &[("To", "gone@corp.example")],
+        );
+        let mut job = jobs(&m).remove(0).1.unwrap();
+        (job.relay, job.max_per_hour, job.max_per_hour_per_account) = (relay, 100, 100);
+        job
+    };
+    assert_eq!(
+        w.process_one(from(POLICY, "a+1@partner.example")).await,
+        Outcome::Sent { attempts: 1 }
+    );
+    for again in [
+        "a+2@partner.example",
+        "A+3@Partner.Example",
+        "a@partner.example",
+    ] {
+        assert_eq!(
+            w.process_one(from(POLICY, again)).await,
+            Outcome::Suppressed(Suppression::AlreadyReplied),
+            "{again}"
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The reply still goes to the address as sent.
+    assert_eq!(seen.lock().unwrap()[0].1, ["<a+1@partner.example>"]);
+    // The policy's delimiter.
+    let dash = POLICY.replace("[domains]", "[domains]\nrecipient_delimiter = \"-\"");
+    assert_eq!(
+        from(&dash, "b-1@partner.example").key,
+        from(&dash, "b-2@partner.example").key
+    );
+    assert_ne!(
+        from(&dash, "b+1@partner.example").key,
+        from(&dash, "b+2@partner.example").key
+    );
+    let off = POLICY.replace("[domains]", "[domains]\nrecipient_delimiter = \"\"");
+    assert_eq!(
+        from(&off, "b+1@partner.example").key,
+        from(&off, "b+2@partner.example").key
+    );
+    // An untagged sender keeps the key earlier versions wrote.
+    assert_eq!(
+        from(POLICY, "a@partner.example").key,
+        PairKey::new(&addr("gone@corp.example"), &addr("a@partner.example"))
+    );
+}
+
+/// `{original_subject}` repeats a stranger's text to whoever the envelope sender names; by
+/// default only to a sender a trusted `Authentication-Results` vouches for.
+#[test]
+fn the_original_subject_is_repeated_only_as_the_template_allows() {
+    let subject_of = |template_line: &str, settings: &str, ar: Option<&str>| {
+        let policy = POLICY
+            .replace("original_subject = \"always\"\n", template_line)
+            .replace("[autoreply]\n", &format!("[autoreply]\n{settings}"));
+        let mut headers = vec![
+            ("To", "gone@corp.example"),
+            ("From", "ext@partner.example"),
+            ("Subject", "Buy cheap pills"),
+        ];
+        headers.extend(ar.map(|v| ("Authentication-Results", v)));
+        let m = message(
+            &policy,
+            Some("ext@partner.example"),
+            &["gone@corp.example"],
+            &headers,
+        );
+        let job = jobs(&m).remove(0).1.unwrap();
+        let reply = job.draft.build().unwrap();
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&reply.message)
+            .unwrap();
+        parsed.subject().unwrap_or_default().to_string()
+    };
+    let trusted = "authserv_id = [\"mx.corp.example\"]\nrequire_authenticated = false\n";
+    let pass = Some("mx.corp.example; spf=pass smtp.mailfrom=ext@partner.example");
+    let forged = Some("evil.example; spf=pass smtp.mailfrom=ext@partner.example");
+    let full = "Gone Person has left: Buy cheap pills";
+    let dropped = "Gone Person has left:";
+    // The default: nothing to trust without authserv_id, so never.
+    assert_eq!(subject_of("", "", pass), dropped);
+    assert_eq!(subject_of("", trusted, None), dropped);
+    assert_eq!(subject_of("", trusted, forged), dropped);
+    assert_eq!(subject_of("", trusted, pass), full);
+    let authenticated = "original_subject = \"authenticated\"\n";
+    assert_eq!(subject_of(authenticated, trusted, pass), full);
+    assert_eq!(subject_of(authenticated, trusted, forged), dropped);
+    let always = "original_subject = \"always\"\n";
+    assert_eq!(subject_of(always, "", None), full);
+    let never = "original_subject = \"never\"\n";
+    assert_eq!(subject_of(never, trusted, pass), dropped);
+}
+
+/// Naming the MTA whose results to trust turns `require_authenticated` on unless the policy
+/// says otherwise.
+#[test]
+fn authserv_id_alone_requires_authentication() {
+    let plan_for = |settings: &str| {
+        let policy = POLICY.replace("[autoreply]\n", &format!("[autoreply]\n{settings}"));
+        let m = message(
+            &policy,
+            Some("ext@partner.example"),
+            &["gone@corp.example"],
+            &[("To", "gone@corp.example")],
+        );
+        jobs(&m).remove(0).1.map(|_| ())
+    };
+    assert_eq!(plan_for(""), Ok(()));
+    assert_eq!(
+        plan_for("authserv_id = [\"mx.corp.example\"]\n"),
+        Err(Suppression::Unauthenticated)
+    );
+    assert_eq!(
+        plan_for("authserv_id = [\"mx.corp.example\"]\nrequire_authenticated = false\n"),
+        Ok(())
     );
 }

@@ -606,9 +606,20 @@ state = "deleted"
     }
 
     fn cx() -> Fixed {
-        Fixed(Arc::new(PolicyStore::new(
+        Fixed(Arc::new(PolicyStore::with_loop_key(
             Policy::from_text("t.toml", POLICY).unwrap(),
+            loop_key(),
         )))
+    }
+
+    fn loop_key() -> crate::loopmark::LoopKey {
+        crate::loopmark::LoopKey::new(&[7; 32]).unwrap()
+    }
+
+    /// The loop marker handoff writes for `addr` on the test date.
+    fn marker_value(addr: &str) -> String {
+        let addr = crate::address::Address::parse_strict(addr).unwrap();
+        loop_key().mark(&addr, jiff::civil::date(2026, 6, 1))
     }
 
     fn all_actions() -> Actions {
@@ -700,7 +711,7 @@ state = "deleted"
     fn marker(addr: &str) -> Reply {
         Reply::AddHeader {
             name: LOOP_HEADER.into(),
-            value: format!(" {addr}").into_bytes(),
+            value: format!(" {}", marker_value(addr)).into_bytes(),
         }
     }
 
@@ -887,7 +898,8 @@ state = "deleted"
         let mut s = connected(&cx, false);
         mail(&mut s, &cx, "<cs@corp.example>");
         rcpt(&mut s, &cx, "<gone@corp.example>");
-        let (msg, r) = finish(&mut s, &cx, &[(LOOP_HEADER, "gone@corp.example")]);
+        let genuine = marker_value("gone@corp.example");
+        let (msg, r) = finish(&mut s, &cx, &[(LOOP_HEADER, genuine.as_str())]);
         assert_eq!(
             r,
             vec![Reply::Continue],
@@ -900,6 +912,33 @@ state = "deleted"
                 .iter()
                 .any(|s| matches!(s, engine::Step::LoopMarked { .. }))
         );
+    }
+
+    /// Anyone can write the header: a marker without handoff's MAC (or with another secret's)
+    /// neither stops the forward nor suppresses the reply, and the real marker is added.
+    #[test]
+    fn a_forged_marker_is_ignored() {
+        let cx = cx();
+        let other = crate::loopmark::LoopKey::new(&[8; 32]).unwrap();
+        let gone = crate::address::Address::parse_strict("gone@corp.example").unwrap();
+        let other_secret = other.mark(&gone, jiff::civil::date(2026, 6, 1));
+        for forged in ["gone@corp.example", other_secret.as_str()] {
+            let mut s = connected(&cx, false);
+            mail(&mut s, &cx, "<ext@partner.example>");
+            rcpt(&mut s, &cx, "<gone@corp.example>");
+            let (msg, r) = finish(&mut s, &cx, &[(LOOP_HEADER, forged)]);
+            assert_eq!(
+                r,
+                vec![
+                    Reply::DelRcpt("<gone@corp.example>".into()),
+                    add("cs@corp.example"),
+                    marker("gone@corp.example"),
+                    Reply::Continue,
+                ],
+                "{forged}"
+            );
+            assert!(msg.loop_marked.is_empty());
+        }
     }
 
     #[test]

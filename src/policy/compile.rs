@@ -19,7 +19,7 @@ use super::reply::SmtpReply;
 use super::template::{TemplateError, Text};
 use super::{
     Account, Alias, AutoreplySettings, Diagnostics, Index, ListenAddr, LmtpSettings, MAX_DEPTH,
-    MAX_WIDTH, NextHop, Node, Policy, Settings, State, Template,
+    MAX_WIDTH, NextHop, Node, OriginalSubject, Policy, Settings, State, Template,
 };
 use crate::address::Address;
 
@@ -407,7 +407,11 @@ fn autoreply_settings(
         }
     }
     let require = raw.and_then(|a| a.require_authenticated.as_ref());
-    let require_authenticated = require.is_some_and(|r| *r.get_ref());
+    // Safe by default: once the admin names the MTA whose results to trust, replies need them.
+    let require_authenticated = require
+        .map_or(raw.and_then(|a| a.authserv_id.as_ref()).is_some(), |r| {
+            *r.get_ref()
+        });
     if let Some(r) = require
         && *r.get_ref()
         && raw.and_then(|a| a.authserv_id.as_ref()).is_none()
@@ -589,6 +593,21 @@ impl Builder<'_> {
                     .from
                     .as_ref()
                     .and_then(|f| self.address(origin.file, f));
+                let original_subject = match &value.original_subject {
+                    None => OriginalSubject::default(),
+                    Some(s) => OriginalSubject::parse(s.get_ref()).unwrap_or_else(|| {
+                        self.errs.error(
+                            origin.file,
+                            s.span().start,
+                            format!(
+                                "template `{key}`: original_subject `{}` is not one of {}",
+                                s.get_ref(),
+                                OriginalSubject::NAMES
+                            ),
+                        );
+                        OriginalSubject::default()
+                    }),
+                };
                 self.template_origins.insert(key.clone(), origin);
                 if let (Some(subject), Some(body)) = (subject, body) {
                     self.templates.insert(
@@ -598,6 +617,7 @@ impl Builder<'_> {
                             subject,
                             body,
                             from,
+                            original_subject,
                         },
                     );
                 }
@@ -1150,7 +1170,45 @@ mod tests {
         assert_eq!(p.settings.autoreply.store, None);
         assert!(!p.settings.autoreply.require_authenticated);
         assert_eq!(p.recipient_delimiter, Some('+'));
+        // Naming whom to trust turns the requirement on.
+        let p = Policy::from_text(
+            "p.toml",
+            "[autoreply]\nauthserv_id = [\"mx.corp.example\"]\n",
+        )
+        .unwrap();
+        assert!(p.settings.autoreply.require_authenticated);
         assert!(p.accounts.is_empty());
+    }
+
+    #[test]
+    fn original_subject_is_a_template_setting_checked_with_its_line() {
+        let p = Policy::from_text(
+            "p.toml",
+            "[templates.a]\nsubject = \"s\"\nbody = \"b\"\n\
+             [templates.b]\nsubject = \"s\"\nbody = \"b\"\noriginal_subject = \"always\"\n\
+             [templates.c]\nsubject = \"s\"\nbody = \"b\"\noriginal_subject = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.templates["a"].original_subject,
+            OriginalSubject::Authenticated
+        );
+        assert_eq!(p.templates["b"].original_subject, OriginalSubject::Always);
+        assert_eq!(p.templates["c"].original_subject, OriginalSubject::Never);
+        let errs = errors(
+            "[templates.a]\nsubject = \"s\"\nbody = \"b\"\noriginal_subject = \"yes\"\n\
+             [templates.b]\nsubject = \"s\"\nbody = \"b\"\noriginal_subjet = \"never\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert_eq!(
+            errs[0],
+            "p.toml:4:20: template `a`: original_subject `yes` is not one of always, authenticated, never"
+        );
+        assert!(
+            errs[1].starts_with("p.toml:8:1: unknown field `original_subjet`"),
+            "{}",
+            errs[1]
+        );
     }
 
     #[test]

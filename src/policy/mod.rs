@@ -135,6 +135,35 @@ pub struct Template {
     pub body: template::Text,
     /// The `From:` of replies; the departed address when absent.
     pub from: Option<Address>,
+    /// When `{original_subject}` holds the original's Subject (else it is empty).
+    pub original_subject: OriginalSubject,
+}
+
+/// `[templates.NAME] original_subject`: whose Subject `{original_subject}` may repeat. The
+/// reply goes to the envelope sender, which anyone can forge: a Subject repeated to a forged
+/// sender carries a stranger's text to a third party, from a corporate address (backscatter
+/// spam). The default repeats it only to senders a trusted `Authentication-Results` vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OriginalSubject {
+    Always,
+    /// Only when a trusted `Authentication-Results` vouches for the envelope sender's domain
+    /// (see `[autoreply] authserv_id`); without `authserv_id`, never.
+    #[default]
+    Authenticated,
+    Never,
+}
+
+impl OriginalSubject {
+    pub const NAMES: &str = "always, authenticated, never";
+
+    pub fn parse(s: &str) -> Option<OriginalSubject> {
+        match s {
+            "always" => Some(OriginalSubject::Always),
+            "authenticated" => Some(OriginalSubject::Authenticated),
+            "never" => Some(OriginalSubject::Never),
+            _ => None,
+        }
+    }
 }
 
 /// Where a listener binds.
@@ -208,7 +237,8 @@ pub struct AutoreplySettings {
     pub max_per_hour_per_account: u32,
     /// A Redis URL shared by several instances; `None`: a file under `[storage] state`.
     pub store: Option<String>,
-    /// Reply only to senders a trusted `Authentication-Results` header vouches for.
+    /// Reply only to senders a trusted `Authentication-Results` header vouches for. Default: on
+    /// when `authserv_id` is set (there is nothing to trust without it).
     pub require_authenticated: bool,
     /// The authserv-ids (RFC 8601) whose `Authentication-Results` are trusted, lower case.
     pub authserv_ids: Vec<String>,

@@ -88,6 +88,8 @@ pub struct RawTemplate {
     pub subject: SString,
     pub body: SString,
     pub from: Option<SString>,
+    /// `always`, `authenticated` or `never`; checked in compile.
+    pub original_subject: Option<SString>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod reload;
+pub mod secret;
 pub mod serve;
 pub mod status;
 pub mod store;

@@ -45,11 +45,23 @@ pub fn reload_once(path: &Path, store: &PolicyStore) -> Outcome {
         Err(e) => return Outcome::Refused(e),
     };
     let current = store.snapshot();
-    if policy.sources.digest() == current.digest && policy.sources == current.policy.sources {
+    // A replaced loop-marker secret counts as a change; an unreadable one keeps the running key.
+    let loop_key = match super::secret::read(&current.policy.settings.state_dir) {
+        Ok(Some(key)) => key,
+        Ok(None) => current.loop_key.clone(),
+        Err(e) => {
+            tracing::warn!("{e}; the running loop-marker secret stays");
+            current.loop_key.clone()
+        }
+    };
+    if policy.sources.digest() == current.digest
+        && policy.sources == current.policy.sources
+        && loop_key == current.loop_key
+    {
         return Outcome::Unchanged;
     }
     let restart_needed = current.policy.settings.restart_needed(&policy.settings);
-    let snap = store.replace(policy);
+    let snap = store.replace(policy, loop_key);
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     Outcome::Applied {
         generation: snap.generation,

@@ -54,11 +54,19 @@ pub async fn run_until(
         std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
     let policy = policy::load(&config)?;
     let handle = metrics::install().context("cannot install the metrics recorder")?;
-    let store = Arc::new(PolicyStore::new(policy));
+    let loop_key = super::secret::load(&policy.settings.state_dir)
+        .context("cannot read the loop-marker secret")?;
+    let store = Arc::new(PolicyStore::with_loop_key(policy, loop_key));
     let snap = store.snapshot();
     metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
     let settings = snap.policy.settings.clone();
+    if !settings.autoreply.require_authenticated && !snap.policy.templates.is_empty() {
+        tracing::warn!(
+            "auto-replies go to any envelope sender, forged ones too: set [autoreply] authserv_id \
+             to your MTA's authserv-id so that only authenticated senders are answered"
+        );
+    }
 
     // Watch before the endpoints come up: once /healthz answers, an edit is not missed. (A watch
     // started by the reload task could begin after the first edits, and those were lost.)

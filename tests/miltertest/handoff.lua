@@ -1,10 +1,15 @@
 -- miltertest (OpenDKIM's milter test driver) against a running handoff.
--- Run: miltertest -D port=8891 -s tests/miltertest/handoff.lua
+-- Run: miltertest -D port=8891 -D marker="gone@corp.example; d=…; mac=…" -s tests/miltertest/handoff.lua
+-- (marker: the loop marker the daemon writes for gone@ today, with its secret; see
+-- tests/daemon.rs Daemon::loop_marker).
 -- The policy is tests/milter_wire.rs's POLICY: gone@ departed (forward to cs@, no copy),
 -- dis@ disabled, sales@ an alias of alice@ and bob@.
 
 if port == nil then
 	error "define the milter port: miltertest -D port=PORT -s handoff.lua"
+end
+if marker == nil then
+	error "define the expected loop marker: miltertest -D marker=VALUE"
 end
 
 conn = mt.connect("inet:" .. port .. "@127.0.0.1", 10, 0.2)
@@ -58,8 +63,9 @@ end
 if not mt.eom_check(conn, MT_RCPTADD, "<cs@corp.example>") then
 	error "EOM: cs@ was not added"
 end
--- handoff negotiates HDR_LEADSPC, so the value carries its own leading space.
-if not mt.eom_check(conn, MT_HDRADD, "X-Handoff-Forwarded", " gone@corp.example") then
+-- handoff negotiates HDR_LEADSPC, so the value carries its own leading space. `marker` (-D)
+-- is the value signed with the daemon's loop-marker secret.
+if not mt.eom_check(conn, MT_HDRADD, "X-Handoff-Forwarded", " " .. marker) then
 	error "EOM: loop marker missing"
 end
 

@@ -44,9 +44,20 @@ fn cx() -> Fixed {
 }
 
 fn cx_with(policy: &str) -> Fixed {
-    Fixed(Arc::new(PolicyStore::new(
+    Fixed(Arc::new(PolicyStore::with_loop_key(
         Policy::from_text("t.toml", policy).unwrap(),
+        loop_key(),
     )))
+}
+
+fn loop_key() -> crate::loopmark::LoopKey {
+    crate::loopmark::LoopKey::new(&[7; 32]).unwrap()
+}
+
+/// The loop marker handoff writes for `addr` on the test date.
+fn marker(addr: &str) -> String {
+    let addr = crate::address::Address::parse_strict(addr).unwrap();
+    loop_key().mark(&addr, jiff::civil::date(2026, 6, 1))
 }
 
 fn session() -> Session {
@@ -362,7 +373,11 @@ fn lmtp_answers_each_accepted_recipient_and_rewrites_the_envelope_at_every_chunk
     );
     let text = String::from_utf8_lossy(message);
     assert!(
-        text.starts_with("X-Handoff-Forwarded: gone@corp.example\r\nX-Handoff-Forwarded: keep@corp.example\r\nSubject: hi\r\n"),
+        text.starts_with(&format!(
+            "X-Handoff-Forwarded: {}\r\nX-Handoff-Forwarded: {}\r\nSubject: hi\r\n",
+            marker("gone@corp.example"),
+            marker("keep@corp.example")
+        )),
         "{text}"
     );
     assert!(text.ends_with("\r\n\r\n.leading dot\r\n"), "{text}");
@@ -511,8 +526,11 @@ fn flawed_content_is_refused_per_recipient_and_never_delivered() {
 #[test]
 fn the_loop_marker_keeps_a_returning_message_with_the_departed_account() {
     let cx = cx();
-    let stream = b"LHLO mx\r\nMAIL FROM:<cs@corp.example>\r\nRCPT TO:<gone@corp.example>\r\nDATA\r\nX-Handoff-Forwarded: gone@corp.example\r\nSubject: x\r\n\r\nx\r\n.\r\n";
-    let (out, d) = converse(stream, 5, &cx, &ok);
+    let stream = format!(
+        "LHLO mx\r\nMAIL FROM:<cs@corp.example>\r\nRCPT TO:<gone@corp.example>\r\nDATA\r\nX-Handoff-Forwarded: {}\r\nSubject: x\r\n\r\nx\r\n.\r\n",
+        marker("gone@corp.example")
+    );
+    let (out, d) = converse(stream.as_bytes(), 5, &cx, &ok);
     assert!(
         out.lines().last().unwrap().starts_with("250 2.1.5"),
         "{out}"
