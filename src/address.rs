@@ -330,7 +330,10 @@ mod tests {
                 AddressError::BadDomain("a@-corp.example".into()),
             ),
             ("a@", AddressError::BadDomain("a@".into())),
-            ("a@c_d.example", AddressError::BadDomain("a@c_d.example".into())),
+            (
+                "a@c_d.example",
+                AddressError::BadDomain("a@c_d.example".into()),
+            ),
             // Not Punycode that decodes, and a label IDNA 2008 disallows (a symbol).
             (
                 "a@xn--ls8h-.example",
@@ -371,7 +374,10 @@ mod tests {
             ("<ünal@corp.example>", Some("ünal@corp.example")),
             // Either form of an IDN domain gives the same address.
             ("<wang@公司.中国>", Some("wang@xn--55qx5d.xn--fiqs8s")),
-            ("<WANG@XN--55qx5d.xn--FIQS8S>", Some("wang@xn--55qx5d.xn--fiqs8s")),
+            (
+                "<WANG@XN--55qx5d.xn--FIQS8S>",
+                Some("wang@xn--55qx5d.xn--fiqs8s"),
+            ),
             ("<张三@Corp.Example>", Some("张三@corp.example")),
             ("<张三@公司.中国>", Some("张三@xn--55qx5d.xn--fiqs8s")),
             // Not valid IDNA: kept, lower-cased, and matches nothing.
@@ -398,7 +404,10 @@ mod tests {
             Address::parse_strict("张三@公司.中国").unwrap().unicode(),
             "张三@公司.中国"
         );
-        assert_eq!(domain_lookup_form(" 公司.中国 ").as_deref(), Some("xn--55qx5d.xn--fiqs8s"));
+        assert_eq!(
+            domain_lookup_form(" 公司.中国 ").as_deref(),
+            Some("xn--55qx5d.xn--fiqs8s")
+        );
         assert_eq!(domain_lookup_form("公司..中国"), None);
     }
 
