@@ -68,7 +68,7 @@ fn policy(relay_port: u16, store: Option<&str>) -> String {
 }
 
 /// The relay listener admins paste into master.cf, on this test's port.
-fn relay_entry(port: u16) -> String {
+pub fn relay_entry(port: u16) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postfix/master.cf.relay");
     let text = std::fs::read_to_string(&path).unwrap();
     let entry: Vec<&str> = text
