@@ -390,7 +390,8 @@ fn status_reads_the_disk_when_no_daemon_runs() {
 fn admin_commands_and_explain_take_either_spelling_of_an_idn_domain() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("handoff.toml");
-    let policy = "[domains]\nlocal = [\"公司.中国\"]\n\n[accounts.\"wang@公司.中国\"]\nstate = \"active\"\n";
+    let policy =
+        "[domains]\nlocal = [\"公司.中国\"]\n\n[accounts.\"wang@公司.中国\"]\nstate = \"active\"\n";
     std::fs::write(&main, policy).unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
@@ -412,7 +413,12 @@ fn admin_commands_and_explain_take_either_spelling_of_an_idn_domain() {
         std::fs::read_to_string(&main).unwrap(),
         policy.replace("state = \"active\"", "state = \"disabled\"")
     );
-    let (code, out) = run(&["explain", "wang@xn--55qx5d.xn--fiqs8s", "--at", "2026-06-01"]);
+    let (code, out) = run(&[
+        "explain",
+        "wang@xn--55qx5d.xn--fiqs8s",
+        "--at",
+        "2026-06-01",
+    ]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.starts_with("wang@xn--55qx5d.xn--fiqs8s (wang@公司.中国) on 2026-06-01\n"),

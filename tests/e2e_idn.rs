@@ -95,6 +95,7 @@ fn check_common(d: &Daemon, lab: &Lab, mode: &str) {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].mail_from, SENDER);
     assert_eq!(got[0].rcpt_to, ["李四@corp.example"]);
+    assert!(got[0].smtputf8, "passed on with SMTPUTF8: {got:#?}");
     assert!(got[0].text().contains("你好。"));
 
     let reply = wait_for(TIMEOUT, "the auto-reply to the UTF-8 sender", || {
@@ -108,6 +109,7 @@ fn check_common(d: &Daemon, lab: &Lab, mode: &str) {
         reply.header("Auto-Submitted").as_deref(),
         Some("auto-replied")
     );
+    assert!(reply.smtputf8, "the reply went out with SMTPUTF8");
 
     let plain = format!("idn-plain-{mode}");
     wait_for(TIMEOUT, "the message to li at the sink", || {
@@ -124,11 +126,19 @@ fn check_common(d: &Daemon, lab: &Lab, mode: &str) {
         "mail for the disabled account was delivered"
     );
 
-    for spelling in ["li@公司.中国", "li@xn--55qx5d.xn--fiqs8s", "LI@XN--55QX5D.xn--fiqs8s"] {
+    for spelling in [
+        "li@公司.中国",
+        "li@xn--55qx5d.xn--fiqs8s",
+        "LI@XN--55QX5D.xn--fiqs8s",
+    ] {
         assert_eq!(search_subjects(d, spelling), [plain.clone()], "{spelling}");
     }
     for spelling in ["张三@corp.example", "张三@CORP.example"] {
-        assert_eq!(search_subjects(d, spelling), [forward.clone()], "{spelling}");
+        assert_eq!(
+            search_subjects(d, spelling),
+            [forward.clone()],
+            "{spelling}"
+        );
     }
     assert_eq!(search_subjects(d, "李四@corp.example"), [forward.clone()]);
 }
@@ -159,7 +169,7 @@ fn utf8_mail_in_content_filter_mode() {
     let reinject = free_port();
     let d = Daemon::start_content_filter(&policy(reinject), &format!("127.0.0.1:{reinject}"));
     let lab = Lab::start(idn(
-        LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject),
+        LabConfig::default().content_filter(d.lmtp_port.unwrap(), reinject)
     ));
 
     let t = send_utf8(&lab, &["张三@corp.example"], "idn-forward-lmtp");

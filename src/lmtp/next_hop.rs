@@ -268,7 +268,7 @@ fn no_smtputf8(hop: &NextHop, d: &Delivery) -> Envelope {
     let reply = Reply::new(
         553,
         format!(
-            "5.6.7 the message needs SMTPUTF8 (a UTF-8 address or header) and the next hop {} does not offer it",
+            "5.6.7 next hop {} does not offer SMTPUTF8, which this message needs (a UTF-8 address or header; RFC 6531)",
             describe(hop)
         ),
     );
