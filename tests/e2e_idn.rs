@@ -35,6 +35,9 @@ autoreply = "departed"
 
 [accounts."wang@公司.中国"]
 state = "disabled"
+
+[accounts."李雷@corp.example"]
+state = "disabled"
 "#
     )
 }
@@ -158,6 +161,10 @@ fn utf8_mail_in_milter_mode() {
     // The disabled account written with A-labels: refused at RCPT.
     let t = send_utf8(&lab, &["wang@xn--55qx5d.xn--fiqs8s"], "idn-disabled-milter");
     let r = t.rcpt("wang@xn--55qx5d.xn--fiqs8s");
+    assert_eq!((r.code, r.enhanced.as_deref()), (550, Some("5.2.1")), "{t}");
+    // A UTF-8 local part, refused with a reply that names it.
+    let t = send_utf8(&lab, &["李雷@Corp.Example"], "idn-disabled-utf8-milter");
+    let r = t.rcpt("李雷@Corp.Example");
     assert_eq!((r.code, r.enhanced.as_deref()), (550, Some("5.2.1")), "{t}");
     let t = send_utf8(&lab, &["li@xn--55qx5d.xn--fiqs8s"], "idn-plain-milter");
     assert!(t.data.as_ref().is_some_and(|r| r.code == 250), "{t}");
