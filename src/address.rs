@@ -8,17 +8,19 @@
 //!
 //! Internationalized addresses (RFC 6530–6533):
 //! - The domain goes through UTS 46 processing (IDNA 2008, non-transitional: the `idna` crate),
-//!   which maps case and compatibility forms and writes every label as its **A-label**:
-//!   `公司.中国` and `XN--55QX5D.xn--fiqs8s` are both `xn--55qx5d.xn--fiqs8s`. The A-label is the lookup form because it is what handoff writes on
-//!   the wire (forward targets, SMTP replies, the journal): an address whose local part is ASCII
-//!   then stays pure ASCII and needs no SMTPUTF8 at the next hop (RFC 6531 section 3.2 lets an
-//!   SMTPUTF8 client write either form, an ASCII-only one only the A-label), and the A-label is
-//!   stable, while the U-label an admin typed may need the mapping to become canonical.
-//!   [`Address::unicode`] gives the U-label form for people.
+//!   which maps case and compatibility forms and writes every label as its **A-label**: `公司.中国`,
+//!   `公司。中国` and `XN--55QX5D.xn--fiqs8s` are all `xn--55qx5d.xn--fiqs8s`. The A-label is the
+//!   lookup form because it is what handoff writes on the wire (forward targets, SMTP replies):
+//!   an address whose local part is ASCII then stays pure ASCII and needs no SMTPUTF8 at the next
+//!   hop (RFC 6531 section 3.2: only an SMTPUTF8 transaction may carry a U-label). The journal
+//!   stores the same form, so a record names exactly the key the engine matched, and search puts
+//!   its query through the same mapping. [`Address::unicode`] gives the U-label form for people
+//!   (explain, auto-reply text).
 //! - The local part is folded with Unicode lower-casing (`str::to_lowercase`), not only ASCII: with
 //!   `smtputf8_enable = yes` Postfix case-folds UTF-8 lookup keys too (SMTPUTF8_README), and a UTF-8
 //!   local part cannot reach handoff without SMTPUTF8. It is not NFC-normalised and not case-folded
-//!   beyond lower case (`ß` stays `ß`): RFC 6531 section 3.3 leaves the local part to its domain.
+//!   beyond lower case (`ß` stays `ß`, where Postfix's ICU folding makes it `ss`): the local part
+//!   means what its domain says (RFC 5321 section 2.4), so handoff folds no more than it must.
 //!
 //! This module owns two parsers with different jobs:
 //! - [`Address::parse_strict`] for what an admin writes in the policy: a malformed address there is
