@@ -1,9 +1,26 @@
 //! Mail addresses as the policy and the engine compare them.
 //!
-//! An [`Address`] is always in *lookup form*: no angle brackets, no surrounding space, and folded to
-//! lower case. Postfix folds case in every lookup table (`postmap -q` is case-insensitive), and
-//! admins expect `User1@Corp.Example` to hit the entry for `user1@corp.example`, so handoff does the
-//! same for the whole address, not only the domain.
+//! An [`Address`] is always in *lookup form*: no angle brackets, no surrounding space, the local
+//! part folded to lower case and the domain in its canonical IDNA form. Postfix folds case in every
+//! lookup table (`postmap -q` is case-insensitive), and admins expect `User1@Corp.Example` to hit
+//! the entry for `user1@corp.example`, so handoff does the same for the whole address, not only the
+//! domain.
+//!
+//! Internationalized addresses (RFC 6530–6533):
+//! - The domain goes through UTS 46 processing (IDNA 2008, non-transitional: the `idna` crate),
+//!   which maps case and compatibility forms and writes every label as its **A-label**: `公司.中国`,
+//!   `公司。中国` and `XN--55QX5D.xn--fiqs8s` are all `xn--55qx5d.xn--fiqs8s`. The A-label is the
+//!   lookup form because it is what handoff writes on the wire (forward targets, SMTP replies):
+//!   an address whose local part is ASCII then stays pure ASCII and needs no SMTPUTF8 at the next
+//!   hop (RFC 6531 section 3.2: only an SMTPUTF8 transaction may carry a U-label). The journal
+//!   stores the same form, so a record names exactly the key the engine matched, and search puts
+//!   its query through the same mapping. [`Address::unicode`] gives the U-label form for people
+//!   (explain, auto-reply text).
+//! - The local part is folded with Unicode lower-casing (`str::to_lowercase`), not only ASCII: with
+//!   `smtputf8_enable = yes` Postfix case-folds UTF-8 lookup keys too (SMTPUTF8_README), and a UTF-8
+//!   local part cannot reach handoff without SMTPUTF8. It is not NFC-normalised and not case-folded
+//!   beyond lower case (`ß` stays `ß`, where Postfix's ICU folding makes it `ss`): the local part
+//!   means what its domain says (RFC 5321 section 2.4), so handoff folds no more than it must.
 //!
 //! This module owns two parsers with different jobs:
 //! - [`Address::parse_strict`] for what an admin writes in the policy: a malformed address there is
@@ -11,6 +28,7 @@
 //! - [`Address::from_envelope`] for what arrives on the wire: never fails, because the MTA has
 //!   already accepted the envelope; anything odd simply matches no policy entry.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -35,6 +53,8 @@ pub enum AddressError {
         "`{0}` has an invalid domain (labels are letters, digits and inner hyphens, separated by dots)"
     )]
     BadDomain(String),
+    #[error("`{0}` has a domain that is not valid IDNA (UTS 46 / RFC 5891)")]
+    NotIdna(String),
     #[error("`{0}` is longer than 254 characters (RFC 5321 section 4.5.3.1.3)")]
     TooLong(String),
 }
@@ -64,10 +84,18 @@ impl Address {
         if local.is_empty() {
             return Err(AddressError::EmptyLocal(s.to_string()));
         }
-        if !valid_domain(domain) {
-            return Err(AddressError::BadDomain(s.to_string()));
+        let Some(domain) = strict_domain(domain) else {
+            // An all-ASCII domain with no A-label fails on its shape; anything else on IDNA.
+            return Err(match domain.is_ascii() && !has_a_label(domain) {
+                true => AddressError::BadDomain(s.to_string()),
+                false => AddressError::NotIdna(s.to_string()),
+            });
+        };
+        let out = format!("{}@{domain}", local.to_lowercase());
+        if out.len() > 254 {
+            return Err(AddressError::TooLong(s.to_string()));
         }
-        Ok(Address(Arc::from(s.to_lowercase())))
+        Ok(Address(Arc::from(out)))
     }
 
     /// Normalises an envelope address as the MTA sent it (`<a@b>`, `a@b`, `<>`, or a bare local
@@ -88,10 +116,50 @@ impl Address {
         }
         // Most envelopes arrive in lower-case ASCII already; they need no folding and no
         // intermediate String (this runs once per RCPT TO).
-        if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-            return Some(Address(Arc::from(s.to_lowercase())));
+        if s.is_ascii() {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Some(Address(Arc::from(s.to_ascii_lowercase())));
+            }
+            return Some(Address(Arc::from(s)));
         }
-        Some(Address(Arc::from(s)))
+        let Some(at) = s.bytes().rposition(|b| b == b'@') else {
+            return Some(Address(Arc::from(s.to_lowercase())));
+        };
+        let (local, domain) = (&s[..at], &s[at + 1..]);
+        // A domain that is not valid IDNA is kept lower-cased: it matches no policy entry (those
+        // were all checked), which is the right outcome for an envelope the MTA already took.
+        let domain = match domain.is_ascii() {
+            true => Cow::Owned(domain.to_ascii_lowercase()),
+            false => lenient_domain(domain).unwrap_or_else(|| Cow::Owned(domain.to_lowercase())),
+        };
+        Some(Address(Arc::from(format!(
+            "{}@{domain}",
+            local.to_lowercase()
+        ))))
+    }
+
+    /// The address for people: the domain's A-labels written as U-labels (`wang@公司.中国`).
+    /// Not for the wire: an ASCII-only next hop needs [`Address::as_str`].
+    pub fn unicode(&self) -> Cow<'_, str> {
+        let domain = self.domain();
+        if !has_a_label(domain) {
+            return Cow::Borrowed(&self.0);
+        }
+        let (u, ok) = idna::uts46::Uts46::new().to_unicode(
+            domain.as_bytes(),
+            idna::uts46::AsciiDenyList::EMPTY,
+            idna::uts46::Hyphens::Allow,
+        );
+        match ok {
+            Ok(()) => Cow::Owned(format!("{}@{u}", self.local_part())),
+            Err(_) => Cow::Borrowed(&self.0),
+        }
+    }
+
+    /// Whether the address can only travel in an SMTPUTF8 transaction (RFC 6531 section 3.2): its
+    /// local part is not ASCII. (The domain never is: it is kept as A-labels.)
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.0.is_ascii()
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,17 +204,46 @@ impl Address {
     }
 }
 
-fn valid_domain(domain: &str) -> bool {
-    // An address literal (`user@[192.0.2.1]`) never names a local mailbox in a policy.
-    !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-        })
+/// A policy domain in lookup form, or `None` when it is not a valid IDNA host name. UTS 46 ToASCII
+/// with the STD3 rules (letters, digits and hyphens only: an address literal such as
+/// `user@[192.0.2.1]` never names a local mailbox in a policy), no leading or trailing hyphen in a
+/// label, and the DNS lengths (labels of 1–63 octets, 253 in all; RFC 1035 section 2.3.4). A
+/// written A-label is decoded and checked like a U-label (RFC 5891 section 5.4).
+fn strict_domain(domain: &str) -> Option<Cow<'_, str>> {
+    idna::uts46::Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            idna::uts46::AsciiDenyList::STD3,
+            idna::uts46::Hyphens::CheckFirstLast,
+            idna::uts46::DnsLength::Verify,
+        )
+        .ok()
+}
+
+/// An envelope domain in lookup form: the same mapping as [`strict_domain`] without the policy's
+/// shape rules, which the MTA has already applied (or chosen not to).
+fn lenient_domain(domain: &str) -> Option<Cow<'_, str>> {
+    idna::uts46::Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            idna::uts46::AsciiDenyList::EMPTY,
+            idna::uts46::Hyphens::Allow,
+            idna::uts46::DnsLength::Ignore,
+        )
+        .ok()
+}
+
+/// Whether a label of the domain is an A-label (`xn--`, in any case).
+fn has_a_label(domain: &str) -> bool {
+    domain
+        .split('.')
+        .any(|l| l.len() >= 4 && l.as_bytes()[..4].eq_ignore_ascii_case(b"xn--"))
+}
+
+/// A domain in lookup form, for the places that hold a bare domain (`[domains] local`, search):
+/// `None` when it is not a valid IDNA host name.
+pub fn domain_lookup_form(domain: &str) -> Option<String> {
+    strict_domain(domain.trim()).map(Cow::into_owned)
 }
 
 impl fmt::Display for Address {
@@ -277,7 +374,16 @@ mod tests {
             ("user1@corp.example", "user1@corp.example"),
             ("User1@CORP.Example", "user1@corp.example"),
             (" a.b+c@x-y.example ", "a.b+c@x-y.example"),
-            ("用户@例子.example", "用户@例子.example"),
+            // UTF-8 local parts are lower-cased the Unicode way; domains become A-labels.
+            ("用户@例子.example", "用户@xn--fsqu00a.example"),
+            ("Ünal@Corp.Example", "ünal@corp.example"),
+            ("wang@公司.中国", "wang@xn--55qx5d.xn--fiqs8s"),
+            ("wang@xn--55qx5d.xn--fiqs8s", "wang@xn--55qx5d.xn--fiqs8s"),
+            ("WANG@XN--55QX5D.XN--FIQS8S", "wang@xn--55qx5d.xn--fiqs8s"),
+            // UTS 46 maps full-width forms and the ideographic full stop.
+            ("wang@公司。中国", "wang@xn--55qx5d.xn--fiqs8s"),
+            ("a@ＣＯＲＰ.example", "a@corp.example"),
+            ("张三+新闻@corp.example", "张三+新闻@corp.example"),
         ];
         for (input, want) in ok {
             assert_eq!(
@@ -314,6 +420,21 @@ mod tests {
                 AddressError::BadDomain("a@-corp.example".into()),
             ),
             ("a@", AddressError::BadDomain("a@".into())),
+            (
+                "a@c_d.example",
+                AddressError::BadDomain("a@c_d.example".into()),
+            ),
+            // Not Punycode that decodes, and a label IDNA 2008 disallows (a symbol).
+            (
+                "a@xn--ls8h-.example",
+                AddressError::NotIdna("a@xn--ls8h-.example".into()),
+            ),
+            (
+                "a@xn--55qx5d-.example",
+                AddressError::NotIdna("a@xn--55qx5d-.example".into()),
+            ),
+            ("a@公司..中国", AddressError::NotIdna("a@公司..中国".into())),
+            ("a@-公司.中国", AddressError::NotIdna("a@-公司.中国".into())),
         ];
         for (input, want) in bad {
             assert_eq!(Address::parse_strict(input), Err(want), "{input:?}");
@@ -341,6 +462,16 @@ mod tests {
             // Not ASCII: folded the Unicode way, like the policy's own addresses.
             ("<Ünal@Corp.Example>", Some("ünal@corp.example")),
             ("<ünal@corp.example>", Some("ünal@corp.example")),
+            // Either form of an IDN domain gives the same address.
+            ("<wang@公司.中国>", Some("wang@xn--55qx5d.xn--fiqs8s")),
+            (
+                "<WANG@XN--55qx5d.xn--FIQS8S>",
+                Some("wang@xn--55qx5d.xn--fiqs8s"),
+            ),
+            ("<张三@Corp.Example>", Some("张三@corp.example")),
+            ("<张三@公司.中国>", Some("张三@xn--55qx5d.xn--fiqs8s")),
+            // Not valid IDNA: kept, lower-cased, and matches nothing.
+            ("<a@Ab\u{FFFD}.x>", Some("a@ab\u{FFFD}.x")),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -349,6 +480,34 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn unicode_form_for_people_and_smtputf8_need() {
+        let a = Address::from_envelope("<wang@xn--55qx5d.xn--fiqs8s>").unwrap();
+        assert_eq!(a.unicode(), "wang@公司.中国");
+        assert!(!a.needs_smtputf8());
+        let z = Address::parse_strict("张三@corp.example").unwrap();
+        assert_eq!(z.unicode(), "张三@corp.example");
+        assert!(z.needs_smtputf8());
+        assert_eq!(
+            Address::parse_strict("张三@公司.中国").unwrap().unicode(),
+            "张三@公司.中国"
+        );
+        assert_eq!(
+            domain_lookup_form(" 公司.中国 ").as_deref(),
+            Some("xn--55qx5d.xn--fiqs8s")
+        );
+        assert_eq!(domain_lookup_form("公司..中国"), None);
+    }
+
+    #[test]
+    fn utf8_detail_is_stripped() {
+        let a = Address::from_envelope("<张三+新闻@公司.中国>").unwrap();
+        assert_eq!(
+            a.without_detail('+').unwrap().as_str(),
+            "张三@xn--55qx5d.xn--fiqs8s"
+        );
     }
 
     #[test]

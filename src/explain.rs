@@ -49,7 +49,15 @@ impl Explanation {
     pub fn render(&self, policy: &Policy) -> String {
         let r = &self.resolution;
         let mut out = String::new();
-        let _ = writeln!(out, "{} on {}", r.recipient, self.date);
+        // The lookup form writes IDN domains as A-labels; say which domain that is for people.
+        match r.recipient.unicode() {
+            u if u != r.recipient.as_str() => {
+                let _ = writeln!(out, "{} ({u}) on {}", r.recipient, self.date);
+            }
+            _ => {
+                let _ = writeln!(out, "{} on {}", r.recipient, self.date);
+            }
+        }
         for (i, step) in r.steps.iter().enumerate() {
             let _ = writeln!(out, "  {:>2}. {}", i + 1, describe(step, policy));
         }

@@ -382,3 +382,50 @@ fn status_reads_the_disk_when_no_daemon_runs() {
     let journal = format!("journal: {} (", d.path("journal").display());
     assert!(out.contains(&journal), "{out}");
 }
+
+/// An admin command finds an account written with U-labels when given its A-label spelling (and
+/// edits that entry, instead of adding a second one that `check` would call a duplicate); explain
+/// names the domain both ways.
+#[test]
+fn admin_commands_and_explain_take_either_spelling_of_an_idn_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("handoff.toml");
+    let policy =
+        "[domains]\nlocal = [\"公司.中国\"]\n\n[accounts.\"wang@公司.中国\"]\nstate = \"active\"\n";
+    std::fs::write(&main, policy).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .args(args)
+            .arg("--config")
+            .arg(&main)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, out) = run(&["disable", "WANG@xn--55qx5d.XN--FIQS8S"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&main).unwrap(),
+        policy.replace("state = \"active\"", "state = \"disabled\"")
+    );
+    let (code, out) = run(&[
+        "explain",
+        "wang@xn--55qx5d.xn--fiqs8s",
+        "--at",
+        "2026-06-01",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("wang@xn--55qx5d.xn--fiqs8s (wang@公司.中国) on 2026-06-01\n"),
+        "{out}"
+    );
+    assert!(out.contains("550 5.2.1"), "{out}");
+    let (code, out) = run(&["explain", "wang@公司.中国", "--at", "2026-06-01"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("550 5.2.1"), "{out}");
+}

@@ -1,4 +1,5 @@
-//! Runs the decision table in tests/data/engine/cases.toml against tests/data/engine/policy.toml.
+//! Runs the decision tables in tests/data/engine/: cases.toml against policy.toml, and
+//! idn-cases.toml (internationalized addresses) against idn-policy.toml.
 
 use std::path::Path;
 
@@ -32,12 +33,23 @@ struct Case {
 
 #[test]
 fn decision_table() {
+    run_table("policy.toml", "cases.toml", 30);
+}
+
+/// Internationalized addresses: every state for an account written with U-labels and reached with
+/// A-labels, and the reverse; UTF-8 local parts with aliases and `+detail`.
+#[test]
+fn idn_decision_table() {
+    run_table("idn-policy.toml", "idn-cases.toml", 25);
+}
+
+fn run_table(policy_file: &str, cases_file: &str, at_least: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/engine");
-    let policy = policy::load(&dir.join("policy.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let policy = policy::load(&dir.join(policy_file)).unwrap_or_else(|e| panic!("{e}"));
     let cases: Cases =
-        toml::from_str(&std::fs::read_to_string(dir.join("cases.toml")).unwrap()).unwrap();
+        toml::from_str(&std::fs::read_to_string(dir.join(cases_file)).unwrap()).unwrap();
     assert!(
-        cases.case.len() >= 30,
+        cases.case.len() >= at_least,
         "the table shrank: {}",
         cases.case.len()
     );

@@ -374,3 +374,47 @@ fn shutdown_closes_idle_sessions_with_421_and_returns() {
         .recv_timeout(Duration::from_secs(5))
         .expect("serve returned");
 }
+
+/// RFC 6531 in content-filter mode: SMTPUTF8 is offered, taken and passed on; a next hop that
+/// does not offer it gets nothing for a message that needs it, and every recipient gets a 553
+/// 5.6.7 that says why (no silent downgrade), with no journal record.
+#[test]
+fn smtputf8_is_passed_on_and_a_next_hop_without_it_gets_a_clear_refusal() {
+    const IDN: &str = "[domains]\nlocal = [\"corp.example\"]\n[accounts.\"张三@corp.example\"]\nstate = \"departed\"\nsuccessor = \"李四@corp.example\"\nkeep_copy = false\n";
+    let sink = Sink::start(SinkMode::Lmtp).unwrap();
+    let d = Daemon::start_content_filter(IDN, &format!("lmtp:127.0.0.1:{}", sink.port()));
+    let mut c = client(&d);
+    let lhlo = c.command("LHLO mx.example").unwrap();
+    assert!(lhlo.text.contains("SMTPUTF8"), "{lhlo}");
+    let utf8 = |c: &mut SmtpClient, subject: &str| {
+        let mail = c
+            .command("MAIL FROM:<发件人@example.net> SMTPUTF8")
+            .unwrap();
+        assert_eq!(mail.code, 250, "{mail}");
+        assert_eq!(c.rcpt_to("张三@corp.example").unwrap().code, 250);
+        lmtp_data(c, &encode_data(message(subject).as_bytes()), 1)
+    };
+    let ends = utf8(&mut c, "utf8-ok");
+    assert_eq!(ends[0].code, 250, "{ends:?}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got[0].mail_from, "发件人@example.net");
+    assert_eq!(got[0].rcpt_to, ["李四@corp.example"]);
+    assert!(got[0].smtputf8);
+
+    sink.offer_smtputf8(false);
+    let mut c = client(&d);
+    assert_eq!(c.command("LHLO mx.example").unwrap().code, 250);
+    let ends = utf8(&mut c, "utf8-refused");
+    assert_eq!(ends[0].status(), "553 5.6.7", "{ends:?}");
+    assert!(
+        ends[0].text.contains("<张三@corp.example>")
+            && ends[0].text.contains("does not offer SMTPUTF8"),
+        "{ends:?}"
+    );
+    sink.assert_no_more(1, Duration::from_millis(300));
+    assert_eq!(
+        journaled(&d.journal_dir()).len(),
+        1,
+        "only the delivered one"
+    );
+}

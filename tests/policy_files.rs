@@ -178,3 +178,56 @@ fn an_empty_policy_file_is_refused() {
         );
     }
 }
+
+/// A domain that is not valid IDNA is reported with its FILE:LINE:COL, and two keys that are the
+/// same address once the domain is in its canonical form (U-label and A-label) are duplicates.
+#[test]
+fn idn_domains_are_checked_and_both_spellings_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handoff.toml");
+    std::fs::write(
+        &path,
+        concat!(
+            "[domains]\n",
+            "local = [\"公司.中国\", \"xn--55qx5d-.example\"]\n",
+            "[accounts.\"wang@公司.中国\"]\n",
+            "state = \"disabled\"\n",
+            "[accounts.\"WANG@xn--55qx5d.XN--FIQS8S\"]\n",
+            "state = \"active\"\n",
+            "[accounts.\"li@公司..中国\"]\n",
+            "state = \"active\"\n",
+            "[aliases]\n",
+            "\"团队@公司.中国\" = [\"李四@xn--ls8h-.example\"]\n",
+        ),
+    )
+    .unwrap();
+    let out = handoff().arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for want in [
+        format!("{p}:2:"),
+        "`xn--55qx5d-.example` is not a domain name (or not valid IDNA, UTS 46)".to_string(),
+        format!("{p}:5:"),
+        format!("`wang@xn--55qx5d.xn--fiqs8s` is already an account at {p}:3"),
+        format!("{p}:7:"),
+        "`li@公司..中国` has a domain that is not valid IDNA".to_string(),
+        format!("{p}:10:"),
+        "`李四@xn--ls8h-.example` has a domain that is not valid IDNA".to_string(),
+    ] {
+        assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+    }
+
+    // Both spellings of one domain in `[domains] local`, keys in either: one domain, no error.
+    std::fs::write(
+        &path,
+        "[domains]\nlocal = [\"公司.中国\", \"XN--55QX5D.xn--fiqs8s\"]\n[accounts.\"wang@xn--55qx5d.xn--fiqs8s\"]\nstate = \"disabled\"\n[accounts.\"张三@公司.中国\"]\nstate = \"departed\"\nsuccessor = \"李四@公司.中国\"\nkeep_copy = false\n",
+    )
+    .unwrap();
+    let out = handoff().arg("check").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

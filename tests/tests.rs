@@ -10,6 +10,7 @@ mod admin;
 mod alias_graphs;
 mod deploy;
 mod e2e_autoreply;
+mod e2e_idn;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;

@@ -73,15 +73,18 @@ pub fn build(p: &ReplyParts<'_>) -> BuiltReply {
         &one_line(p.original_subject.unwrap_or("")),
         MAX_ORIGINAL_SUBJECT,
     );
+    // The text is for people: IDN domains as U-labels (`li@公司.中国`, not `xn--`). The
+    // envelope and the From/To headers keep the lookup form.
     let successor = account
         .successor
         .as_ref()
-        .map(|a| a.as_str().to_string())
+        .map(|a| a.unicode().into_owned())
         .unwrap_or_default();
+    let address = account.address.unicode();
     let values = Values {
         name: &account.name,
         successor: &successor,
-        address: account.address.as_str(),
+        address: &address,
         department: account.department.as_deref().unwrap_or(""),
         original_subject: &original_subject,
     };
@@ -459,5 +462,36 @@ autoreply = "departed"
     fn one_line_collapses_controls() {
         assert_eq!(one_line("  a\r\n\tb  \u{0}c "), "a b c");
         assert_eq!(one_line(""), "");
+    }
+
+    #[test]
+    fn idn_addresses_in_the_text_are_written_with_u_labels() {
+        let policy = Policy::from_text(
+            "p.toml",
+            "[templates.t]\nsubject = \"{address}\"\nbody = \"{successor}\"\n\
+             [accounts.\"张三@公司.中国\"]\nstate = \"departed\"\n\
+             successor = \"li@xn--55qx5d.xn--fiqs8s\"\nautoreply = \"t\"\n",
+        )
+        .unwrap();
+        let account = policy
+            .account(&Address::from_envelope("<张三@xn--55qx5d.xn--fiqs8s>").unwrap())
+            .unwrap();
+        let to = Address::parse_strict("ext@partner.example").unwrap();
+        let r = build(&ReplyParts {
+            account,
+            template: &policy.templates["t"],
+            to: &to,
+            original_subject: None,
+            original_message_id: None,
+            original_references: &[],
+            date: 1_800_000_000,
+            unique: "r1.abc",
+        });
+        let parsed = MessageParser::default().parse(&r.message).unwrap();
+        assert_eq!(parsed.subject(), Some("张三@公司.中国"));
+        assert_eq!(
+            parsed.body_text(0).as_deref().map(str::trim),
+            Some("li@公司.中国")
+        );
     }
 }

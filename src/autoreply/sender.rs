@@ -11,6 +11,7 @@ use std::time::Duration;
 use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::{Address as Envelope, Message, Parameters};
+use smtp_proto::EXT_SMTP_UTF8;
 
 use crate::address::Address;
 
@@ -60,6 +61,11 @@ pub enum SendError {
     /// The relay refused the reply for good (a 5xx): trying again cannot help.
     #[error("relay {relay} refused the reply: {reply}")]
     Rejected { relay: SocketAddr, reply: String },
+    /// The reply needs SMTPUTF8 (a UTF-8 recipient address or header, RFC 6531) and the relay
+    /// does not offer it. Not retried: the relay's configuration (Postfix `smtputf8_enable`)
+    /// decides this, not a passing condition; nothing is sent, never a downgraded copy.
+    #[error("relay {relay} does not offer SMTPUTF8, which the reply to <{to}> needs (RFC 6531)")]
+    NoSmtpUtf8 { relay: SocketAddr, to: String },
     /// The relay stayed unreachable or answered 4xx through every attempt.
     #[error("relay {relay} unavailable after {attempts} attempts: {last}")]
     GaveUp {
@@ -74,6 +80,7 @@ impl SendError {
     pub fn label(&self) -> &'static str {
         match self {
             SendError::Rejected { .. } => "relay_rejected",
+            SendError::NoSmtpUtf8 { .. } => "relay_no_smtputf8",
             SendError::GaveUp { .. } => "relay_unavailable",
         }
     }
@@ -82,6 +89,7 @@ impl SendError {
 enum Attempt {
     Retry(String),
     Permanent(String),
+    NoSmtpUtf8,
 }
 
 /// Hands `message` over for `to`, retrying per `retry`. Returns the number of attempts made.
@@ -100,6 +108,12 @@ pub async fn send(
                 return Err(SendError::Rejected {
                     relay: relay.addr,
                     reply,
+                });
+            }
+            Err(Attempt::NoSmtpUtf8) => {
+                return Err(SendError::NoSmtpUtf8 {
+                    relay: relay.addr,
+                    to: to.to_string(),
                 });
             }
             Err(Attempt::Retry(why)) => why,
@@ -122,26 +136,36 @@ async fn send_once(relay: &Relay, to: &Address, message: &[u8]) -> Result<(), At
     // such as `"x(y)z"@d` or `"a> NOTIFY=NEVER"@d` must stay one quoted local part.
     let rcpt = crate::address::smtp_mailbox(to.as_str())
         .map_err(|e| Attempt::Permanent(format!("cannot address the reply: {e}")))?;
+    let utf8 = needs_smtputf8(to, message);
     let session = async {
         let mut client = SmtpClient::connect(relay.addr, relay.timeout).await?;
         client.read().await?.assert_positive_completion()?;
-        client.ehlo(&relay.helo).await?;
+        let ehlo = client.ehlo(&relay.helo).await?;
+        let mut mail_params = Parameters::new();
+        if utf8 {
+            if !ehlo.has_capability(EXT_SMTP_UTF8) {
+                let _ = client.quit().await;
+                return Ok(false);
+            }
+            mail_params.add("SMTPUTF8");
+        }
         let envelope = Message {
-            mail_from: Envelope::new("", Parameters::new()),
+            mail_from: Envelope::new("", mail_params),
             rcpt_to: vec![Envelope::new(rcpt.as_ref(), Parameters::new())],
             body: message.into(),
         };
         client.send(envelope).await?;
         // The reply is accepted once DATA got its 250; a failed QUIT changes nothing.
         let _ = client.quit().await;
-        Ok::<(), mail_send::Error>(())
+        Ok::<bool, mail_send::Error>(true)
     };
     match tokio::time::timeout(relay.timeout, session).await {
         Err(_) => Err(Attempt::Retry(format!(
             "no answer within {:?}",
             relay.timeout
         ))),
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(Attempt::NoSmtpUtf8),
         Ok(Err(mail_send::Error::UnexpectedReply(r))) if r.code >= 500 => Err(Attempt::Permanent(
             format!("{} {}", r.code, r.message.trim()),
         )),
@@ -150,6 +174,16 @@ async fn send_once(relay: &Relay, to: &Address, message: &[u8]) -> Result<(), At
         }
         Ok(Err(e)) => Err(Attempt::Retry(e.to_string())),
     }
+}
+
+/// Whether the reply can only travel with SMTPUTF8 (RFC 6531 section 3.2): the recipient's local
+/// part is UTF-8 (domains are kept as A-labels), or the header has raw UTF-8 (RFC 6532).
+fn needs_smtputf8(to: &Address, message: &[u8]) -> bool {
+    let head_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    to.needs_smtputf8() || !message[..head_end].is_ascii()
 }
 
 /// This host's name for EHLO: the kernel's hostname, else `localhost`.
@@ -174,6 +208,22 @@ pub(crate) mod tests {
     /// A minimal SMTP server on 127.0.0.1:0 that answers DATA with `data_reply` (e.g.
     /// "250 2.0.0 ok") and records each transaction.
     pub async fn fake_relay(data_reply: &'static str) -> (SocketAddr, Seen) {
+        fake_relay_offering(data_reply, &["8BITMIME"]).await
+    }
+
+    /// [`fake_relay`] whose EHLO offers `extensions`.
+    pub async fn fake_relay_offering(
+        data_reply: &'static str,
+        extensions: &[&str],
+    ) -> (SocketAddr, Seen) {
+        let ehlo: String = std::iter::once("fake")
+            .chain(extensions.iter().copied())
+            .enumerate()
+            .map(|(i, e)| {
+                let sep = if i == extensions.len() { ' ' } else { '-' };
+                format!("250{sep}{e}\r\n")
+            })
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Seen = Arc::default();
@@ -181,6 +231,7 @@ pub(crate) mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let record = record.clone();
+                let ehlo = ehlo.clone();
                 tokio::spawn(async move {
                     let (rd, mut wr) = stream.into_split();
                     let mut lines = BufReader::new(rd).lines();
@@ -206,7 +257,7 @@ pub(crate) mod tests {
                         }
                         let upper = line.to_ascii_uppercase();
                         let answer = if upper.starts_with("EHLO") {
-                            "250-fake\r\n250 8BITMIME\r\n".to_string()
+                            ehlo.clone()
                         } else if upper.starts_with("MAIL FROM:") {
                             from = line[10..].to_string();
                             "250 2.1.0 ok\r\n".to_string()
@@ -338,6 +389,50 @@ pub(crate) mod tests {
             started.elapsed() >= Duration::from_millis(30),
             "backed off twice"
         );
+    }
+
+    #[tokio::test]
+    async fn a_utf8_recipient_goes_out_with_smtputf8() {
+        let (addr, seen) = fake_relay_offering("250 2.0.0 queued", &["8BITMIME", "SMTPUTF8"]).await;
+        let to = Address::from_envelope("<张三@公司.中国>").unwrap();
+        send(&relay(addr), &to, b"Subject: x\r\n\r\nbody\r\n", fast())
+            .await
+            .unwrap();
+        // An ASCII reply to an ASCII address needs no SMTPUTF8.
+        send(
+            &relay(addr),
+            &self::to(),
+            b"Subject: x\r\n\r\nbody\r\n",
+            fast(),
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].0, "<> SMTPUTF8");
+        assert_eq!(seen[0].1, ["<张三@xn--55qx5d.xn--fiqs8s>"]);
+        assert_eq!(seen[1].0, "<>");
+    }
+
+    #[tokio::test]
+    async fn a_relay_without_smtputf8_gets_nothing_and_a_clear_reason() {
+        let (addr, seen) = fake_relay("250 2.0.0 queued").await;
+        let to = Address::from_envelope("<张三@corp.example>").unwrap();
+        let err = send(&relay(addr), &to, b"Subject: x\r\n\r\nbody\r\n", fast())
+            .await
+            .unwrap_err();
+        assert_eq!(err.label(), "relay_no_smtputf8");
+        assert!(err.to_string().contains("does not offer SMTPUTF8"), "{err}");
+        // UTF-8 in the header alone needs it too (RFC 6532).
+        let err = send(
+            &relay(addr),
+            &self::to(),
+            "Subject: 已离职\r\n\r\nx\r\n".as_bytes(),
+            fast(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.label(), "relay_no_smtputf8");
+        assert!(seen.lock().unwrap().is_empty(), "nothing handed over");
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Hit>, SearchError> {
                     .and_then(|a| a.address())
                     .map(str::to_lowercase);
                 let f = f.to_lowercase();
-                if !same(&meta.sender, &f) && header_from.as_deref() != Some(f.as_str()) {
+                // Both through the lookup form: an IDN domain matches in either spelling.
+                if !same(&meta.sender, &f) && !header_from.is_some_and(|h| same(&h, &f)) {
                     continue;
                 }
             }

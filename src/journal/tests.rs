@@ -302,3 +302,40 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
     let none = super::retention::prune(dir.path(), 36500, &[], now, false).unwrap();
     assert!(none.removed.is_empty());
 }
+
+/// Search compares addresses in their lookup form: an IDN domain is found in either spelling,
+/// in the envelope and in the From header (a null envelope sender here).
+#[test]
+fn search_finds_idn_addresses_by_either_spelling() {
+    use super::search::{Query, search};
+    let dir = tempfile::tempdir().unwrap();
+    let body = "From: 王 <wang@公司.中国>\r\nSubject: idn\r\n\r\nbody\r\n";
+    append(
+        dir.path(),
+        vec![Entry::new(
+            Kind::Message,
+            &meta("", "张三@xn--55qx5d.xn--fiqs8s", "2026-01-01T00:00:00Z"),
+            Body::Bytes(body.as_bytes().to_vec()),
+        )],
+    );
+    let hits = |q: Query| search(dir.path(), &q).unwrap().len();
+    for to in ["张三@公司.中国", "张三@XN--55QX5D.xn--fiqs8s"] {
+        let q = Query {
+            to: Some(to.into()),
+            ..Query::default()
+        };
+        assert_eq!(hits(q), 1, "--to {to}");
+    }
+    for from in ["wang@xn--55qx5d.xn--fiqs8s", "WANG@公司.中国"] {
+        let q = Query {
+            from: Some(from.into()),
+            ..Query::default()
+        };
+        assert_eq!(hits(q), 1, "--from {from}");
+    }
+    let q = Query {
+        to: Some("张三@xn--fiqs8s".into()),
+        ..Query::default()
+    };
+    assert_eq!(hits(q), 0);
+}

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use mail_send::SmtpClient;
-use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, Response};
+use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, EXT_SMTP_UTF8, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::Reply;
@@ -31,6 +31,7 @@ pub struct Connection {
     lmtp: bool,
     pipelining: bool,
     eight_bit: bool,
+    smtputf8: bool,
 }
 
 /// The message content to send: what handoff received, read from memory or its spool file.
@@ -126,6 +127,9 @@ pub async fn begin(
     }
     // `conn` was filled just above.
     let c = conn.as_mut().expect("connection opened above");
+    if d.needs_smtputf8 && !c.smtputf8 {
+        return Ok(no_smtputf8(hop, d));
+    }
     let result = match envelope(c, hop, d).await {
         Err(e) if reused && e.stale() => {
             // The next hop closed the idle connection: open a new one, once.
@@ -221,6 +225,7 @@ async fn connect(hop: &NextHop, helo: &str) -> Result<Connection, HopError> {
         lmtp,
         pipelining: ehlo.has_capability(EXT_PIPELINING),
         eight_bit: ehlo.has_capability(EXT_8BIT_MIME),
+        smtputf8: ehlo.has_capability(EXT_SMTP_UTF8),
     })
 }
 
@@ -245,8 +250,15 @@ async fn envelope(
                 source,
             })
     };
+    // Passed on whenever the client declared it or an address needs it (RFC 6531 section 3.4);
+    // [`begin`] has already refused a message that needs it when the next hop lacks it.
+    let utf8 = if (d.smtputf8 || d.needs_smtputf8) && c.smtputf8 {
+        " SMTPUTF8"
+    } else {
+        ""
+    };
     let mut cmds = Vec::with_capacity(d.envelope.len() + 2);
-    cmds.push(format!("MAIL FROM:<{}>{body}\r\n", path(&d.sender)?));
+    cmds.push(format!("MAIL FROM:<{}>{body}{utf8}\r\n", path(&d.sender)?));
     for to in &d.envelope {
         cmds.push(format!("RCPT TO:<{}>\r\n", path(to)?));
     }
@@ -263,6 +275,25 @@ async fn envelope(
         replies.push(c.client.cmd(cmd).await.map_err(protocol)?);
     }
     Ok(replies)
+}
+
+/// A message that needs SMTPUTF8 for a next hop that does not offer it: refused for every
+/// address, nothing sent. RFC 6531 section 3.2 forbids passing it on, and handoff does not
+/// downgrade (rewriting a UTF-8 address would deliver to someone else). Permanent, like Postfix's
+/// own smtp client ("SMTPUTF8 is required, but was not offered"): the sender learns why.
+fn no_smtputf8(hop: &NextHop, d: &Delivery) -> Envelope {
+    let reply = Reply::new(
+        553,
+        format!(
+            "5.6.7 next hop {} does not offer SMTPUTF8, which this message needs (a UTF-8 address or header; RFC 6531)",
+            describe(hop)
+        ),
+    );
+    Envelope {
+        replies: vec![reply; d.envelope.len()],
+        accepted: Vec::new(),
+        open: false,
+    }
 }
 
 /// The envelope's replies, mapped to the addresses; `open` when DATA got 354.

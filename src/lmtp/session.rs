@@ -14,7 +14,7 @@
 //!   next hop accepted every address it became.
 
 use foldhash::{HashMap, HashMapExt};
-use smtp_proto::{MAIL_BODY_8BITMIME, Request};
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
 
 use super::codec::{DataEnd, DataFlaw, Reply};
 use crate::address::{Address, smtp_mailbox};
@@ -76,6 +76,12 @@ pub struct Delivery {
     pub sender: String,
     /// The client declared BODY=8BITMIME.
     pub body_8bit: bool,
+    /// The client declared SMTPUTF8 (RFC 6531): passed on when the next hop offers it.
+    pub smtputf8: bool,
+    /// The message cannot travel without SMTPUTF8: a UTF-8 address in the outgoing envelope,
+    /// or the client declared SMTPUTF8 and the header has UTF-8 (RFC 6532). A next hop that does
+    /// not offer SMTPUTF8 gets nothing, never a downgraded copy (RFC 6531 section 3.2).
+    pub needs_smtputf8: bool,
     /// The outgoing envelope: the original recipients after the edits.
     pub envelope: Vec<String>,
     /// Header lines to put in front of the message (the loop markers), CRLF-ended.
@@ -117,6 +123,7 @@ struct Pending {
     tx: Transaction,
     sender: String,
     body_8bit: bool,
+    smtputf8: bool,
     /// Accepted recipients, as written, in order.
     accepted: Vec<String>,
     rcpt_commands: usize,
@@ -181,6 +188,7 @@ impl Session {
                 None => Action::Reply(self.mail(
                     from.address.into_owned(),
                     from.flags & MAIL_BODY_8BITMIME != 0,
+                    from.flags & MAIL_SMTPUTF8 != 0,
                     from.size as u64,
                     cx,
                 )),
@@ -224,11 +232,21 @@ impl Session {
                 format!("SIZE {}", self.limits.message_size),
                 "8BITMIME".into(),
                 "ENHANCEDSTATUSCODES".into(),
+                // RFC 6531: Postfix's lmtp/smtp client hands over a message whose envelope
+                // needs SMTPUTF8 (a UTF-8 local part) only to a server that offers it.
+                "SMTPUTF8".into(),
             ],
         ))
     }
 
-    fn mail(&mut self, sender: String, body_8bit: bool, size: u64, cx: &dyn Context) -> Reply {
+    fn mail(
+        &mut self,
+        sender: String,
+        body_8bit: bool,
+        smtputf8: bool,
+        size: u64,
+        cx: &dyn Context,
+    ) -> Reply {
         if self.dialect.is_none() {
             return Reply::new(503, "5.5.1 Error: send LHLO or EHLO first");
         }
@@ -238,6 +256,9 @@ impl Session {
         if size > self.limits.message_size {
             return Reply::new(552, "5.3.4 Error: message size exceeds fixed limit");
         }
+        if !smtputf8 && !sender.is_ascii() {
+            return undeclared_utf8();
+        }
         let raw = format!("<{sender}>");
         match Transaction::begin(cx.snapshot(), &self.client, raw, None, cx.today()) {
             Ok(tx) => {
@@ -245,6 +266,7 @@ impl Session {
                     tx,
                     sender,
                     body_8bit,
+                    smtputf8,
                     accepted: Vec::new(),
                     rcpt_commands: 0,
                     in_data: false,
@@ -264,6 +286,9 @@ impl Session {
             return Reply::new(452, "4.5.3 Error: too many recipients");
         }
         p.rcpt_commands += 1;
+        if !p.smtputf8 && !address.is_ascii() {
+            return undeclared_utf8();
+        }
         match p.tx.rcpt(format!("<{address}>"), cx.today()) {
             RcptOutcome::Accepted => {
                 p.accepted.push(address);
@@ -346,10 +371,15 @@ impl Session {
             }
         }
         let (envelope, prepend, owners) = plan(&message, &p.accepted);
+        let needs_smtputf8 = !p.sender.is_ascii()
+            || envelope.iter().any(|a| !a.is_ascii())
+            || (p.smtputf8 && p.headers.utf8);
         Action::Deliver(Box::new(Delivery {
             message,
             sender: p.sender,
             body_8bit: p.body_8bit,
+            smtputf8: p.smtputf8,
+            needs_smtputf8,
             envelope,
             prepend,
             owners,
@@ -609,6 +639,15 @@ fn split_enhanced(text: &str, class: char) -> (String, &str) {
     (format!("{class}.0.0"), text)
 }
 
+/// A UTF-8 address in a transaction that did not declare SMTPUTF8 (RFC 6531 section 3.4; the
+/// words are Postfix smtpd's).
+fn undeclared_utf8() -> Reply {
+    Reply::new(
+        553,
+        "5.6.7 Error: must declare SMTPUTF8 to send unicode address",
+    )
+}
+
 fn smtp_reply(r: &SmtpReply) -> Reply {
     match r.enhanced() {
         Some(e) => Reply::new(r.code(), format!("{e} {}", r.text())),
@@ -642,6 +681,8 @@ fn parse_error(e: &smtp_proto::Error) -> Reply {
 struct HeaderReader {
     buf: Vec<u8>,
     done: bool,
+    /// The header has a byte that is not ASCII (RFC 6532 UTF-8 headers).
+    utf8: bool,
 }
 
 impl HeaderReader {
@@ -664,6 +705,7 @@ impl HeaderReader {
             Some(end) => {
                 let body = (self.buf.len() - end - 2) as u64;
                 let head = std::mem::take(&mut self.buf);
+                self.utf8 |= !&head[..end].is_ascii();
                 add_headers(&head[..end], tx);
                 tx.add_body_bytes(body);
                 self.done = true;
@@ -675,6 +717,7 @@ impl HeaderReader {
                     .windows(2)
                     .rposition(|w| w == b"\r\n")
                     .map_or(0, |p| p + 2);
+                self.utf8 |= !&head[..cut].is_ascii();
                 add_headers(&head[..cut], tx);
                 tx.add_body_bytes((head.len() - cut) as u64);
                 self.done = true;
@@ -687,6 +730,7 @@ impl HeaderReader {
     fn finish(&mut self, tx: &mut Transaction) {
         if !self.done {
             let head = std::mem::take(&mut self.buf);
+            self.utf8 |= !&head.is_ascii();
             add_headers(&head, tx);
             self.done = true;
         }

@@ -523,14 +523,17 @@ fn domains(raws: &[RawFile], errs: &mut Collector) -> (Vec<String>, Option<char>
     match raw.and_then(|d| d.local.as_ref()) {
         Some(list) => {
             for d in list {
-                let name = d.get_ref().trim().to_lowercase();
-                match Address::parse_strict(&format!("x@{name}")) {
-                    Ok(_) if !local.contains(&name) => local.push(name),
-                    Ok(_) => {}
-                    Err(_) => errs.error(
+                // The lookup form (A-labels), so `公司.中国` and `xn--55qx5d.xn--fiqs8s` are one.
+                match crate::address::domain_lookup_form(d.get_ref()) {
+                    Some(name) if !local.contains(&name) => local.push(name),
+                    Some(_) => {}
+                    None => errs.error(
                         f,
                         d.span().start,
-                        format!("`{}` is not a domain name", d.get_ref()),
+                        format!(
+                            "`{}` is not a domain name (or not valid IDNA, UTS 46)",
+                            d.get_ref()
+                        ),
                     ),
                 }
             }

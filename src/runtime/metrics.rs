@@ -43,7 +43,12 @@ pub const AUTOREPLY_MEMORY_PAIRS: &str = "handoff_autoreply_memory_pairs";
 
 /// Why an auto-reply was not sent although it was allowed: the `reason` of
 /// [`AUTOREPLIES_FAILED`].
-const AUTOREPLY_FAILURES: [&str; 3] = ["journal", "relay_rejected", "relay_unavailable"];
+const AUTOREPLY_FAILURES: [&str; 4] = [
+    "journal",
+    "relay_rejected",
+    "relay_unavailable",
+    "relay_no_smtputf8",
+];
 
 /// Installs the process-wide Prometheus recorder. Call once, at start-up.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -122,7 +127,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     );
     describe_counter!(
         AUTOREPLIES_FAILED,
-        "Auto-replies allowed but not sent: journal (the journal refused it), relay_rejected (5xx), relay_unavailable (gave up retrying)."
+        "Auto-replies allowed but not sent: journal (the journal refused it), relay_rejected (5xx), relay_unavailable (gave up retrying), relay_no_smtputf8 (the reply needs SMTPUTF8, the relay does not offer it)."
     );
     describe_gauge!(
         AUTOREPLIES_QUEUED,
@@ -323,7 +328,7 @@ pub fn autoreply_suppressed(reason: Suppression) {
     }
 }
 
-/// `reason` is one of `journal`, `relay_rejected`, `relay_unavailable`.
+/// `reason` is one of `journal`, `relay_rejected`, `relay_unavailable`, `relay_no_smtputf8`.
 pub fn autoreply_failed(reason: &'static str) {
     debug_assert!(AUTOREPLY_FAILURES.contains(&reason), "{reason}");
     counter!(AUTOREPLIES_FAILED, "reason" => reason).increment(1);

@@ -42,6 +42,8 @@ pub struct Delivered {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
+    /// MAIL carried the SMTPUTF8 parameter (RFC 6531).
+    pub smtputf8: bool,
 }
 
 impl Delivered {
@@ -86,6 +88,7 @@ impl fmt::Debug for Delivered {
         f.debug_struct("Delivered")
             .field("mail_from", &self.mail_from)
             .field("rcpt_to", &self.rcpt_to)
+            .field("smtputf8", &self.smtputf8)
             .field("data", &self.text())
             .finish()
     }
@@ -117,6 +120,8 @@ struct State {
     /// LMTP: lowercased recipient → its end-of-data reply.
     data_replies: HashMap<String, String>,
     transactions: u64,
+    /// EHLO/LHLO leaves SMTPUTF8 out (a next hop without `smtputf8_enable`).
+    no_smtputf8: bool,
 }
 
 impl Shared {
@@ -282,6 +287,11 @@ impl Sink {
     }
 
     /// Back to accepting everything.
+    /// Whether EHLO/LHLO offers SMTPUTF8 (it does unless told otherwise).
+    pub fn offer_smtputf8(&self, on: bool) {
+        self.shared.lock().no_smtputf8 = !on;
+    }
+
     pub fn reset_replies(&self) {
         let mut state = self.shared.lock();
         state.rcpt_replies.clear();
@@ -348,6 +358,7 @@ fn serve(stream: TcpStream, mode: SinkMode, shared: &Shared) -> io::Result<()> {
 struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
+    smtputf8: bool,
 }
 
 /// One SMTP/LMTP session. Replies are written as each command is read, which is all
@@ -373,9 +384,13 @@ fn session(
         let reply = match (verb.as_str(), mode) {
             ("EHLO", SinkMode::Smtp) | ("LHLO", SinkMode::Lmtp) => {
                 transaction = None;
-                "250-sink.lab.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n\
-                 250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8"
-                    .to_string()
+                match shared.lock().no_smtputf8 {
+                    false => "250-sink.lab.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n\
+                              250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8",
+                    true => "250-sink.lab.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n\
+                             250 ENHANCEDSTATUSCODES",
+                }
+                .to_string()
             }
             ("HELO", SinkMode::Smtp) => {
                 transaction = None;
@@ -383,9 +398,15 @@ fn session(
             }
             ("MAIL", _) => match parse_path(arg, "FROM:") {
                 Some(from) => {
+                    let smtputf8 = arg.rsplit_once('>').is_some_and(|(_, params)| {
+                        params
+                            .split_whitespace()
+                            .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"))
+                    });
                     transaction = Some(Transaction {
                         mail_from: from,
                         rcpt_to: Vec::new(),
+                        smtputf8,
                     });
                     "250 2.1.0 Ok".to_string()
                 }
@@ -494,6 +515,7 @@ fn end_of_data(t: Transaction, data: Vec<u8>, mode: SinkMode, shared: &Shared) -
             mail_from: t.mail_from,
             rcpt_to: accepted,
             data,
+            smtputf8: t.smtputf8,
         });
         shared.arrived.notify_all();
     }
@@ -609,6 +631,7 @@ mod tests {
                 mail_from: "s@example.net".into(),
                 rcpt_to: vec!["a@corp.example".into()],
                 data: b"Subject: x\r\n\r\n.dot\r\n".to_vec(),
+                smtputf8: false,
             }]
         );
         assert_eq!(delivered[0].header("subject").as_deref(), Some("x"));
@@ -660,6 +683,7 @@ mod tests {
         let d = Delivered {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
+            smtputf8: false,
             data: b"Received: one\r\n\tfolded\r\nSubject: s\r\nreceived: two\r\n\r\nReceived: body\r\n".to_vec(),
         };
         assert_eq!(d.headers("Received"), ["one folded", "two"]);

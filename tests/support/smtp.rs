@@ -321,6 +321,8 @@ pub struct SendOptions<'a> {
     pub helo: &'a str,
     /// AUTH PLAIN with this user and password after EHLO.
     pub auth: Option<(&'a str, &'a str)>,
+    /// Declare SMTPUTF8 on MAIL (RFC 6531), for UTF-8 addresses and headers.
+    pub smtputf8: bool,
 }
 
 impl Default for SendOptions<'_> {
@@ -328,6 +330,7 @@ impl Default for SendOptions<'_> {
         SendOptions {
             helo: "client.example",
             auth: None,
+            smtputf8: false,
         }
     }
 }
@@ -430,7 +433,11 @@ pub fn send_with(
             .auth_plain(user, password)
             .unwrap_or_else(|e| io("AUTH", e))
     });
-    let mail = client.mail_from(from).unwrap_or_else(|e| io("MAIL", e));
+    let mail = match options.smtputf8 {
+        true => client.command(&format!("MAIL FROM:<{from}> SMTPUTF8")),
+        false => client.mail_from(from),
+    }
+    .unwrap_or_else(|e| io("MAIL", e));
     let mut rcpt_replies = Vec::new();
     if mail.is_positive() {
         for to in rcpts {

@@ -251,7 +251,8 @@ fn lhlo_and_ehlo_advertise_the_extensions_and_choose_the_dialect() {
                 "PIPELINING",
                 &format!("SIZE {}", Limits::default().message_size),
                 "8BITMIME",
-                "ENHANCEDSTATUSCODES"
+                "ENHANCEDSTATUSCODES",
+                "SMTPUTF8"
             ]
         );
         assert_eq!(s.dialect(), Some(dialect));
@@ -349,7 +350,7 @@ fn lmtp_answers_each_accepted_recipient_and_rewrites_the_envelope_at_every_chunk
     let (whole, deliveries) = converse(MIXED, MIXED.len(), &cx, &ok);
     let codes: Vec<&str> = whole.lines().map(|l| &l[..4]).collect();
     let want = [
-        "250-", "250-", "250-", "250-", "250 ", // LHLO
+        "250-", "250-", "250-", "250-", "250-", "250 ", // LHLO
         "250 ", // MAIL
         "550 ", "250 ", "450 ", "250 ", "250 ", // RCPT dis, gone, frz, keep, sales
         "354 ", // DATA
@@ -444,7 +445,7 @@ fn next_hop_outcomes_map_to_each_original_recipient() {
         };
         let stream = b"LHLO mx\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<gone@corp.example>\r\nRCPT TO:<keep@corp.example>\r\nRCPT TO:<sales@corp.example>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n";
         let (out, _) = converse(stream, stream.len(), &cx, &hop);
-        let finals: Vec<&str> = out.lines().skip(10).collect();
+        let finals: Vec<&str> = out.lines().skip(11).collect();
         assert_eq!(finals.len(), 3, "{out}");
         for ((who, status), line) in want.iter().zip(&finals) {
             assert!(
@@ -856,4 +857,127 @@ fn a_thousand_rcpts_to_a_thousand_member_alias() {
             "{original}"
         );
     }
+}
+
+const IDN_POLICY: &str = r#"
+[domains]
+local = ["corp.example", "公司.中国"]
+[accounts."张三@corp.example"]
+state = "departed"
+successor = "李四@corp.example"
+keep_copy = false
+[accounts."wang@公司.中国"]
+state = "disabled"
+[aliases]
+"sales@corp.example" = "李四@corp.example"
+"#;
+
+/// Runs a transaction to its end and returns the delivery it makes.
+fn deliver(s: &mut Session, cx: &Fixed, lines: &[&str], content: &str) -> Delivery {
+    for l in lines {
+        let r = reply_of(s.handle(format!("{l}\r\n").as_bytes(), cx));
+        assert!(r.code < 400, "{l}: {r}");
+    }
+    s.data(content.as_bytes());
+    let end = DataEnd {
+        size: content.len() as u64,
+        flaw: None,
+    };
+    match s.data_end(end) {
+        Action::Deliver(d) => *d,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+/// RFC 6531: the SMTPUTF8 parameter is taken, a UTF-8 envelope is decided like an ASCII one
+/// (an IDN domain in either form), and the delivery says it needs SMTPUTF8.
+#[test]
+fn a_utf8_envelope_with_smtputf8_is_decided_and_marked() {
+    let cx = cx_with(IDN_POLICY);
+    let mut s = session();
+    let got = run(
+        &mut s,
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<发件人@example.net> SMTPUTF8",
+            "RCPT TO:<wang@xn--55qx5d.xn--fiqs8s>",
+            "RCPT TO:<wang@公司.中国>",
+        ],
+    );
+    assert_eq!(
+        got,
+        ["250 filter.example", "250 2.1.0", "550 5.2.1", "550 5.2.1"]
+    );
+    let d = deliver(
+        &mut s,
+        &cx,
+        &["RCPT TO:<张三@corp.example>", "DATA"],
+        "Subject: hi\r\n\r\nbody\r\n",
+    );
+    assert_eq!(d.sender, "发件人@example.net");
+    assert_eq!(d.envelope, ["李四@corp.example"]);
+    assert!(d.smtputf8 && d.needs_smtputf8);
+}
+
+#[test]
+fn what_needs_smtputf8() {
+    let cx = cx_with(IDN_POLICY);
+    // ASCII throughout, SMTPUTF8 declared: passed on if offered, but not needed.
+    let d = deliver(
+        &mut session(),
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<a@example.net> SMTPUTF8",
+            "RCPT TO:<b@corp.example>",
+            "DATA",
+        ],
+        "Subject: hi\r\n\r\nbody\r\n",
+    );
+    assert!(d.smtputf8 && !d.needs_smtputf8);
+    // Declared, and the header has UTF-8 (RFC 6532): needed.
+    let d = deliver(
+        &mut session(),
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<a@example.net> SMTPUTF8",
+            "RCPT TO:<b@corp.example>",
+            "DATA",
+        ],
+        "Subject: 你好\r\n\r\nbody\r\n",
+    );
+    assert!(d.needs_smtputf8);
+    // Not declared, but an alias forwards to a UTF-8 address: needed at the next hop.
+    let d = deliver(
+        &mut session(),
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<a@example.net>",
+            "RCPT TO:<sales@corp.example>",
+            "DATA",
+        ],
+        "Subject: hi\r\n\r\nbody\r\n",
+    );
+    assert_eq!(d.envelope, ["李四@corp.example"]);
+    assert!(!d.smtputf8 && d.needs_smtputf8);
+}
+
+/// A UTF-8 address without the SMTPUTF8 parameter is refused as Postfix's smtpd does.
+#[test]
+fn a_utf8_address_without_smtputf8_is_refused() {
+    let cx = cx_with(IDN_POLICY);
+    let got = run(
+        &mut session(),
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<发件人@example.net>",
+            "MAIL FROM:<a@example.net>",
+            "RCPT TO:<张三@corp.example>",
+        ],
+    );
+    assert_eq!(got[1..], ["553 5.6.7", "250 2.1.0", "553 5.6.7"]);
 }
