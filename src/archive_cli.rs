@@ -52,9 +52,14 @@ fn target(
     need_policy: bool,
     writes: bool,
 ) -> Result<Target, ExitCode> {
-    let policy = match &a.journal {
-        Some(_) if !need_policy => match policy::load(config) {
-            Ok(p) => Some(p),
+    let (dir, policy) = match &a.journal {
+        None => {
+            let p = load(config)?;
+            (p.settings.journal_dir.clone(), Some(p))
+        }
+        Some(d) if need_policy => (d.clone(), Some(load(config)?)),
+        Some(d) => match policy::load(config) {
+            Ok(p) => (d.clone(), Some(p)),
             Err(e) => {
                 if writes {
                     eprintln!(
@@ -63,15 +68,9 @@ fn target(
                         DEFAULT_SEGMENT_BYTES / (1024 * 1024)
                     );
                 }
-                None
+                (d.clone(), None)
             }
         },
-        _ => Some(load(config)?),
-    };
-    let dir = match (&a.journal, &policy) {
-        (Some(d), _) => d.clone(),
-        (None, Some(p)) => p.settings.journal_dir.clone(),
-        (None, None) => unreachable!("the policy is loaded when no --journal is given"),
     };
     let segment_bytes = policy
         .as_ref()
@@ -185,7 +184,7 @@ fn export_cmd(t: &Target, a: &ExportArgs) -> Outcome {
 
 fn prune_cmd(t: &Target, a: &PruneArgs) -> Outcome {
     let Some(policy) = &t.policy else {
-        unreachable!("prune loads the policy")
+        return Err(fail("prune needs the policy (retention_days, legal_hold)"));
     };
     let s = &policy.settings;
     let report = retention::prune(

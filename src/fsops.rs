@@ -347,6 +347,19 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_of_another_user_is_refused_unless_it_is_roots() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The suite runs as root: 65534 (nobody) is another user.
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        let e = Dir::open_private(&p, 0o700).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o755);
+    }
+
+    #[test]
     fn modes_are_set_through_the_handle_and_hard_links_refused() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("state");

@@ -123,7 +123,12 @@ fn root_secret(dir: &Path) -> (PathBuf, Vec<u8>) {
 
 fn assert_untouched(p: &Path, content: &[u8]) {
     let m = std::fs::metadata(p).unwrap();
-    assert_eq!(std::fs::read(p).unwrap(), content, "{} was written", p.display());
+    assert_eq!(
+        std::fs::read(p).unwrap(),
+        content,
+        "{} was written",
+        p.display()
+    );
     assert_eq!(m.mode() & 0o7777, 0o600, "{} was chmodded", p.display());
     assert_eq!(m.uid(), 0);
 }
@@ -137,7 +142,12 @@ fn assert_owned_by_nobody(journal: &Path) {
         let m = std::fs::symlink_metadata(e.path()).unwrap();
         assert_eq!(m.uid(), uid, "{} is not the owner's", e.path().display());
         if !m.file_type().is_symlink() {
-            assert_eq!(m.mode() & 0o077, 0, "{} is open to others", e.path().display());
+            assert_eq!(
+                m.mode() & 0o077,
+                0,
+                "{} is open to others",
+                e.path().display()
+            );
         }
     }
 }
@@ -173,13 +183,33 @@ fn root_archive_command_does_not_create_through_a_planted_lock_link() {
     chown_tree(&j, nobody());
 
     let (code, out, err) = s.cli(&["archive", "search"]);
-    assert_ne!(code, 0, "a planted lock link is refused: {out}{err}");
-    assert!(err.contains("lock"), "the refusal names the file: {err}");
     assert!(
         std::fs::symlink_metadata(&target).is_err(),
         "root created {} through the link",
         target.display()
     );
+    assert_ne!(code, 0, "a planted lock link is refused: {out}{err}");
+    assert!(err.contains("lock"), "the refusal names the file: {err}");
+}
+
+/// The same link in root's own journal (nothing to drop to): the link is refused all the same
+/// (O_NOFOLLOW, the second line of defence).
+#[test]
+fn root_archive_command_refuses_a_lock_link_in_roots_own_journal() {
+    let s = Setup::new(64);
+    let j = s.journal();
+    std::fs::create_dir(&j).unwrap();
+    let target = s.root.join("created-by-root");
+    symlink(&target, j.join("lock")).unwrap();
+
+    let (code, out, err) = s.cli(&["archive", "search"]);
+    assert!(
+        std::fs::symlink_metadata(&target).is_err(),
+        "root created {} through the link",
+        target.display()
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("lock is a symbolic link"), "{err}");
 }
 
 /// The last segment is a link to a root-only file: old code truncated it (a "torn tail") and
@@ -194,11 +224,17 @@ fn root_archive_command_does_not_truncate_through_a_planted_segment_link() {
 
     // prune opens the writer (recovery) before it reads anything.
     let (code, out, err) = s.cli(&["archive", "prune"]);
-    assert_ne!(code, 0, "{out}{err}");
     assert_untouched(&secret, &content);
+    assert_ne!(code, 0, "{out}{err}");
     let torn: Vec<_> = std::fs::read_dir(&j)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("torn-"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("torn-")
+        })
         .collect();
     assert!(torn.is_empty(), "the secret was copied into the journal");
 }
@@ -239,11 +275,11 @@ fn root_archive_command_does_not_chmod_a_linked_journal_directory() {
     std::os::unix::fs::lchown(s.journal(), Some(nobody().0), Some(nobody().1)).unwrap();
 
     let (code, out, err) = s.cli(&["archive", "search"]);
-    assert_ne!(code, 0, "{out}{err}");
-    assert!(err.contains("symbolic link"), "{err}");
     let m = std::fs::metadata(&elsewhere).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o755, "root chmodded the link's target");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("symbolic link"), "{err}");
 }
 
 /// Root's audit records, and the segment they start, belong to the journal's owner: the owner
@@ -267,7 +303,10 @@ fn root_archive_commands_leave_the_journal_to_its_owner() {
         Ok(())
     })
     .unwrap();
-    assert!(audit[0]["user"].as_str().unwrap().ends_with("(uid 0)"), "{audit:?}");
+    assert!(
+        audit[0]["user"].as_str().unwrap().ends_with("(uid 0)"),
+        "{audit:?}"
+    );
 
     let (code, out, err) = s.cli_as_nobody(&["archive", "search"]);
     assert_eq!(code, 0, "the owner appends after root: {out}{err}");
@@ -278,14 +317,18 @@ fn root_archive_commands_leave_the_journal_to_its_owner() {
     // The daemon, as the owner, opens the journal root wrote to.
     let mut daemon = spawn_serve_as_nobody(&s);
     let port = metrics_port(&s.config);
-    let status = wait_for(Duration::from_secs(10), "the daemon to answer /readyz", || {
-        if let Some(st) = daemon.try_wait().unwrap() {
-            panic!("handoff serve as nobody exited: {st}");
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| http_get(port, "/readyz").0)
-    });
+    let status = wait_for(
+        Duration::from_secs(10),
+        "the daemon to answer /readyz",
+        || {
+            if let Some(st) = daemon.try_wait().unwrap() {
+                panic!("handoff serve as nobody exited: {st}");
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| http_get(port, "/readyz").0)
+        },
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert_eq!(status, 200);
@@ -313,7 +356,12 @@ fn spawn_serve_as_nobody(s: &Setup) -> Child {
 fn metrics_port(config: &Path) -> u16 {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("metrics")).unwrap();
-    line.rsplit(':').next().unwrap().trim_end_matches('"').parse().unwrap()
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap()
 }
 
 /// An archive command seals a segment where the daemon would, at `[archive] segment_mb`, not
@@ -379,7 +427,10 @@ fn export_is_private_and_never_written_through_a_link() {
         out2.to_str().unwrap(),
     ]);
     assert_ne!(code, 0, "{o}{e}");
-    assert!(e.contains(&format!("{id}.eml")) && e.contains("exists"), "{e}");
+    assert!(
+        e.contains(&format!("{id}.eml")) && e.contains("exists"),
+        "{e}"
+    );
     assert_untouched(&secret, &content);
 }
 
