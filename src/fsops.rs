@@ -70,7 +70,7 @@ impl Dir {
                 ),
             ));
         }
-        let old = (st.st_mode as u32) & 0o7777;
+        let old = st.st_mode & 0o7777;
         if old != mode && st.st_uid == me.as_raw() {
             fchmod(&dir.fd, Mode::from_bits_truncate(mode))
                 .map_err(|e| context(e, path, "cannot change the mode of"))?;
@@ -190,7 +190,7 @@ pub fn create_dirs_open(path: &Path, mode: u32) -> io::Result<Dir> {
 /// Takes from `file`'s mode every permission `mode` does not grant.
 pub fn tighten(file: &File, mode: u32) -> io::Result<()> {
     let st = fstat(file.as_fd()).map_err(io::Error::from)?;
-    let old = (st.st_mode as u32) & 0o7777;
+    let old = st.st_mode & 0o7777;
     if old & !mode != 0 {
         fchmod(file.as_fd(), Mode::from_bits_truncate(old & mode)).map_err(io::Error::from)?;
     }
