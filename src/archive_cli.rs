@@ -41,6 +41,22 @@ struct Target {
     /// it where the daemon would.
     segment_bytes: u64,
     policy: Option<Policy>,
+    /// The journal's owner this process became (root running on the daemon's journal).
+    became: Option<fsops::Became>,
+}
+
+impl Target {
+    /// An export error, with why the directory may be out of reach after becoming the owner.
+    fn export_failed(&self, e: search::SearchError) -> ExitCode {
+        match &self.became {
+            Some(b) => fail(format!(
+                "{e} (archive commands run as the journal's owner, {} (uid {}): choose an --out directory it can write)",
+                b.name.as_deref().unwrap_or("?"),
+                b.uid
+            )),
+            None => fail(e),
+        }
+    }
 }
 
 /// Loads the policy (needed without `--journal`, and by `prune`; otherwise read for its segment
@@ -77,11 +93,13 @@ fn target(
         .map_or(DEFAULT_SEGMENT_BYTES, |p| p.settings.segment_bytes);
     // The audit trail names the person who ran the command, not the user it runs as.
     search::operator();
-    fsops::become_owner_of(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let became =
+        fsops::become_owner_of(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     Ok(Target {
         dir,
         segment_bytes,
         policy,
+        became,
     })
 }
 
@@ -140,7 +158,7 @@ fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
         .map_err(|e| fail(format!("cannot write the audit record: {e}")))?;
     if let Some(out) = &a.export {
         let ids: Vec<_> = hits.iter().filter_map(|h| h.id.parse().ok()).collect();
-        search::export(dir, &ids, out).map_err(fail)?;
+        search::export(dir, &ids, out).map_err(|e| t.export_failed(e))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&hits).map_err(fail)?);
@@ -175,7 +193,7 @@ fn export_cmd(t: &Target, a: &ExportArgs) -> Outcome {
         a.ids.len(),
     )
     .map_err(|e| fail(format!("cannot write the audit record: {e}")))?;
-    let written = search::export(dir, &a.ids, &a.out).map_err(fail)?;
+    let written = search::export(dir, &a.ids, &a.out).map_err(|e| t.export_failed(e))?;
     for p in written {
         println!("{}", p.display());
     }

@@ -453,3 +453,54 @@ fn state_directory_and_files_are_private() {
     assert_eq!(std::fs::metadata(&memory).unwrap().mode() & 0o777, 0o600);
     assert!(d.log_text().contains("state directory was mode 755"));
 }
+
+/// Root exporting from the daemon's journal exports as its owner: the files are the owner's
+/// (0600 in 0700 directories), and a directory the owner cannot write is refused with why.
+#[test]
+fn root_exports_from_the_owners_journal_as_the_owner() {
+    let s = Setup::new(64);
+    let j = s.journal();
+    let body = b"Subject: evidence\r\n\r\nbody\r\n".to_vec();
+    let id = write_message(&j, body.clone());
+    chown_tree(&j, nobody());
+
+    let private = s.root.join("root-only-dir");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, o, e) = s.cli(&[
+        "archive",
+        "export",
+        "--id",
+        &id.to_string(),
+        "--out",
+        private.join("case").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{o}{e}");
+    assert!(e.contains("run as the journal's owner"), "{e}");
+
+    let shared = s.root.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = shared.join("case");
+    let (code, o, e) = s.cli(&[
+        "archive",
+        "export",
+        "--id",
+        &id.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let file = out.join(format!("{id}.eml"));
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    for (p, mode) in [(&file, 0o600), (&out, 0o700)] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (nobody().0, mode),
+            "{}",
+            p.display()
+        );
+    }
+    assert_owned_by_nobody(&j);
+}
