@@ -29,6 +29,7 @@ pub mod autoreply;
 pub mod cli;
 pub mod engine;
 pub mod explain;
+pub mod fsops;
 pub mod journal;
 pub mod lmtp;
 pub mod loopmark;

@@ -23,4 +23,5 @@ mod milter_wire;
 mod miltertest;
 mod policy_files;
 mod reload;
+mod root_archive;
 mod scenarios;

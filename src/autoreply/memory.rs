@@ -170,10 +170,18 @@ impl Memory {
         match store {
             Some(url) => Ok(Memory::Redis(Arc::new(RedisMemory::new(url)?))),
             None => {
-                fs::create_dir_all(state_dir).map_err(|source| MemoryError::Io {
-                    path: state_dir.to_path_buf(),
-                    source,
-                })?;
+                // Private like the journal: 0700, and refused when another user owns it (see
+                // crate::fsops); a looser directory of ours is tightened, with a warning.
+                let (_, was) =
+                    crate::fsops::Dir::open_private(state_dir, 0o700).map_err(|source| {
+                        MemoryError::Io {
+                            path: state_dir.to_path_buf(),
+                            source,
+                        }
+                    })?;
+                if let Some(mode) = was {
+                    tracing::warn!(dir = %state_dir.display(), "state directory was mode {mode:o}: now 700");
+                }
                 let local = LocalMemory::open(&state_dir.join(FILE_NAME), MAX_PAIRS)?;
                 Ok(Memory::Local(Arc::new(Mutex::new(local))))
             }
@@ -272,12 +280,10 @@ impl LocalMemory {
         };
         // A compaction that did not reach its rename left this behind; the log is intact.
         let _ = fs::remove_file(tmp_path(path));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
+        let mut file = private_file(OpenOptions::new().read(true).append(true).create(true))
             .open(path)
             .map_err(io_err)?;
+        crate::fsops::tighten(&file, 0o600).map_err(io_err)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err)?;
         if bytes.is_empty() {
@@ -418,7 +424,12 @@ impl LocalMemory {
             path: tmp.clone(),
             source,
         };
-        let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_err)?);
+        let _ = fs::remove_file(&tmp);
+        let mut out = io::BufWriter::new(
+            private_file(OpenOptions::new().write(true).create_new(true))
+                .open(&tmp)
+                .map_err(io_err)?,
+        );
         out.write_all(MAGIC).map_err(io_err)?;
         for (key, at) in &self.replied {
             out.write_all(&encode(*key, *at)).map_err(io_err)?;
@@ -428,8 +439,7 @@ impl LocalMemory {
         drop(file);
         fs::rename(&tmp, &self.path).map_err(io_err)?;
         sync_dir(&self.path).map_err(io_err)?;
-        self.file = OpenOptions::new()
-            .append(true)
+        self.file = private_file(OpenOptions::new().append(true))
             .open(&self.path)
             .map_err(|source| MemoryError::Io {
                 path: self.path.clone(),
@@ -476,6 +486,13 @@ fn decode(chunk: &[u8]) -> Option<(PairKey, u32)> {
     key.copy_from_slice(&chunk[..16]);
     let at = u32::from_le_bytes(chunk[16..20].try_into().ok()?);
     Some((PairKey(key), at))
+}
+
+/// Owner-only, and never through a link planted in the state directory.
+fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    o.mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

@@ -4,7 +4,6 @@
 //! (a prune record with each removed segment's hashes), so `verify` can still check the chain
 //! across the gap.
 
-use std::fs::File;
 use std::path::Path;
 
 use serde::Serialize;
@@ -12,9 +11,10 @@ use serde::Serialize;
 use super::format::{Kind, hex};
 use super::reader::Removed;
 use super::record::MessageMeta;
-use super::segment::{list_segments, read_record, segment_path};
-use super::writer::{Body, DEFAULT_SEGMENT_BYTES, Entry, JournalError, Writer};
+use super::segment::{list_segments, read_record, segment_name};
+use super::writer::{Body, Entry, JournalError, Writer};
 use crate::address::Address;
+use crate::fsops::Dir;
 
 /// What `prune` did (or, with `dry_run`, would do).
 #[derive(Debug, Default, Serialize)]
@@ -26,9 +26,12 @@ pub struct PruneReport {
     pub young: Vec<u64>,
 }
 
-/// Removes the sealed segments past `retention_days` at `now`.
+/// Removes the sealed segments past `retention_days` at `now`. `segment_bytes` is the policy's
+/// `[archive] segment_mb`: the prune record may start a segment, and must start it where the
+/// daemon would.
 pub fn prune(
     dir: &Path,
+    segment_bytes: u64,
     retention_days: u32,
     legal_hold: &[Address],
     now: jiff::Timestamp,
@@ -39,7 +42,7 @@ pub fn prune(
             24 * i64::from(retention_days),
         ))
         .map_err(|e| JournalError::Io(format!("bad retention period: {e}")))?;
-    let (mut writer, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES)?;
+    let (mut writer, _) = Writer::open(dir, segment_bytes)?;
     writer.locked(|w| {
         let mut report = PruneReport::default();
         let current = w.current_segment();
@@ -47,7 +50,7 @@ pub fn prune(
             if n >= current {
                 break;
             }
-            let s = scan(dir, n, legal_hold)?;
+            let s = scan(w.dir_handle(), n, legal_hold)?;
             if !s.sealed {
                 continue;
             }
@@ -65,11 +68,11 @@ pub fn prune(
         let meta = serde_json::json!({ "time": now, "removed": report.removed, "retention_days": retention_days });
         w.append_while_locked(&mut [Entry::new(Kind::Prune, &meta, Body::Bytes(Vec::new()))])?;
         for r in &report.removed {
-            let path = segment_path(dir, r.segment);
-            std::fs::remove_file(&path)?;
-            tracing::info!(segment = r.segment, records = r.records, "archive prune: removed {}", path.display());
+            let name = segment_name(r.segment);
+            w.dir_handle().remove(&name)?;
+            tracing::info!(segment = r.segment, records = r.records, "archive prune: removed {}", dir.join(&name).display());
         }
-        File::open(dir)?.sync_all()?;
+        w.dir_handle().sync()?;
         Ok(report)
     })
 }
@@ -81,8 +84,8 @@ struct Scanned {
     removed: Removed,
 }
 
-fn scan(dir: &Path, n: u64, legal_hold: &[Address]) -> Result<Scanned, JournalError> {
-    let mut file = File::open(segment_path(dir, n))?;
+fn scan(dir: &Dir, n: u64, legal_hold: &[Address]) -> Result<Scanned, JournalError> {
+    let mut file = dir.read(&segment_name(n))?;
     let len = file.metadata()?.len();
     let mut offset = 0;
     let mut out = Scanned {

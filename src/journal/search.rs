@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::format::Kind;
 use super::record::{AuditMeta, MessageMeta};
 use super::segment::{RecordId, list_segments, read_body, read_record, segment_path};
-use super::writer::{Body, DEFAULT_SEGMENT_BYTES, Entry, JournalError, Writer};
+use super::writer::{Body, Entry, JournalError, Writer};
 use crate::address::Address;
 
 /// Which parts of a message `--text` looks in.
@@ -246,9 +246,12 @@ fn text_of(m: &mail_parser::Message<'_>, parts: Parts) -> String {
     out
 }
 
-/// Writes each record's message, byte for byte, to `OUT/ID.eml`.
+/// Writes each record's message, byte for byte, to `OUT/ID.eml`: a new file (mode 0600) that
+/// is never a link's target; an existing `ID.eml` is an error naming it, not overwritten (an
+/// export is evidence: it must be what the journal holds, not mixed with an earlier one). `OUT`
+/// and missing parents are created 0700.
 pub fn export(dir: &Path, ids: &[RecordId], out: &Path) -> Result<Vec<PathBuf>, SearchError> {
-    std::fs::create_dir_all(out)?;
+    let out_dir = crate::fsops::create_dirs_open(out, 0o700)?;
     let mut written = Vec::new();
     for id in ids {
         let path = segment_path(dir, id.segment);
@@ -260,36 +263,53 @@ pub fn export(dir: &Path, ids: &[RecordId], out: &Path) -> Result<Vec<PathBuf>, 
             return Err(SearchError::NotAMessage(*id));
         }
         let body = read_body(&mut file, &info)?;
-        let target = out.join(format!("{id}.eml"));
-        std::fs::write(&target, body)?;
-        written.push(target);
+        let name = format!("{id}.eml");
+        let mut file = out_dir
+            .create_new(&name, 0o600)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                    e.kind(),
+                    format!("{} exists: not overwritten", out.join(&name).display()),
+                ),
+                _ => e,
+            })?;
+        std::io::Write::write_all(&mut file, &body)?;
+        written.push(out.join(name));
     }
     Ok(written)
 }
 
 /// Appends an audit record: who ran `command` with `query`, and how many messages it touched.
+/// `segment_bytes`: the policy's `[archive] segment_mb` (the record may start a segment).
 pub fn audit(
     dir: &Path,
+    segment_bytes: u64,
     command: &str,
     query: &impl Serialize,
     hits: usize,
 ) -> Result<RecordId, JournalError> {
     let meta = AuditMeta {
         time: jiff::Timestamp::now().to_string(),
-        user: operator(),
+        user: operator().to_string(),
         command: command.to_string(),
         query: serde_json::to_value(query).unwrap_or_default(),
         hits,
     };
-    let (mut writer, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES)?;
+    let (mut writer, _) = Writer::open(dir, segment_bytes)?;
     let (ids, _) = writer.append(&mut [Entry::new(Kind::Audit, &meta, Body::Bytes(Vec::new()))])?;
     ids.into_iter()
         .next()
         .ok_or_else(|| JournalError::Io("no record written".into()))
 }
 
-/// The person behind this process: the sudo caller if any, the login name, and the uid.
-fn operator() -> String {
+/// The person behind this process: the sudo caller if any, the login name, and the uid. Taken
+/// once, at the first call: `handoff archive` calls it before it becomes the journal's owner.
+pub fn operator() -> &'static str {
+    static OPERATOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OPERATOR.get_or_init(operator_now)
+}
+
+fn operator_now() -> String {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

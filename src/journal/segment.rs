@@ -8,7 +8,12 @@ use super::format::{HASH_LEN, HEADER_LEN, Hash, Header, HeaderError, RecordHashe
 
 /// `seg-0000000001.hj`: zero-padded so that names sort in segment order.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("seg-{n:010}.hj"))
+    dir.join(segment_name(n))
+}
+
+/// The file name of segment `n` (see [`segment_path`]).
+pub fn segment_name(n: u64) -> String {
+    format!("seg-{n:010}.hj")
 }
 
 /// The segment numbers present in `dir`, ascending.

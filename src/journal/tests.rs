@@ -283,7 +283,8 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
     let now: jiff::Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
     let hold = [Address::parse_strict("held@corp.example").unwrap()];
 
-    let dry = super::retention::prune(dir.path(), 1826, &hold, now, true).unwrap();
+    let dry =
+        super::retention::prune(dir.path(), DEFAULT_SEGMENT_BYTES, 1826, &hold, now, true).unwrap();
     assert!(!dry.removed.is_empty());
     assert_eq!(
         list_segments(dir.path()).unwrap(),
@@ -291,7 +292,9 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
         "a dry run removes nothing"
     );
 
-    let report = super::retention::prune(dir.path(), 1826, &hold, now, false).unwrap();
+    let report =
+        super::retention::prune(dir.path(), DEFAULT_SEGMENT_BYTES, 1826, &hold, now, false)
+            .unwrap();
     assert_eq!(report.held.len(), 1, "{report:?}");
     let after = list_segments(dir.path()).unwrap();
     assert!(after.len() < before.len());
@@ -299,7 +302,8 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
     let v = verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.pruned_segments, report.removed.len());
     // With a retention period longer than the mail's age, nothing goes.
-    let none = super::retention::prune(dir.path(), 36500, &[], now, false).unwrap();
+    let none =
+        super::retention::prune(dir.path(), DEFAULT_SEGMENT_BYTES, 36500, &[], now, false).unwrap();
     assert!(none.removed.is_empty());
 }
 

@@ -6,16 +6,16 @@
 //! records): every batch takes an exclusive lock on `DIR/lock` and first catches up with what
 //! another writer may have appended since, so the hash chain stays one chain.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::format::{self, HEADER_LEN, Hash, Header, Kind, RecordHasher};
-use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_path};
+use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_name};
+use crate::fsops::Dir;
 
 /// The default size at which a segment is sealed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -105,7 +105,9 @@ pub struct BatchStats {
 /// The appending end of a journal directory.
 #[derive(Debug)]
 pub struct Writer {
-    dir: PathBuf,
+    /// Every file of the journal is opened through this handle, never by path (see
+    /// [`crate::fsops`]: the directory's owner must not lead a root process through a link).
+    dir: Dir,
     lock: File,
     segment: u64,
     file: File,
@@ -121,14 +123,8 @@ pub struct Writer {
 impl Writer {
     /// Opens (creating if needed) the journal in `dir`, cutting a torn tail.
     pub fn open(dir: &Path, max_segment: u64) -> Result<(Writer, Recovery), JournalError> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join("lock"))?;
+        let (dir, _) = Dir::open_private(dir, 0o700)?;
+        let lock = dir.open_or_create("lock", 0o600)?;
         lock.lock()?;
         let result = Writer::open_locked(dir, lock.try_clone()?, max_segment);
         lock.unlock()?;
@@ -136,27 +132,26 @@ impl Writer {
     }
 
     fn open_locked(
-        dir: &Path,
+        dir: Dir,
         lock: File,
         max_segment: u64,
     ) -> Result<(Writer, Recovery), JournalError> {
         let mut recovery = Recovery::default();
-        let segments = list_segments(dir)?;
+        let segments = list_segments(dir.path())?;
         recovery.segments = segments.len();
         let Some(&last) = segments.last() else {
             let w = Writer::create_segment(dir, lock, 1, [0; 32], max_segment)?;
             return Ok((w, recovery));
         };
-        let path = segment_path(dir, last);
-        let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
-        let (len, head, records, last_kind) = scan_tail(dir, &mut file, last, &mut recovery)?;
+        let mut file = dir.append(&segment_name(last))?;
+        let (len, head, records, last_kind) = scan_tail(&dir, &mut file, last, &mut recovery)?;
         if records == 0 {
             // The segment start itself was torn: write it again, linked to the previous segment.
             drop(file);
-            std::fs::remove_file(&path)?;
+            dir.remove(&segment_name(last))?;
             let prev = match segments.len() {
                 1 => [0; 32],
-                _ => last_hash_of(dir, segments[segments.len() - 2])?,
+                _ => last_hash_of(&dir, segments[segments.len() - 2])?,
             };
             let w = Writer::create_segment(dir, lock, last, prev, max_segment)?;
             return Ok((w, recovery));
@@ -166,7 +161,7 @@ impl Writer {
             return Ok((w, recovery));
         }
         let w = Writer {
-            dir: dir.to_path_buf(),
+            dir,
             lock,
             segment: last,
             file,
@@ -181,21 +176,15 @@ impl Writer {
 
     /// Creates segment `n` with its start record and makes it durable.
     fn create_segment(
-        dir: &Path,
+        dir: Dir,
         lock: File,
         n: u64,
         prev: Hash,
         max_segment: u64,
     ) -> Result<Writer, JournalError> {
-        let path = segment_path(dir, n);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let file = dir.create_new(&segment_name(n), 0o600)?;
         let mut w = Writer {
-            dir: dir.to_path_buf(),
+            dir,
             lock,
             segment: n,
             file,
@@ -209,12 +198,17 @@ impl Writer {
         let mut entry = Entry::new(Kind::SegmentStart, &meta, Body::Bytes(Vec::new()));
         w.write_entry(&mut entry)?;
         w.file.sync_data()?;
-        sync_dir(dir)?;
+        w.dir.sync()?;
         w.len = w.file.metadata()?.len();
         Ok(w)
     }
 
     pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The handle the journal's files are opened through.
+    pub fn dir_handle(&self) -> &Dir {
         &self.dir
     }
 
@@ -279,7 +273,7 @@ impl Writer {
                 // file handle, so it is reopened.
                 if self.segment != start.0 {
                     // A roll happened inside the failed batch: remove the new segment.
-                    let _ = std::fs::remove_file(segment_path(&self.dir, self.segment));
+                    let _ = self.dir.remove(&segment_name(self.segment));
                 }
                 self.segment = start.0;
                 self.len = start.1;
@@ -379,10 +373,10 @@ impl Writer {
         let mut seal = Entry::new(Kind::Seal, &meta, Body::Bytes(Vec::new()));
         self.write_entry(&mut seal)?;
         self.file.sync_data()?;
-        let path = segment_path(&self.dir, self.segment);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        // Through the handle: the name may have been replaced by a link since it was opened.
+        crate::fsops::tighten(&self.file, 0o400)?;
         let next = Writer::create_segment(
-            &self.dir,
+            self.dir.try_clone()?,
             self.lock.try_clone()?,
             self.segment + 1,
             self.head,
@@ -406,8 +400,7 @@ impl Writer {
 
     /// Cuts the current segment back to the last durable record and reopens it.
     fn repair(&mut self) -> Result<(), JournalError> {
-        let path = segment_path(&self.dir, self.segment);
-        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let file = self.dir.append(&segment_name(self.segment))?;
         file.set_len(self.len)?;
         file.sync_all()?;
         self.file = file;
@@ -424,15 +417,12 @@ impl Writer {
         if self.file.metadata()?.len() == self.len {
             return Ok(());
         }
-        let segments = list_segments(&self.dir)?;
+        let segments = list_segments(self.dir.path())?;
         let newest = segments.last().copied().unwrap_or(self.segment);
         for n in self.segment..=newest {
             if n != self.segment {
                 self.segment = n;
-                self.file = OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .open(segment_path(&self.dir, n))?;
+                self.file = self.dir.append(&segment_name(n))?;
                 self.len = 0;
                 self.records_in_segment = 0;
             }
@@ -458,7 +448,7 @@ impl Writer {
 /// Scans the last segment: returns its durable length, last hash, record count and last kind,
 /// cutting a torn tail. Damage followed by valid records is not a torn tail: refuse.
 fn scan_tail(
-    dir: &Path,
+    dir: &Dir,
     file: &mut File,
     segment: u64,
     recovery: &mut Recovery,
@@ -489,9 +479,9 @@ fn scan_tail(
                 let mut torn = Vec::new();
                 file.seek(SeekFrom::Start(offset))?;
                 file.take(file_len - offset).read_to_end(&mut torn)?;
-                let keep = dir.join(format!("torn-{segment:010}-{offset}.bin"));
-                std::fs::write(&keep, &torn)?;
-                std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o600))?;
+                let (keep, mut out) = create_torn(dir, segment, offset)?;
+                out.write_all(&torn)?;
+                out.sync_all()?;
                 tracing::warn!(segment, offset, bytes = torn.len(), kept = %keep.display(), "journal: cut a torn tail ({e})");
                 file.set_len(offset)?;
                 file.sync_all()?;
@@ -504,8 +494,8 @@ fn scan_tail(
 }
 
 /// The hash of the last record of a (sealed) segment.
-fn last_hash_of(dir: &Path, n: u64) -> Result<Hash, JournalError> {
-    let mut file = File::open(segment_path(dir, n))?;
+fn last_hash_of(dir: &Dir, n: u64) -> Result<Hash, JournalError> {
+    let mut file = dir.read(&segment_name(n))?;
     let len = file.metadata()?.len();
     let mut offset = 0;
     let mut head = [0u8; 32];
@@ -521,6 +511,22 @@ fn last_hash_of(dir: &Path, n: u64) -> Result<Hash, JournalError> {
     Ok(head)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// A new file for the bytes cut at `segment`/`offset`: `torn-SEGMENT-OFFSET.bin`, or with a
+/// `.N` before `.bin` when a tail was cut there before (a name is never reused: it may be a
+/// link the directory's owner planted, or evidence of an earlier cut).
+fn create_torn(dir: &Dir, segment: u64, offset: u64) -> io::Result<(std::path::PathBuf, File)> {
+    let base = format!("torn-{segment:010}-{offset}");
+    let mut last = None;
+    for n in 0..100 {
+        let name = match n {
+            0 => format!("{base}.bin"),
+            n => format!("{base}.{n}.bin"),
+        };
+        match dir.create_new(&name, 0o600) {
+            Ok(f) => return Ok((dir.path().join(name), f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no name left for a torn tail")))
 }
