@@ -20,6 +20,7 @@ mod lmtp_wire;
 mod metrics;
 mod milter_wire;
 mod miltertest;
+mod operator;
 mod policy_files;
 mod reload;
 mod scenarios;
