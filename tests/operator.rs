@@ -66,3 +66,89 @@ fn archive_search_prints_hostile_subjects_and_addresses_escaped() {
         "hi\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r\\n1-1\\t2026=forged\\tcol"
     );
 }
+
+/// Runs `handoff status` against a fake metrics port that answers `answer` to every request;
+/// returns stdout and stderr.
+fn status_against(answer: &'static [u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = dir.path().join("handoff.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nmetrics = \"127.0.0.1:{port}\"\n[storage]\njournal = \"journal\"\n\
+             state = \"state\"\n[domains]\nlocal = [\"corp.example\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        c.write_all(answer).unwrap();
+    });
+    let out = handoff()
+        .args(["status", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+fn no_terminal_controls(s: &str) {
+    assert!(
+        !s.chars().any(|c| c.is_control() && c != '\n'),
+        "control character reaches the terminal: {s:?}"
+    );
+}
+
+#[test]
+fn status_escapes_what_a_hostile_metrics_port_sends() {
+    // Shaped like handoff's document, with escape sequences in its strings.
+    let (out, err) = status_against(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n\
+{\"source\":\"daemon\",\"config\":\"/etc/h\\u001b]0;owned\\u0007.toml\",\"generation\":1,\
+\"loaded_at\":\"2026-01-01T00:00:00Z\",\"policy\":\"ok\\r\\n\\u001b[2Jfake: line\\u009b31m\",\
+\"journal\":{\"enabled\":true,\"dir\":\"/j\\u001b[8m\",\"segments\":1,\"bytes\":2,\
+\"last_record\":null,\"healthy\":true},\"autoreply_queue\":null,\"extra\":\"\\u001b[5m\"}",
+    );
+    no_terminal_controls(&out);
+    no_terminal_controls(&err);
+    assert!(out.contains("handoff: running"), "{out}");
+    assert!(
+        out.contains("policy: ok\\r\\n\\u{1b}[2Jfake: line\\u{9b}31m\n"),
+        "{out}"
+    );
+    assert!(out.contains("config: /etc/h\\u{1b}]0;owned\\u{7}.toml\n"), "{out}");
+}
+
+#[test]
+fn status_refuses_an_answer_that_is_not_handoffs() {
+    // Not a status document (a time that is an escape sequence): refused, the disk is shown.
+    let (out, err) = status_against(
+        b"HTTP/1.1 200 OK\r\n\r\n{\"source\":\"daemon\",\"config\":\"c\",\"generation\":1,\
+\"loaded_at\":\"\\u001b[2J\",\"policy\":\"p\",\"journal\":{\"enabled\":true,\"dir\":\"d\",\
+\"segments\":1,\"bytes\":2,\"last_record\":null,\"healthy\":true},\"autoreply_queue\":null}",
+    );
+    no_terminal_controls(&out);
+    no_terminal_controls(&err);
+    assert!(err.contains("not handoff's status document"), "{err}");
+    assert!(out.contains("not running (read from disk)"), "{out}");
+    // A refusal's status line is escaped too.
+    let (out, err) = status_against(b"HTTP/1.1 500 \x1b[2J\x1b]0;owned\x07\r\n\r\nx");
+    no_terminal_controls(&out);
+    no_terminal_controls(&err);
+    assert!(err.contains("500 \\u{1b}[2J\\u{1b}]0;owned\\u{7}"), "{err}");
+}
