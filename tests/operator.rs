@@ -33,8 +33,12 @@ fn hostile_journal(dir: &Path) {
 Message-ID: <h@example.net>\r\n\r\nbody\r\n"
         .to_vec();
     let (mut w, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES).unwrap();
-    w.append(&mut vec![Entry::new(Kind::Message, &meta, Body::Bytes(body))])
-        .unwrap();
+    w.append(&mut vec![Entry::new(
+        Kind::Message,
+        &meta,
+        Body::Bytes(body),
+    )])
+    .unwrap();
 }
 
 #[test]
@@ -131,7 +135,10 @@ fn status_escapes_what_a_hostile_metrics_port_sends() {
         out.contains("policy: ok\\r\\n\\u{1b}[2Jfake: line\\u{9b}31m\n"),
         "{out}"
     );
-    assert!(out.contains("config: /etc/h\\u{1b}]0;owned\\u{7}.toml\n"), "{out}");
+    assert!(
+        out.contains("config: /etc/h\\u{1b}]0;owned\\u{7}.toml\n"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -73,7 +73,12 @@ mod tests {
 
     #[test]
     fn plain_text_is_borrowed() {
-        for s in ["a@corp.example", "Grüße aus Köln", "中文主题", "e\u{301}t\u{301}e\u{301}"] {
+        for s in [
+            "a@corp.example",
+            "Grüße aus Köln",
+            "中文主题",
+            "e\u{301}t\u{301}e\u{301}",
+        ] {
             assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
         }
         assert!(matches!(field("a+tag@corp.example"), Cow::Borrowed(_)));
@@ -82,7 +87,10 @@ mod tests {
     #[test]
     fn controls_and_invisibles_are_escaped() {
         let cases = [
-            ("\u{1b}[2J\u{1b}]0;owned\u{7}", "\\u{1b}[2J\\u{1b}]0;owned\\u{7}"),
+            (
+                "\u{1b}[2J\u{1b}]0;owned\u{7}",
+                "\\u{1b}[2J\\u{1b}]0;owned\\u{7}",
+            ),
             ("a\r\nb\tc", "a\\r\\nb\\tc"),
             ("x\\u{1b}", "x\\\\u{1b}"),
             ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),

@@ -143,8 +143,8 @@ state = "disabled"
         };
         let today = jiff::civil::date(2026, 6, 1);
         let snapshot: Arc<_> = store.snapshot();
-        let mut t = Transaction::begin(snapshot, &client, "<s@example.net>".into(), None, today)
-            .unwrap();
+        let mut t =
+            Transaction::begin(snapshot, &client, "<s@example.net>".into(), None, today).unwrap();
         for r in rcpts {
             t.rcpt(r.to_string(), today);
         }
