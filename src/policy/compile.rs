@@ -54,6 +54,9 @@ pub(crate) fn compile(
         .iter()
         .map(|p| super::base_dir(&main_path).join(p.get_ref()))
         .collect();
+    // The files read so far, to skip a file that two patterns name: a set, so loading stays
+    // linear in the number of include files.
+    let mut seen: HashSet<PathBuf> = sources.files.iter().map(|f| f.path.clone()).collect();
     for pattern in patterns {
         let Some(read) = includes else {
             errs.error(
@@ -66,7 +69,7 @@ pub(crate) fn compile(
         match read(&super::base_dir(&main_path), pattern.get_ref()) {
             Ok(files) => {
                 for file in files {
-                    if sources.files.iter().any(|f| f.path == file.path) {
+                    if !seen.insert(file.path.clone()) {
                         continue;
                     }
                     let id = FileId(sources.files.len());
