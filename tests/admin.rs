@@ -393,7 +393,10 @@ fn a_large_import_stays_linear_and_names_lines() {
     let mut text = String::from("address,state,successor,forward\n");
     for i in 0..ROWS {
         match i % 4 {
-            3 => text.push_str(&format!("l{i}@corp.example,alias,,u{}@corp.example\n", i - 1)),
+            3 => text.push_str(&format!(
+                "l{i}@corp.example,alias,,u{}@corp.example\n",
+                i - 1
+            )),
             _ => text.push_str(&format!("u{i}@corp.example,departed,alice@corp.example,\n")),
         }
         if i % 1000 == 999 {

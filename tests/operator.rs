@@ -33,12 +33,8 @@ fn hostile_journal(dir: &Path) {
 Message-ID: <h@example.net>\r\n\r\nbody\r\n"
         .to_vec();
     let (mut w, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES).unwrap();
-    w.append(&mut vec![Entry::new(
-        Kind::Message,
-        &meta,
-        Body::Bytes(body),
-    )])
-    .unwrap();
+    let mut entries = [Entry::new(Kind::Message, &meta, Body::Bytes(body))];
+    w.append(&mut entries).unwrap();
 }
 
 #[test]

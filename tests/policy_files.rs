@@ -205,7 +205,8 @@ fn check_within_deadline(policy: &Path) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (status.success(), text)
 }
 
@@ -255,7 +256,10 @@ fn includes_must_be_regular_files_of_bounded_size() {
             "{name}: {text}"
         );
         assert!(text.contains(why), "{name}: {text}");
-        assert!(text.contains("regular file") || name == "big.toml", "{name}: {text}");
+        assert!(
+            text.contains("regular file") || name == "big.toml",
+            "{name}: {text}"
+        );
         if link.is_none() {
             std::fs::rename(&path, inc.join(name)).unwrap();
         }
@@ -266,6 +270,9 @@ fn includes_must_be_regular_files_of_bounded_size() {
         std::os::unix::fs::symlink(&target, &linked).unwrap();
         let (ok, text) = check_within_deadline(&linked);
         assert!(!ok, "main {name}: {text}");
-        assert!(text.contains(&linked.display().to_string()) && text.contains(why), "main {name}: {text}");
+        assert!(
+            text.contains(&linked.display().to_string()) && text.contains(why),
+            "main {name}: {text}"
+        );
     }
 }

@@ -88,7 +88,9 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| lines.line_of(text, p.byte()));
+        let line = record
+            .position()
+            .map_or(0, |p| lines.line_of(text, p.byte()));
         let cell = |j: usize| index[j].and_then(|i| record.get(i)).unwrap_or("");
         let cells: [&str; COLUMNS.len()] = std::array::from_fn(cell);
         if cells.iter().all(|c| c.is_empty()) {
