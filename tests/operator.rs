@@ -155,3 +155,35 @@ fn status_refuses_an_answer_that_is_not_handoffs() {
     no_terminal_controls(&err);
     assert!(err.contains("500 \\u{1b}[2J\\u{1b}]0;owned\\u{7}"), "{err}");
 }
+
+/// Idle connections to the metrics port cannot hold it: past the cap the oldest are closed at
+/// once (not after their 5 s read timeout), and a new client's `/readyz` is answered.
+#[test]
+fn idle_connections_cannot_lock_readyz_out() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let d = crate::daemon::Daemon::start("[domains]\nlocal = [\"corp.example\"]\n");
+    let extra = 16;
+    let idle: Vec<TcpStream> = (0..handoff::runtime::http::MAX_CONNECTIONS + extra)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.metrics_port)).unwrap())
+        .collect();
+    let start = Instant::now();
+    let (status, body) = d.http_get("/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    // The oldest idle connections were closed without an answer, well before a read timeout.
+    for (i, mut c) in idle.into_iter().take(extra).enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle connection {i} still open: {other:?}"),
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+}

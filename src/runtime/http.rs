@@ -2,12 +2,14 @@
 //! `/readyz` (able to serve mail) and `/status` (JSON for `handoff status`). A deliberately small HTTP/1.1 server: one request per
 //! connection, a bounded request head, a read timeout, no keep-alive.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 /// Reports whether handoff can serve mail, and if not, why.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -24,7 +26,17 @@ pub struct Endpoints {
 }
 
 const MAX_HEAD: usize = 8 * 1024;
+/// How long a client has to send its request, and to take the answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once. Scrapes, probes and `handoff status` need a handful; each
+/// connection holds a file descriptor and a task for up to [`READ_TIMEOUT`]. At the cap the
+/// oldest connection is closed to make room (a client that already sent its request has its
+/// answer within milliseconds), so idle or slow clients cannot lock a probe out, nor use up the
+/// process's descriptors, which the mail listeners and the journal need.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The open connections, oldest first: dropping a sender closes its connection.
+type Open = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
 
 /// Serves the endpoints until `shutdown` completes.
 pub async fn serve(
@@ -33,7 +45,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    loop {
+    let open: Open = Arc::default();
+    for id in 0u64.. {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return,
             r = listener.accept() => match r {
@@ -45,11 +58,27 @@ pub async fn serve(
                 }
             },
         };
-        let endpoints = endpoints.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &endpoints).await {
-                tracing::debug!("metrics connection: {e}");
+        let (closed_tx, closed_rx) = oneshot::channel();
+        {
+            // The lock guards one queue edit; a panic elsewhere cannot leave it half done.
+            let mut q = open.lock().unwrap_or_else(PoisonError::into_inner);
+            while q.len() >= MAX_CONNECTIONS {
+                // Dropping the sender closes the oldest connection.
+                q.pop_front();
             }
+            q.push_back((id, closed_tx));
+        }
+        let endpoints = endpoints.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = closed_rx => tracing::debug!("metrics connection closed to make room"),
+                r = answer(stream, &endpoints) => if let Err(e) = r {
+                    tracing::debug!("metrics connection: {e}");
+                },
+            }
+            let mut q = open.lock().unwrap_or_else(PoisonError::into_inner);
+            q.retain(|(i, _)| *i != id);
         });
     }
 }
@@ -83,8 +112,13 @@ async fn answer(mut stream: TcpStream, endpoints: &Endpoints) -> std::io::Result
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    // A client that does not take its answer is dropped like one that does not ask.
+    tokio::time::timeout(READ_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn route(head: &[u8], endpoints: &Endpoints) -> (&'static str, &'static str, String) {
