@@ -103,6 +103,19 @@ async fn answer(mut stream: TcpStream, endpoints: &Endpoints) -> std::io::Result
     })
     .await;
     let (status, content_type, body) = match complete {
+        // Building the status document reads the journal directory (a `stat` per segment):
+        // blocking work, kept off the async workers that serve mail.
+        Ok(Ok(true)) if request_line(&head) == ("GET", "/status") => {
+            let report = endpoints.status.clone();
+            match tokio::task::spawn_blocking(move || report()).await {
+                Ok(body) => ("200 OK", "application/json", body),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    "status failed\n".to_string(),
+                ),
+            }
+        }
         Ok(Ok(true)) => route(&head, endpoints),
         Ok(Ok(false)) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
         Ok(Err(e)) => return Err(e),
@@ -121,15 +134,20 @@ async fn answer(mut stream: TcpStream, endpoints: &Endpoints) -> std::io::Result
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-fn route(head: &[u8], endpoints: &Endpoints) -> (&'static str, &'static str, String) {
+/// The method and path (without query) of the request line.
+fn request_line(head: &[u8]) -> (&str, &str) {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
+    let line = std::str::from_utf8(line).unwrap_or("");
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    (method, target.split('?').next().unwrap_or(target))
+}
+
+fn route(head: &[u8], endpoints: &Endpoints) -> (&'static str, &'static str, String) {
+    let (method, path) = request_line(head);
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", "text/plain", "only GET\n".into());
     }
-    let path = target.split('?').next().unwrap_or(target);
     match path {
         "/metrics" => (
             "200 OK",
@@ -151,5 +169,48 @@ fn route(head: &[u8], endpoints: &Endpoints) -> (&'static str, &'static str, Str
             "text/plain",
             "try /metrics, /healthz, /readyz or /status\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// A slow `/status` (a journal of many segments) does not hold the async worker: on a
+    /// one-thread runtime, `/healthz` is answered while it is being built.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_status_does_not_block_other_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoints = Endpoints {
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            ready: Arc::new(|| Ok(())),
+            status: Arc::new(|| {
+                std::thread::sleep(Duration::from_secs(2));
+                "{}".to_string()
+            }),
+        };
+        tokio::spawn(serve(listener, endpoints, std::future::pending()));
+        let start = Instant::now();
+        let slow = tokio::spawn(get(addr, "/status"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let health = get(addr, "/healthz").await;
+        let took = start.elapsed();
+        assert!(health.ends_with("ok\n"), "{health}");
+        assert!(took < Duration::from_secs(1), "/healthz waited {took:?}");
+        assert!(slow.await.unwrap().ends_with("{}"));
     }
 }
