@@ -16,6 +16,7 @@ use crate::fsops;
 use crate::journal::writer::DEFAULT_SEGMENT_BYTES;
 use crate::journal::{reader, retention, search};
 use crate::policy::{self, Policy};
+use crate::runtime::escape::escape;
 
 pub fn run(config: PathBuf, cmd: &ArchiveCommand) -> ExitCode {
     let (arg, writes) = match cmd {
@@ -163,14 +164,18 @@ fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&hits).map_err(fail)?);
     } else {
+        // Addresses and the decoded subject are the sender's text: escaped, so a tab cannot
+        // shift a column and CR/LF or ESC (an RFC 2047 encoded word can carry any byte) cannot
+        // forge a line or drive the terminal.
         for h in &hits {
+            let to: Vec<_> = h.to.iter().map(|t| escape(t)).collect();
             println!(
                 "{}\t{}\t{}\t{}\t{}",
                 h.id,
-                h.time,
-                or_null(&h.from),
-                h.to.join(","),
-                h.subject
+                escape(&h.time),
+                escape(or_null(&h.from)),
+                to.join(","),
+                escape(&h.subject)
             );
         }
         eprintln!("{} messages", hits.len());

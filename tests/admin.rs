@@ -429,3 +429,88 @@ fn admin_commands_and_explain_take_either_spelling_of_an_idn_domain() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("550 5.2.1"), "{out}");
 }
+
+/// A 20,000-row import is linear in its rows (it was quadratic: 25 s in a release build). The
+/// bound is generous for a debug build on a busy machine; the quadratic code takes minutes here.
+/// Duplicates and blank lines deep in the file still name their CSV line.
+#[test]
+fn a_large_import_stays_linear_and_names_lines() {
+    const ROWS: usize = 20_000;
+    let f = Files::new();
+    let mut text = String::from("address,state,successor,forward\n");
+    for i in 0..ROWS {
+        match i % 4 {
+            3 => text.push_str(&format!(
+                "l{i}@corp.example,alias,,u{}@corp.example\n",
+                i - 1
+            )),
+            _ => text.push_str(&format!("u{i}@corp.example,departed,alice@corp.example,\n")),
+        }
+        if i % 1000 == 999 {
+            text.push('\n');
+        }
+    }
+    let csv = f.dir.path().join("many.csv");
+    std::fs::write(&csv, &text).unwrap();
+    let (code, out, err) = import_within_a_minute(&f, &csv);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("{ROWS} rows applied")), "{out}");
+    let main = f.read(&f.main());
+    assert!(main.contains("# Alice runs sales."), "{main}");
+    assert!(main.contains("[accounts.\"u19998@corp.example\"]"));
+
+    // A duplicate on the last line: both lines named (20,000 rows + header + 20 blank lines).
+    text.push_str("u5@corp.example,frozen,,\n");
+    std::fs::write(&csv, &text).unwrap();
+    let before = f.snapshot();
+    let (code, _, err) = import_within_a_minute(&f, &csv);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("many.csv:20022: `u5@corp.example` is already on line 7"),
+        "{err}"
+    );
+    assert_eq!(f.snapshot(), before);
+}
+
+/// `handoff import --csv CSV`, killed (and the test failed) when it takes over a minute.
+fn import_within_a_minute(f: &Files, csv: &Path) -> (i32, String, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["import", "--csv"])
+        .arg(csv)
+        .arg("--config")
+        .arg(f.main())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain the pipes while waiting, so a long error list cannot block the child.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s).unwrap_or_default()
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s).unwrap_or_default()
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("import of {} took over a minute", csv.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code().unwrap_or(-1),
+        out.join().unwrap(),
+        err.join().unwrap(),
+    )
+}

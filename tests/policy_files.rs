@@ -231,3 +231,101 @@ fn idn_domains_are_checked_and_both_spellings_collide() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `handoff check` on `policy`, killed after 30 s (a read that never ends is the failure).
+fn check_within_deadline(policy: &Path) -> (bool, String) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = handoff()
+        .arg("check")
+        .arg(policy)
+        // A terminal-less stdin that never ends: `/dev/stdin` must not be read.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("handoff check {} did not finish in 30 s", policy.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (status.success(), text)
+}
+
+/// An include that names a device, a FIFO or an oversized file is refused at its `include`
+/// line, naming the file, without reading it (`/dev/zero` would fill memory, a FIFO or
+/// `/dev/stdin` would wait forever). The main file the same.
+#[test]
+fn includes_must_be_regular_files_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let main = d.join("handoff.toml");
+    std::fs::write(
+        &main,
+        "include = [\"only/*.toml\"]\n[domains]\nlocal = [\"corp.example\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("inc")).unwrap();
+    let inc = d.join("inc");
+    let fifo = inc.join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let big = std::fs::File::create(inc.join("big.toml")).unwrap();
+    // Sparse: 65 MiB of zeros that take no disk.
+    big.set_len(65 << 20).unwrap();
+    drop(big);
+    let cases: [(&str, Option<&str>, &str); 4] = [
+        ("zero.toml", Some("/dev/zero"), "a device"),
+        ("stdin.toml", Some("/dev/stdin"), ""),
+        ("fifo.toml", None, "a FIFO"),
+        ("big.toml", None, "larger than 64 MiB"),
+    ];
+    for (name, link, why) in cases {
+        // One offending file at a time.
+        let only = d.join("only");
+        let _ = std::fs::remove_dir_all(&only);
+        std::fs::create_dir(&only).unwrap();
+        let path = only.join(name);
+        match link {
+            Some(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+            None => std::fs::rename(inc.join(name), &path).unwrap(),
+        }
+        let (ok, text) = check_within_deadline(&main);
+        assert!(!ok, "{name}: {text}");
+        let at = format!("{}:1:", main.display());
+        assert!(
+            text.contains(&at) && text.contains(&format!("cannot read include {}", path.display())),
+            "{name}: {text}"
+        );
+        assert!(text.contains(why), "{name}: {text}");
+        assert!(
+            text.contains("regular file") || name == "big.toml",
+            "{name}: {text}"
+        );
+        if link.is_none() {
+            std::fs::rename(&path, inc.join(name)).unwrap();
+        }
+        // The main file itself, by a link to the same thing.
+        let linked = d.join("linked.toml");
+        let _ = std::fs::remove_file(&linked);
+        let target = link.map_or_else(|| inc.join(name), std::path::PathBuf::from);
+        std::os::unix::fs::symlink(&target, &linked).unwrap();
+        let (ok, text) = check_within_deadline(&linked);
+        assert!(!ok, "main {name}: {text}");
+        assert!(
+            text.contains(&linked.display().to_string()) && text.contains(why),
+            "main {name}: {text}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod lmtp_wire;
 mod metrics;
 mod milter_wire;
 mod miltertest;
+mod operator;
 mod policy_files;
 mod reload;
 mod root_archive;

@@ -13,6 +13,8 @@
 //! - `keep_copy`: `true`/`false` (also `yes`/`no`, `1`/`0`), empty for the default (true);
 //! - `until` (`YYYY-MM-DD`) and `then` (a state) go together.
 
+use std::collections::HashMap;
+
 use jiff::civil::Date;
 
 use super::edit::{AccountChange, Change, Edit};
@@ -73,6 +75,10 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
         return Err(errors);
     }
     let mut rows: Vec<Row> = Vec::new();
+    // The line each address was first seen on, and a line counter that only moves forward: both
+    // keep the import linear in its rows.
+    let mut first_line: HashMap<Address, u64> = HashMap::new();
+    let mut lines = LineCounter::default();
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
@@ -82,23 +88,25 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| line_of(text, p.byte()));
+        let line = record
+            .position()
+            .map_or(0, |p| lines.line_of(text, p.byte()));
         let cell = |j: usize| index[j].and_then(|i| record.get(i)).unwrap_or("");
         let cells: [&str; COLUMNS.len()] = std::array::from_fn(cell);
         if cells.iter().all(|c| c.is_empty()) {
             continue;
         }
         match row(&cells) {
-            Ok(edit) => {
-                if let Some(first) = rows.iter().find(|r| r.edit.address == edit.address) {
-                    errors.push(format!(
-                        "{name}:{line}: `{}` is already on line {}",
-                        edit.address, first.line
-                    ));
-                } else {
+            Ok(edit) => match first_line.get(&edit.address) {
+                Some(first) => errors.push(format!(
+                    "{name}:{line}: `{}` is already on line {first}",
+                    edit.address
+                )),
+                None => {
+                    first_line.insert(edit.address.clone(), line);
                     rows.push(Row { line, edit });
                 }
-            }
+            },
             Err(messages) => {
                 errors.extend(messages.into_iter().map(|m| format!("{name}:{line}: {m}")));
             }
@@ -110,17 +118,33 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
     }
 }
 
-/// The 1-based line a record starts on. The reader's own line count can lag behind after a
-/// blank line it skipped, so count from the record's byte offset, past any blank lines.
-fn line_of(text: &str, byte: u64) -> u64 {
-    let at = usize::try_from(byte).unwrap_or(usize::MAX).min(text.len());
-    let rest = &text[at..];
-    let start = at + (rest.len() - rest.trim_start_matches(['\r', '\n']).len());
-    text.as_bytes()[..start]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count() as u64
-        + 1
+/// Counts newlines up to increasing byte offsets, each byte once.
+#[derive(Default)]
+struct LineCounter {
+    /// Bytes counted so far, and the newlines among them.
+    at: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    /// The 1-based line a record starts on. The reader's own line count can lag behind after a
+    /// blank line it skipped, so count from the record's byte offset, past any blank lines.
+    /// Offsets come in increasing order (records in file order); a smaller one counts again from
+    /// the start.
+    fn line_of(&mut self, text: &str, byte: u64) -> u64 {
+        let at = usize::try_from(byte).unwrap_or(usize::MAX).min(text.len());
+        let rest = &text[at..];
+        let start = at + (rest.len() - rest.trim_start_matches(['\r', '\n']).len());
+        if start < self.at {
+            *self = LineCounter::default();
+        }
+        self.newlines += text.as_bytes()[self.at..start]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        self.at = start;
+        self.newlines + 1
+    }
 }
 
 /// One row's cells, in [`COLUMNS`] order.

@@ -3,6 +3,8 @@
 //! and the formatting of everything else stay as the admin wrote them, and a changed value keeps
 //! the comment at the end of its line.
 
+use std::collections::HashMap;
+
 use jiff::civil::Date;
 use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value};
 
@@ -71,30 +73,72 @@ pub enum EditError {
     },
 }
 
+/// The keys of a document's `[accounts]` and `[aliases]` tables by the address they name (as
+/// written: case and quoting may differ from the address's normal form), so a batch of edits (an
+/// import of 20,000 rows) finds each entry in constant time instead of parsing every key per edit.
+/// Kept in step with the document by [`apply_indexed`].
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    accounts: HashMap<Address, String>,
+    aliases: HashMap<Address, String>,
+}
+
+impl Keys {
+    /// Reads the keys of `doc` (the first key wins when two name the same address).
+    pub fn of(doc: &DocumentMut) -> Keys {
+        let index = |section: Option<&Item>| {
+            let mut keys = HashMap::new();
+            if let Some(table) = section.and_then(Item::as_table_like) {
+                for (k, _) in table.iter() {
+                    if let Ok(a) = Address::parse_strict(k) {
+                        keys.entry(a).or_insert_with(|| k.to_string());
+                    }
+                }
+            }
+            keys
+        };
+        Keys {
+            accounts: index(doc.get("accounts")),
+            aliases: index(doc.get("aliases")),
+        }
+    }
+}
+
 /// Applies `edit` to `doc`.
 pub fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), EditError> {
+    apply_indexed(doc, &mut Keys::of(doc), edit)
+}
+
+/// Applies `edit` to `doc`, whose keys are `keys` (from [`Keys::of`] and earlier calls).
+pub fn apply_indexed(doc: &mut DocumentMut, keys: &mut Keys, edit: &Edit) -> Result<(), EditError> {
     let address = &edit.address;
     match &edit.change {
         Change::Account(change) => {
-            if find_key(doc.get("aliases"), address).is_some() {
+            if keys.aliases.contains_key(address) {
                 return Err(EditError::IsAlias {
                     address: address.clone(),
                 });
             }
-            let table = entry_table(doc, "accounts", address)?;
+            let existing = keys.accounts.get(address).cloned();
+            let (key, table) = entry_table(doc, "accounts", existing, address)?;
             apply_account(table, change);
+            keys.accounts.entry(address.clone()).or_insert(key);
             Ok(())
         }
         Change::Alias(members) => {
-            if find_key(doc.get("accounts"), address).is_some() {
+            if keys.accounts.contains_key(address) {
                 return Err(EditError::IsAccount {
                     address: address.clone(),
                 });
             }
-            let key = find_key(doc.get("aliases"), address)
+            let key = keys
+                .aliases
+                .get(address)
+                .cloned()
                 .unwrap_or_else(|| address.as_str().to_string());
             let aliases = section(doc, "aliases", address)?;
             set(aliases, &key, Value::Array(addresses(members)));
+            keys.aliases.entry(address.clone()).or_insert(key);
             Ok(())
         }
     }
@@ -167,17 +211,6 @@ fn set(t: &mut dyn TableLike, key: &str, mut value: Value) {
     t.insert(key, Item::Value(value));
 }
 
-/// The key under `section` that names `address`, as written (case and quoting may differ from
-/// the address's normal form).
-fn find_key(section: Option<&Item>, address: &Address) -> Option<String> {
-    let table = section?.as_table_like()?;
-    table
-        .iter()
-        .map(|(k, _)| k)
-        .find(|k| Address::parse_strict(k).is_ok_and(|a| a == *address))
-        .map(str::to_string)
-}
-
 /// The top-level table `name`, created (as an implicit table, so no empty `[name]` header is
 /// written) when the file has none.
 fn section<'d>(
@@ -198,13 +231,14 @@ fn section<'d>(
         })
 }
 
-/// The entry table of `address` under `section`, created at the end of the file when absent.
+/// The entry table of `address` under `section` (its key `existing` when it has one), created at
+/// the end of the file when absent. Returns the key and the table.
 fn entry_table<'d>(
     doc: &'d mut DocumentMut,
     name: &'static str,
+    existing: Option<String>,
     address: &Address,
-) -> Result<&'d mut dyn TableLike, EditError> {
-    let existing = find_key(doc.get(name), address);
+) -> Result<(String, &'d mut dyn TableLike), EditError> {
     let sec = section(doc, name, address)?;
     let key = match existing {
         Some(k) => k,
@@ -213,12 +247,14 @@ fn entry_table<'d>(
             address.as_str().to_string()
         }
     };
-    sec.get_mut(&key)
+    let table = sec
+        .get_mut(&key)
         .and_then(Item::as_table_like_mut)
         .ok_or_else(|| EditError::NotATable {
             section: name,
             address: address.clone(),
-        })
+        })?;
+    Ok((key, table))
 }
 
 fn addresses(list: &[Address]) -> Array {

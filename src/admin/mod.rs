@@ -58,7 +58,10 @@ pub enum AdminError {
 /// result. Returns the files that change, with their text before and after.
 pub fn plan(config: &Path, edits: &[Edit]) -> Result<Vec<Changed>, AdminError> {
     let policy = policy::load(config).map_err(AdminError::Broken)?;
-    let mut docs: Vec<(PathBuf, String, DocumentMut)> = Vec::new();
+    // Per file: its text, the document being edited and its keys; found by path in a map, so
+    // an import stays linear in its rows.
+    let mut docs: Vec<(PathBuf, String, DocumentMut, edit::Keys)> = Vec::new();
+    let mut by_path: HashMap<PathBuf, usize> = HashMap::new();
     for e in edits {
         let home = match policy.lookup(&e.address) {
             Some(hit) if !hit.via_detail => match hit.node {
@@ -69,16 +72,15 @@ pub fn plan(config: &Path, edits: &[Edit]) -> Result<Vec<Changed>, AdminError> {
             _ => policy::diag::FileId(0),
         };
         let path = policy.sources.path(home).to_path_buf();
-        let i = match docs.iter().position(|(p, _, _)| *p == path) {
-            Some(i) => i,
+        let i = match by_path.get(&path) {
+            Some(&i) => i,
             None => {
                 // The text the policy was loaded from, not a second read: the edit applies to
                 // exactly what was validated.
                 let text = policy
                     .sources
                     .files
-                    .iter()
-                    .find(|f| f.path == path)
+                    .get(home.0)
                     .map(|f| f.text.clone())
                     .unwrap_or_default();
                 let doc = text
@@ -87,15 +89,18 @@ pub fn plan(config: &Path, edits: &[Edit]) -> Result<Vec<Changed>, AdminError> {
                         path: path.clone(),
                         message: err.to_string().lines().next().unwrap_or("").to_string(),
                     })?;
-                docs.push((path.clone(), text, doc));
+                let keys = edit::Keys::of(&doc);
+                docs.push((path.clone(), text, doc, keys));
+                by_path.insert(path.clone(), docs.len() - 1);
                 docs.len() - 1
             }
         };
-        edit::apply(&mut docs[i].2, e).map_err(|source| AdminError::Edit { path, source })?;
+        let (_, _, doc, keys) = &mut docs[i];
+        edit::apply_indexed(doc, keys, e).map_err(|source| AdminError::Edit { path, source })?;
     }
     let changed: Vec<Changed> = docs
         .into_iter()
-        .map(|(path, before, doc)| Changed {
+        .map(|(path, before, doc, _)| Changed {
             path,
             before,
             after: doc.to_string(),

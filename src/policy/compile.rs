@@ -54,6 +54,9 @@ pub(crate) fn compile(
         .iter()
         .map(|p| super::base_dir(&main_path).join(p.get_ref()))
         .collect();
+    // The files read so far, to skip a file that two patterns name: a set, so loading stays
+    // linear in the number of include files.
+    let mut seen: HashSet<PathBuf> = sources.files.iter().map(|f| f.path.clone()).collect();
     for pattern in patterns {
         let Some(read) = includes else {
             errs.error(
@@ -66,7 +69,7 @@ pub(crate) fn compile(
         match read(&super::base_dir(&main_path), pattern.get_ref()) {
             Ok(files) => {
                 for file in files {
-                    if sources.files.iter().any(|f| f.path == file.path) {
+                    if !seen.insert(file.path.clone()) {
                         continue;
                     }
                     let id = FileId(sources.files.len());
@@ -434,16 +437,47 @@ fn autoreply_settings(
 }
 
 /// A Redis URL handoff can connect to without TLS support: `redis://` or `redis+unix://`.
+/// The refusal names the URL without its password (it goes to the terminal and the logs).
 fn check_redis_url(url: &str) -> Result<(), String> {
     use redis::IntoConnectionInfo;
+    let shown = redact_password(url);
     if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
         return Err(format!(
-            "`{url}` is not a Redis URL handoff supports (redis://host:port/db or redis+unix:///path)"
+            "`{shown}` is not a Redis URL handoff supports (redis://host:port/db or redis+unix:///path)"
         ));
     }
     url.into_connection_info()
         .map(|_| ())
-        .map_err(|e| format!("`{url}`: {e}"))
+        .map_err(|e| format!("`{shown}`: {}", redact_password(&e.to_string())))
+}
+
+/// `url` with its password replaced by `***`: the password of the userinfo
+/// (`scheme://user:PASSWORD@host`, RFC 3986 section 3.2.1) and a `pass=` query parameter (how
+/// `redis+unix://` URLs carry it). Works on text that does not parse as a URL, which is when it
+/// is shown, so it errs on hiding too much: the password runs from the first `:` after `://` to
+/// the last `@` (a password with an unencoded `/` or `@` is hidden whole).
+pub(crate) fn redact_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        if let Some(at) = url[start..].rfind('@')
+            && let Some(colon) = url[start..start + at].find(':')
+        {
+            out = format!("{}***{}", &url[..start + colon + 1], &url[start + at..]);
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if matches!(k, "pass" | "password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
 }
 
 fn fallback_addr() -> SocketAddr {
@@ -1272,6 +1306,36 @@ mod tests {
             errs.len() == 1 && errs[0].starts_with("p.toml:2:1: unknown field `reply_days`"),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn a_redis_url_is_refused_without_its_password() {
+        for url in [
+            "redis://:s3cret@[::1",
+            "redis://user:s3cret@host:notaport/0",
+            "rediss://user:s3cret@host:6379/0",
+            "redis://user:s3cret@host:6379/0?protocol=bogus",
+        ] {
+            let errs = errors(&format!("[autoreply]\nstore = \"{url}\"\n"));
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert!(errs[0].contains("autoreply.store"), "{errs:#?}");
+            assert!(!errs[0].contains("s3cret"), "{errs:#?}");
+            assert!(errs[0].contains(":***@"), "{errs:#?}");
+        }
+        let errs = errors("[autoreply]\nstore = \"redis+unix:///run/r.sock?db=x&pass=s3cret\"\n");
+        assert!(errs.len() == 1 && !errs[0].contains("s3cret"), "{errs:#?}");
+        for (url, shown) in [
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://user@h/0", "redis://user@h/0"),
+            ("redis://u:p@ss:w@h/0", "redis://u:***@h/0"),
+            ("redis://:p/w@h", "redis://:***@h"),
+            (
+                "redis+unix:///s?user=u&pass=p",
+                "redis+unix:///s?user=u&pass=***",
+            ),
+        ] {
+            assert_eq!(redact_password(url), shown);
+        }
     }
 
     #[test]

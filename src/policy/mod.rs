@@ -461,10 +461,64 @@ pub fn load_with(path: &Path, edited: &HashMap<PathBuf, String>) -> Result<Polic
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    read_file(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The largest policy file, main or included, that handoff reads. A policy of 100,000 accounts
+/// (the `policy` bench) is about 15 MB in one file; 64 MiB leaves room for four times that, and
+/// bounds what a mistaken path (a log file, a disk image) costs in memory: every file is held
+/// whole, for diagnostics and for the admin commands' edits.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads one policy file: a regular file (after following links) of at most [`MAX_FILE_BYTES`].
+/// Not a device (`/dev/zero` never ends, `/dev/stdin` waits for a terminal), a FIFO (opening one
+/// blocks until a writer comes) or a socket: those are refused from their `stat`, before `open`.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let not_regular = |meta: &std::fs::Metadata| {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let what = match () {
+            _ if t.is_dir() => "a directory",
+            _ if t.is_char_device() || t.is_block_device() => "a device",
+            _ if t.is_fifo() => "a FIFO",
+            _ if t.is_socket() => "a socket",
+            _ => "not a regular file",
+        };
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}; a policy file must be a regular file"),
+        )
+    };
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let file = std::fs::File::open(path)?;
+    // The file that was opened, not the name that was checked.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    // `take`: a file that grows while it is read is still bounded.
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Expands one `include` pattern, relative to the including file's directory, into the files it
@@ -482,8 +536,8 @@ fn read_includes(base: &Path, pattern: &str) -> Result<Vec<SourceFile>, String> 
         if path.is_dir() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read include {}: {e}", path.display()))?;
+        let text =
+            read_file(&path).map_err(|e| format!("cannot read include {}: {e}", path.display()))?;
         out.push(SourceFile { path, text });
     }
     let has_wildcard = pattern.contains(['*', '?', '[']);

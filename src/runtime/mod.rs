@@ -1,6 +1,7 @@
 //! The I/O edges around the pure core: the live policy store and its reload path, the metrics
 //! endpoint, and the `serve` loop that ties them together.
 
+pub mod escape;
 pub mod http;
 pub mod listen;
 pub mod metrics;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::escape;
 use super::store::Snapshot;
 use crate::journal::Journal;
 use crate::journal::segment;
@@ -135,7 +136,16 @@ impl Status {
     }
 }
 
+/// The most `handoff status` reads from the metrics port: a real status document is a few hundred
+/// bytes, and whatever else answers there must not make the command read without end.
+const MAX_ANSWER: u64 = 64 * 1024;
+
 /// Asks a daemon listening on `addr` for its status. `Ok(None)` when nothing listens there.
+///
+/// Whatever answers on the port is untrusted (another program may hold it): the answer must be a
+/// `/status` document (the known fields, `source` = `daemon`, RFC 3339 times), and every string
+/// in it is escaped ([`escape::escape`]) before anyone prints it, as is the status line of a
+/// refusal, so its bytes cannot drive the terminal.
 pub fn fetch(addr: SocketAddr) -> Result<Option<Status>, String> {
     let timeout = Duration::from_secs(5);
     let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
@@ -145,19 +155,55 @@ pub fn fetch(addr: SocketAddr) -> Result<Option<Status>, String> {
     };
     let io = |e: std::io::Error| format!("{addr}: {e}");
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    write!(stream, "GET /status HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(io)?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(io)?;
+    let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    let mut raw = Vec::new();
+    stream.take(MAX_ANSWER).read_to_end(&mut raw).map_err(io)?;
+    let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
     if !head.starts_with("HTTP/1.1 200") {
         let line = head.lines().next().unwrap_or_default();
         return Err(format!(
-            "{addr} answered `{line}` (another program on the metrics port?)"
+            "{addr} answered `{}` (another program on the metrics port?)",
+            escape::escape(line)
         ));
     }
-    serde_json::from_str(body)
-        .map(Some)
-        .map_err(|e| format!("{addr}: bad status document: {e}"))
+    let not_ours = |why: String| format!("{addr}: not handoff's status document ({why})");
+    let status: Status =
+        serde_json::from_str(body).map_err(|e| not_ours(escape::escape(&e.to_string()).into()))?;
+    status.checked().map(Some).map_err(not_ours)
+}
+
+impl Status {
+    /// The document as a daemon sends it, with every string escaped for a terminal.
+    fn checked(self) -> Result<Status, String> {
+        if self.source != "daemon" {
+            return Err(format!("source `{}`", escape::escape(&self.source)));
+        }
+        let time = |t: Option<String>| match t {
+            Some(t) if t.parse::<jiff::Timestamp>().is_err() => {
+                Err(format!("`{}` is not a time", escape::escape(&t)))
+            }
+            t => Ok(t),
+        };
+        let text = |s: String| escape::escape(&s).into_owned();
+        Ok(Status {
+            source: self.source,
+            config: text(self.config),
+            generation: self.generation,
+            loaded_at: time(self.loaded_at)?,
+            policy: text(self.policy),
+            journal: JournalStatus {
+                enabled: self.journal.enabled,
+                dir: text(self.journal.dir),
+                segments: self.journal.segments,
+                bytes: self.journal.bytes,
+                last_record: time(self.journal.last_record)?,
+                healthy: self.journal.healthy,
+            },
+            autoreply_queue: self.autoreply_queue,
+        })
+    }
 }
