@@ -27,9 +27,10 @@ pub struct VerifyError {
     pub reason: String,
 }
 
+/// What a prune record's meta holds.
 #[derive(Debug, Deserialize)]
-struct PruneMeta {
-    removed: Vec<Removed>,
+pub struct PruneMeta {
+    pub removed: Vec<Removed>,
 }
 
 /// A segment removed by retention, as the prune record describes it.

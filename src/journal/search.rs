@@ -174,8 +174,8 @@ fn envelope_matches(m: &MessageMeta, q: &Query) -> bool {
     let addrs = || {
         m.recipients
             .iter()
-            .flat_map(|r| std::iter::once(&r.address).chain(r.deliver.iter()))
-            .chain(m.final_recipients.iter())
+            .flat_map(|r| std::iter::once(r.address.as_str()).chain(m.deliver_of(r)))
+            .chain(m.final_recipients.iter().map(String::as_str))
     };
     if let Some(to) = &q.to
         && !addrs().any(|a| same(a, to))

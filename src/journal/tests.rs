@@ -20,6 +20,7 @@ fn meta(sender: &str, rcpt: &str, time: &str) -> MessageMeta {
             address: rcpt.into(),
             rule: "active".into(),
             deliver: vec![rcpt.into()],
+            expansion: None,
         }],
         final_recipients: vec![rcpt.into()],
         ..MessageMeta::default()
@@ -301,4 +302,76 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
     // With a retention period longer than the mail's age, nothing goes.
     let none = super::retention::prune(dir.path(), 36500, &[], now, false).unwrap();
     assert!(none.removed.is_empty());
+}
+
+/// A message record whose meta is over the reader's limit (what 500 RCPTs to a 1,000-member
+/// alias made before expansions were stored once).
+fn oversized() -> Entry {
+    let len = super::format::MAX_META_LEN as usize + 1;
+    Entry {
+        kind: Kind::Message,
+        meta: vec![b' '; len],
+        body: Body::Bytes(b"Subject: big\r\n\r\nbody\r\n".to_vec()),
+    }
+}
+
+#[test]
+fn a_record_the_reader_would_refuse_is_not_written_and_the_next_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), vec![message(0)]);
+    let seg = segment_path(dir.path(), 1);
+    let before = std::fs::metadata(&seg).unwrap().len();
+    let (mut w, _) = Writer::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    // Alone, and in a batch with a good record: the batch is refused whole, nothing written.
+    for mut batch in [vec![oversized()], vec![message(1), oversized()]] {
+        let e = w.append(&mut batch).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                JournalError::Refused(super::writer::EntryError::MetaTooLong { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
+    }
+    // The journal's own record kinds cannot be forged through append.
+    let start = Entry::new(
+        Kind::SegmentStart,
+        &serde_json::json!({ "segment": 1 }),
+        Body::Bytes(Vec::new()),
+    );
+    assert!(matches!(
+        w.append(&mut [start]),
+        Err(JournalError::Refused(_))
+    ));
+    let prune = Entry::new(Kind::Prune, &serde_json::json!({}), Body::Bytes(Vec::new()));
+    assert!(matches!(
+        w.append(&mut [prune]),
+        Err(JournalError::Refused(_))
+    ));
+    let ids = w.append(&mut [message(2)]).unwrap().0;
+    assert_eq!(
+        ids[0].offset, before,
+        "the next record follows the last good one"
+    );
+    drop(w);
+    assert_eq!(verify(dir.path()).unwrap().records, 3);
+    let (_, recovery) = Writer::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(recovery.cut_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_refuses_only_the_oversized_message_and_stays_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = super::Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let (a, b, c) = tokio::join!(
+        journal.append(message(0)),
+        journal.append(oversized()),
+        journal.append(message(1)),
+    );
+    assert!(a.is_ok() && c.is_ok(), "{a:?} {c:?}");
+    assert!(matches!(b, Err(JournalError::Refused(_))), "{b:?}");
+    assert!(journal.healthy());
+    journal.append(message(2)).await.unwrap();
+    assert_eq!(verify(dir.path()).unwrap().records, 4);
 }

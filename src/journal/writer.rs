@@ -59,6 +59,42 @@ impl Entry {
         let meta = serde_json::to_vec(meta).unwrap_or_else(|_| b"{}".to_vec());
         Entry { kind, meta, body }
     }
+
+    /// Whether the reader ([`super::segment::read_record`], [`super::reader::verify`]) would
+    /// accept this record. Checked before anything is written: a record the reader refuses
+    /// would stop `verify` and `search` for the whole journal and the daemon's next start.
+    pub fn check(&self) -> Result<(), EntryError> {
+        if self.meta.len() > format::MAX_META_LEN as usize {
+            return Err(EntryError::MetaTooLong {
+                kind: self.kind.as_str(),
+                len: self.meta.len(),
+            });
+        }
+        match self.kind {
+            // Their placement is the chain's structure: only the writer itself writes them.
+            Kind::SegmentStart | Kind::Seal => Err(EntryError::Reserved(self.kind.as_str())),
+            Kind::Prune => match serde_json::from_slice::<super::reader::PruneMeta>(&self.meta) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(EntryError::BadPrune(e.to_string())),
+            },
+            Kind::Message | Kind::Created | Kind::Audit => Ok(()),
+        }
+    }
+}
+
+/// Why the journal refused to write a record: it would not read back. Nothing was written and
+/// the journal stays healthy; the front end answers 4xx and the MTA keeps the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error(
+        "{kind} record's meta is {len} bytes, over the reader's limit of {} bytes",
+        format::MAX_META_LEN
+    )]
+    MetaTooLong { kind: &'static str, len: usize },
+    #[error("{0} records are written by the journal itself")]
+    Reserved(&'static str),
+    #[error("prune record's meta is unreadable: {0}")]
+    BadPrune(String),
 }
 
 /// Why the journal could not do its job.
@@ -78,6 +114,8 @@ pub enum JournalError {
     Unhealthy(String),
     #[error("journal writer is not running")]
     Stopped,
+    #[error("journal refused the record: {0}")]
+    Refused(#[from] EntryError),
 }
 
 impl From<io::Error> for JournalError {
@@ -264,6 +302,10 @@ impl Writer {
         &mut self,
         entries: &mut [Entry],
     ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        // Every entry first: a batch is written whole or not at all.
+        for entry in entries.iter() {
+            entry.check()?;
+        }
         if let Some(why) = self.broken.clone() {
             self.repair()
                 .map_err(|e| JournalError::Unhealthy(format!("{why}; repair failed: {e}")))?;
