@@ -15,6 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::format::{self, HEADER_LEN, Hash, Header, Kind, RecordHasher};
+use super::reader::SegmentRules;
 use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_path};
 
 /// The default size at which a segment is sealed and a new one started.
@@ -185,9 +186,21 @@ impl Writer {
             let w = Writer::create_segment(dir, lock, 1, [0; 32], max_segment)?;
             return Ok((w, recovery));
         };
+        // What the newest segment's start must link to: nothing before the first segment, the
+        // end of the segment before; a segment before it that retention removed is accounted
+        // for by its prune record, which `verify` checks.
+        let first_prev = match last {
+            1 => Some([0; 32]),
+            n if segments.contains(&(n - 1)) => {
+                segment::stored_last_hash(&segment_path(dir, n - 1))?
+            }
+            _ => None,
+        };
         let path = segment_path(dir, last);
         let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
-        let (len, head, records, last_kind) = scan_tail(dir, &mut file, last, &mut recovery)?;
+        let rules = SegmentRules::new(last, first_prev);
+        let (len, head, records, last_kind) =
+            scan_tail(dir, &mut file, last, rules, &mut recovery)?;
         if records == 0 {
             // The segment start itself was torn: write it again, linked to the previous segment.
             drop(file);
@@ -469,6 +482,8 @@ impl Writer {
         let segments = list_segments(&self.dir)?;
         let newest = segments.last().copied().unwrap_or(self.segment);
         for n in self.segment..=newest {
+            // What the other writer appended keeps the chain, or this writer stops.
+            let mut rules = SegmentRules::after(n, self.head);
             if n != self.segment {
                 self.segment = n;
                 self.file = OpenOptions::new()
@@ -477,17 +492,19 @@ impl Writer {
                     .open(segment_path(&self.dir, n))?;
                 self.len = 0;
                 self.records_in_segment = 0;
+                rules = SegmentRules::new(n, Some(self.head));
             }
             let mut read = self.file.try_clone()?;
             let file_len = read.metadata()?.len();
             while self.len < file_len {
-                let info = read_record(&mut read, n, self.len, file_len).map_err(|e| {
-                    JournalError::Corrupt {
-                        segment: n,
-                        offset: self.len,
-                        reason: e.to_string(),
-                    }
-                })?;
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    segment: n,
+                    offset: self.len,
+                    reason,
+                };
+                let info = read_record(&mut read, n, self.len, file_len)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                rules.check(&info).map_err(corrupt)?;
                 self.head = info.hash;
                 self.len = info.end();
                 self.records_in_segment += 1;
@@ -499,10 +516,20 @@ impl Writer {
 
 /// Scans the last segment: returns its durable length, last hash, record count and last kind,
 /// cutting a torn tail. Damage followed by valid records is not a torn tail: refuse.
+///
+/// Every complete record must also keep the segment's rules ([`SegmentRules`]: it links to the
+/// record before it, a segment start only first, nothing after the seal), or recovery refuses,
+/// even at the very tail with nothing after it. Only an incomplete or unreadable record is cut:
+/// that is what a crash in a write leaves. A crash cannot leave a complete record whose hash
+/// checks but whose link is wrong (each record carries the head it was written after, under the
+/// lock); such a record is a replayed copy, tampering, or records removed before it. Cutting it
+/// could drop an acknowledged message (the last of a segment whose middle was removed) and
+/// would hide the evidence, so it is refused like damage followed by valid records.
 fn scan_tail(
     dir: &Path,
     file: &mut File,
     segment: u64,
+    mut rules: SegmentRules,
     recovery: &mut Recovery,
 ) -> Result<(u64, Hash, u64, Option<Kind>), JournalError> {
     let file_len = file.metadata()?.len();
@@ -513,6 +540,11 @@ fn scan_tail(
     while offset < file_len {
         match read_record(file, segment, offset, file_len) {
             Ok(info) => {
+                rules.check(&info).map_err(|reason| JournalError::Corrupt {
+                    segment,
+                    offset,
+                    reason,
+                })?;
                 head = info.hash;
                 last_kind = Some(info.header.kind);
                 offset = info.end();
