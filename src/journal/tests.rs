@@ -452,3 +452,41 @@ fn recovery_leaves_a_journal_that_verifies_on_every_fuzz_seed() {
     }
     assert!(n >= 3, "the seeds are there");
 }
+
+#[test]
+fn export_refuses_a_record_forged_inside_a_message_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, _) = super::format::encode(
+        Kind::Message,
+        &[0; 32],
+        br#"{"time":"2026-01-01T00:00:00Z","origin":"milter","sender":"ceo@corp.example","recipients":[],"final_recipients":["x@corp.example"],"policy_generation":1,"size":9}"#,
+        b"forged!\r\n",
+    );
+    let mut body = b"Subject: carrier\r\n\r\n".to_vec();
+    let inside = body.len() as u64;
+    body.extend_from_slice(&fake);
+    let entry = Entry::new(
+        Kind::Message,
+        &meta("a@example.net", "b@corp.example", "2026-01-01T00:00:00Z"),
+        Body::Bytes(body),
+    );
+    let meta_len = entry.meta.len() as u64;
+    let ids = append(dir.path(), vec![message(0), entry, message(2)]);
+    let forged = RecordId {
+        segment: 1,
+        offset: ids[1].offset + super::format::HEADER_LEN as u64 + meta_len + inside,
+    };
+    // The forged bytes are a self-consistent record on their own.
+    let mut f = File::open(segment_path(dir.path(), 1)).unwrap();
+    let len = f.metadata().unwrap().len();
+    assert!(super::segment::read_record(&mut f, 1, forged.offset, len).is_ok());
+    let out = tempfile::tempdir().unwrap();
+    match super::search::export(dir.path(), &[forged], out.path()) {
+        Err(super::search::SearchError::NoSuchRecord(id)) => assert_eq!(id, forged),
+        other => panic!("{other:?}"),
+    }
+    assert!(super::search::message_bytes(dir.path(), forged).is_err());
+    let written = super::search::export(dir.path(), &[ids[2], ids[1]], out.path()).unwrap();
+    assert_eq!(written.len(), 2);
+    assert!(std::fs::read(&written[1]).unwrap().ends_with(&fake));
+}
