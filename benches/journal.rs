@@ -53,6 +53,7 @@ fn meta(i: usize) -> MessageMeta {
             address: "user1@corp.example".into(),
             rule: "departed".into(),
             deliver: vec!["user1@corp.example".into(), "usercs@corp.example".into()],
+            expansion: None,
         }],
         final_recipients: vec!["user1@corp.example".into(), "usercs@corp.example".into()],
         policy_generation: 1,

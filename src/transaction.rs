@@ -14,6 +14,7 @@
 //! refusal waits for the end of data and refuses the whole message: permanent bounces it to the
 //! sender, temporary keeps it queued.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::civil::Date;
@@ -153,26 +154,25 @@ impl Message {
 
     /// The final envelope: every recipient's targets, and the external archive.
     pub fn final_recipients(&self) -> Vec<Address> {
-        let mut finals: Vec<Address> = Vec::new();
-        for a in self
-            .recipients
+        // A set, not `Vec::contains`: 1,000 recipients of a 1,000-member alias are a million
+        // targets to merge, which must stay linear.
+        let mut seen: HashSet<&Address> = HashSet::new();
+        self.recipients
             .iter()
             .flat_map(|r| r.resolution.deliver.iter())
             .chain(self.copy_to.iter())
-        {
-            if !finals.contains(a) {
-                finals.push(a.clone());
-            }
-        }
-        finals
+            .filter(|a| seen.insert(*a))
+            .cloned()
+            .collect()
     }
 
     /// The journal record's facts about this transaction. `origin`: `milter`, `lmtp`.
     pub fn archive_meta(&self, size: u64, origin: &str) -> MessageMeta {
         let policy = &self.snapshot.policy;
         let mut accounts: Vec<String> = Vec::new();
+        let mut seen: HashSet<Address> = HashSet::new();
         let mut push = |a: &Address| {
-            if !accounts.iter().any(|x| x == a.as_str()) {
+            if seen.insert(a.clone()) {
                 accounts.push(a.to_string());
             }
         };
@@ -195,6 +195,36 @@ impl Message {
                 departments.push(d);
             }
         }
+        // Each final recipient once, and each distinct expansion once as indexes into them:
+        // the meta grows with the distinct addresses, not with recipients × alias members.
+        let finals = self.final_recipients();
+        let index: HashMap<&Address, u32> = finals.iter().zip(0u32..).collect();
+        let mut expansions: Vec<Vec<u32>> = Vec::new();
+        let mut expansion_of: HashMap<Vec<u32>, u32> = HashMap::new();
+        let recipients = self
+            .recipients
+            .iter()
+            .map(|r| {
+                // Every target is in `finals` (built from the same lists).
+                let list: Vec<u32> = r
+                    .resolution
+                    .deliver
+                    .iter()
+                    .filter_map(|a| index.get(a).copied())
+                    .collect();
+                let next = expansions.len() as u32;
+                let expansion = *expansion_of.entry(list).or_insert_with_key(|list| {
+                    expansions.push(list.clone());
+                    next
+                });
+                RecipientMeta {
+                    address: r.resolution.recipient.to_string(),
+                    rule: r.resolution.rule.as_str().to_string(),
+                    deliver: Vec::new(),
+                    expansion: Some(expansion),
+                }
+            })
+            .collect();
         MessageMeta {
             time: jiff::Timestamp::now().to_string(),
             origin: origin.into(),
@@ -208,15 +238,7 @@ impl Message {
                 .as_ref()
                 .map_or_else(String::new, |a| a.to_string()),
             auth_user: self.auth_user.clone(),
-            recipients: self
-                .recipients
-                .iter()
-                .map(|r| RecipientMeta {
-                    address: r.resolution.recipient.to_string(),
-                    rule: r.resolution.rule.as_str().to_string(),
-                    deliver: r.resolution.deliver.iter().map(|a| a.to_string()).collect(),
-                })
-                .collect(),
+            recipients,
             refused: self
                 .refused
                 .iter()
@@ -225,11 +247,8 @@ impl Message {
                     reply: reply.to_string(),
                 })
                 .collect(),
-            final_recipients: self
-                .final_recipients()
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+            final_recipients: finals.iter().map(|a| a.to_string()).collect(),
+            expansions,
             copy_to: self.copy_to.as_ref().map(|a| a.to_string()),
             accounts,
             departments,
@@ -506,5 +525,80 @@ impl Transaction {
             });
         }
         edits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::runtime::store::PolicyStore;
+
+    /// A policy with `all@corp.example`, an alias of `members` accounts.
+    fn big_alias(members: usize) -> Arc<Snapshot> {
+        let list: Vec<String> = (0..members)
+            .map(|i| format!("\"member{i:04}@corp.example\""))
+            .collect();
+        let text = format!(
+            "[domains]\nlocal = [\"corp.example\"]\n[aliases]\n\"all@corp.example\" = [{}]\n",
+            list.join(", ")
+        );
+        let policy = Policy::from_text("big.toml", &text).expect("policy");
+        PolicyStore::new(policy).snapshot()
+    }
+
+    fn today() -> Date {
+        jiff::civil::date(2026, 6, 1)
+    }
+
+    #[test]
+    fn meta_of_500_rcpts_to_a_1000_member_alias() {
+        let snap = big_alias(1000);
+        let client = Client::default();
+        let mut t = Transaction::begin(snap, &client, "<s@example.net>".into(), None, today())
+            .expect("begin");
+        for i in 0..500 {
+            let out = t.rcpt(format!("<all+{i}@corp.example>"), today());
+            assert_eq!(out, RcptOutcome::Accepted);
+        }
+        let msg = t.finish(client, None);
+        let meta = serde_json::to_vec(&msg.archive_meta(10, "milter")).unwrap();
+        eprintln!("meta bytes: {}", meta.len());
+        // Before: every recipient listed all 1,000 members (13 MB here, 25 MB with longer
+        // addresses, over the reader's 16 MiB). Now the members once, and one expansion.
+        assert!(meta.len() < 100 * 1024, "meta is {} bytes", meta.len());
+        let read: MessageMeta = serde_json::from_slice(&meta).unwrap();
+        assert_eq!(read.recipients.len(), 500);
+        assert_eq!(read.final_recipients.len(), 1000);
+        for r in &read.recipients {
+            let deliver: Vec<&str> = read.deliver_of(r).collect();
+            assert_eq!(deliver.len(), 1000, "{}", r.address);
+            assert_eq!(deliver[0], "member0000@corp.example");
+            assert_eq!(deliver[999], "member0999@corp.example");
+        }
+    }
+
+    #[test]
+    fn recipients_with_different_targets_keep_their_own() {
+        let text = "[domains]\nlocal = [\"corp.example\"]\n[aliases]\n\"sales@corp.example\" = [\"a@corp.example\", \"b@corp.example\"]\n[accounts.\"gone@corp.example\"]\nstate = \"departed\"\nsuccessor = \"cs@corp.example\"\nkeep_copy = false\n";
+        let snap = PolicyStore::new(Policy::from_text("t.toml", text).unwrap()).snapshot();
+        let client = Client::default();
+        let mut t = Transaction::begin(snap, &client, "<>".into(), None, today()).unwrap();
+        for r in [
+            "<sales@corp.example>",
+            "<gone@corp.example>",
+            "<a@corp.example>",
+        ] {
+            assert_eq!(t.rcpt(r.into(), today()), RcptOutcome::Accepted);
+        }
+        let meta = t.finish(client, None).archive_meta(1, "lmtp");
+        let of = |i: usize| meta.deliver_of(&meta.recipients[i]).collect::<Vec<_>>();
+        assert_eq!(of(0), ["a@corp.example", "b@corp.example"]);
+        assert_eq!(of(1), ["cs@corp.example"]);
+        assert_eq!(of(2), ["a@corp.example"]);
+        assert_eq!(
+            meta.final_recipients,
+            ["a@corp.example", "b@corp.example", "cs@corp.example"]
+        );
     }
 }

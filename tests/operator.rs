@@ -25,6 +25,7 @@ fn hostile_journal(dir: &Path) {
             address: rcpt.into(),
             rule: "active".into(),
             deliver: vec![rcpt.into()],
+            expansion: None,
         }],
         final_recipients: vec![rcpt.into()],
         ..MessageMeta::default()

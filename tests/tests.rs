@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod alias_graphs;
+mod big_alias;
 mod deploy;
 mod e2e_autoreply;
 mod e2e_idn;

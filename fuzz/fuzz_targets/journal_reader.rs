@@ -1,5 +1,6 @@
 //! The journal reader and start-up recovery on an arbitrary segment file: never panic, and
-//! recovery either refuses (damage before valid records) or leaves a journal that verifies.
+//! recovery either refuses (damage before valid records, a broken chain) or leaves a journal that
+//! verifies. Seeds: fuzz/corpus/journal_reader (among them a record followed by its copy).
 #![no_main]
 
 use handoff::journal::reader;
@@ -12,13 +13,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(segment_path(dir.path(), 1), data).unwrap();
     let _ = reader::verify(dir.path());
     if Writer::open(dir.path(), 1 << 20).is_ok() {
-        // What recovery left is a valid chain, or it was not a journal to begin with (a first
-        // record that is not a segment start).
+        // Recovery refuses what it cannot repair (damage before valid records, a broken link,
+        // a segment start out of place, a file that is not a journal): what it accepts verifies.
         if let Err(e) = reader::verify(dir.path()) {
-            assert!(
-                e.reason.contains("segment start") || e.reason.contains("empty"),
-                "{e}"
-            );
+            panic!("recovery accepted a journal that does not verify: {e}");
         }
     }
 });

@@ -567,6 +567,7 @@ pub fn journal_hook(journal: crate::journal::Journal) -> JournalHook {
                 address: r.to.to_string(),
                 rule: "autoreply".into(),
                 deliver: vec![r.to.to_string()],
+                expansion: None,
             }],
             final_recipients: vec![r.to.to_string()],
             accounts: vec![r.account.to_string()],

@@ -107,7 +107,10 @@ pub enum HeaderError {
 impl Header {
     /// Total bytes of the record this header starts.
     pub fn record_len(&self) -> u64 {
-        HEADER_LEN as u64 + u64::from(self.meta_len) + self.body_len + HASH_LEN as u64
+        // Saturating: a body length near 2^64 (with a valid CRC) is a record longer than any
+        // file, not an overflow.
+        (HEADER_LEN as u64 + u64::from(self.meta_len) + HASH_LEN as u64)
+            .saturating_add(self.body_len)
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {

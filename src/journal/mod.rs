@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use format::Kind;
 pub use segment::RecordId;
-pub use writer::{Body, Entry, JournalError, Recovery};
+pub use writer::{Body, Entry, EntryError, JournalError, Recovery};
 
 use crate::runtime::metrics;
 
@@ -124,17 +124,31 @@ fn run_writer(
     healthy: Arc<AtomicBool>,
     counts: Arc<Counts>,
 ) {
+    // A record the reader would refuse is answered on its own, before the batch: it must not
+    // fail the messages it shares a batch with, nor mark the journal unhealthy.
+    let admit = |job: Job| match job.entry.check() {
+        Ok(()) => Some(job),
+        Err(e) => {
+            let _ = job.reply.send(Err(e.into()));
+            None
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        let mut bytes = jobs[0].entry.body.len();
+        let mut jobs: Vec<Job> = admit(first).into_iter().collect();
+        let mut bytes = jobs.iter().map(|j| j.entry.body.len()).sum::<u64>();
         while jobs.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    bytes += job.entry.body.len();
-                    jobs.push(job);
+                    if let Some(job) = admit(job) {
+                        bytes += job.entry.body.len();
+                        jobs.push(job);
+                    }
                 }
                 Err(_) => break,
             }
+        }
+        if jobs.is_empty() {
+            continue;
         }
         let (mut entries, replies): (Vec<Entry>, Vec<_>) =
             jobs.into_iter().map(|j| (j.entry, j.reply)).unzip();

@@ -27,9 +27,10 @@ pub struct VerifyError {
     pub reason: String,
 }
 
+/// What a prune record's meta holds.
 #[derive(Debug, Deserialize)]
-struct PruneMeta {
-    removed: Vec<Removed>,
+pub struct PruneMeta {
+    pub removed: Vec<Removed>,
 }
 
 /// A segment removed by retention, as the prune record describes it.
@@ -50,6 +51,84 @@ struct SegmentSummary {
     first_prev: Hash,
     last: Hash,
     sealed: bool,
+}
+
+/// The rules the records of one segment obey, checked one record at a time in file order: the
+/// first is a segment start naming its segment (and linking to the end of the segment before
+/// it, when that is known), every later record links to the one before it, no segment start
+/// in the middle, nothing after the seal, prune records readable. [`verify`] applies them to
+/// every segment; the writer applies them to what it scans at start-up and what it catches up
+/// with, so it never appends after a record `verify` would refuse.
+#[derive(Debug, Clone)]
+pub struct SegmentRules {
+    n: u64,
+    /// What the segment start must link to, when known.
+    first_prev: Option<Hash>,
+    /// The hash of the last record checked (`None` before the first).
+    last: Option<Hash>,
+    sealed: bool,
+}
+
+impl SegmentRules {
+    /// Segment `n` from its first record; `first_prev`: the hash its start must link to.
+    pub fn new(n: u64, first_prev: Option<Hash>) -> SegmentRules {
+        SegmentRules {
+            n,
+            first_prev,
+            last: None,
+            sealed: false,
+        }
+    }
+
+    /// Segment `n` after a record with hash `last` that was already checked.
+    pub fn after(n: u64, last: Hash) -> SegmentRules {
+        SegmentRules {
+            n,
+            first_prev: None,
+            last: Some(last),
+            sealed: false,
+        }
+    }
+
+    /// Checks the next record; `Err` is the reason it breaks the segment.
+    pub fn check(&mut self, info: &RecordInfo) -> Result<(), String> {
+        let n = self.n;
+        match self.last {
+            None => {
+                if info.header.kind != Kind::SegmentStart {
+                    return Err("a segment must begin with a segment start record".into());
+                }
+                let meta: serde_json::Value =
+                    serde_json::from_slice(&info.meta).unwrap_or_default();
+                if meta.get("segment").and_then(|v| v.as_u64()) != Some(n) {
+                    return Err(format!(
+                        "segment start names another segment (file is segment {n})"
+                    ));
+                }
+                if self.first_prev.is_some_and(|p| p != info.header.prev) {
+                    return Err("segment does not link to the end of the segment before it".into());
+                }
+            }
+            Some(last) => {
+                if self.sealed {
+                    return Err("record after the segment's seal".into());
+                }
+                if info.header.prev != last {
+                    return Err("chain broken: this record does not follow the one before it (a record was removed, reordered or inserted)".into());
+                }
+                if info.header.kind == Kind::SegmentStart {
+                    return Err("segment start in the middle of a segment".into());
+                }
+            }
+        }
+        if info.header.kind == Kind::Prune {
+            serde_json::from_slice::<PruneMeta>(&info.meta)
+                .map_err(|e| format!("unreadable prune record: {e}"))?;
+        }
+        self.last = Some(info.hash);
+        self.sealed = info.header.kind == Kind::Seal;
+        Ok(())
+    }
 }
 
 /// Calls `f` for every record in order, hashes checked. Stops at the first unreadable record.
@@ -83,27 +162,16 @@ pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
         let len = file.metadata().map_err(|e| io_error(n, e))?.len();
         let mut offset = 0;
         let mut summary: Option<SegmentSummary> = None;
+        // Links across segments are checked below, where pruned segments are accounted for.
+        let mut rules = SegmentRules::new(n, None);
         while offset < len {
             let info = read_record(&mut file, n, offset, len).map_err(|e| bad(n, offset, e))?;
             let id = info.id;
+            rules
+                .check(&info)
+                .map_err(|reason| VerifyError { id, reason })?;
             match &mut summary {
                 None => {
-                    if info.header.kind != Kind::SegmentStart {
-                        return Err(VerifyError {
-                            id,
-                            reason: "a segment must begin with a segment start record".into(),
-                        });
-                    }
-                    let meta: serde_json::Value =
-                        serde_json::from_slice(&info.meta).unwrap_or_default();
-                    if meta.get("segment").and_then(|v| v.as_u64()) != Some(n) {
-                        return Err(VerifyError {
-                            id,
-                            reason: format!(
-                                "segment start names another segment (file is segment {n})"
-                            ),
-                        });
-                    }
                     summary = Some(SegmentSummary {
                         n,
                         start: id,
@@ -113,36 +181,16 @@ pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
                     });
                 }
                 Some(s) => {
-                    if s.sealed {
-                        return Err(VerifyError {
-                            id,
-                            reason: "record after the segment's seal".into(),
-                        });
-                    }
-                    if info.header.prev != s.last {
-                        return Err(VerifyError {
-                            id,
-                            reason: "chain broken: this record does not follow the one before it (a record was removed, reordered or inserted)".into(),
-                        });
-                    }
-                    if info.header.kind == Kind::SegmentStart {
-                        return Err(VerifyError {
-                            id,
-                            reason: "segment start in the middle of a segment".into(),
-                        });
-                    }
                     s.last = info.hash;
                     s.sealed = info.header.kind == Kind::Seal;
                 }
             }
             if info.header.kind == Kind::Prune {
-                let meta: PruneMeta =
-                    serde_json::from_slice(&info.meta).map_err(|e| VerifyError {
-                        id,
-                        reason: format!("unreadable prune record: {e}"),
-                    })?;
-                for r in meta.removed {
-                    removed.insert(r.segment, r);
+                // Readable: the rules checked it.
+                if let Ok(meta) = serde_json::from_slice::<PruneMeta>(&info.meta) {
+                    for r in meta.removed {
+                        removed.insert(r.segment, r);
+                    }
                 }
             }
             records += 1;

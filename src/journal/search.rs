@@ -5,6 +5,7 @@
 //! message (MIME, RFC 2047 encoded words, charsets such as GB2312/GBK, text attachments) as
 //! mail-parser decodes it.
 
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde::Serialize;
 
 use super::format::Kind;
+use super::reader::SegmentRules;
 use super::record::{AuditMeta, MessageMeta};
 use super::segment::{RecordId, list_segments, read_body, read_record, segment_path};
 use super::writer::{Body, Entry, JournalError, Writer};
@@ -175,8 +177,8 @@ fn envelope_matches(m: &MessageMeta, q: &Query) -> bool {
     let addrs = || {
         m.recipients
             .iter()
-            .flat_map(|r| std::iter::once(&r.address).chain(r.deliver.iter()))
-            .chain(m.final_recipients.iter())
+            .flat_map(|r| std::iter::once(r.address.as_str()).chain(m.deliver_of(r)))
+            .chain(m.final_recipients.iter().map(String::as_str))
     };
     if let Some(to) = &q.to
         && !addrs().any(|a| same(a, to))
@@ -253,7 +255,11 @@ fn text_of(m: &mail_parser::Message<'_>, parts: Parts) -> String {
 pub fn export(dir: &Path, ids: &[RecordId], out: &Path) -> Result<Vec<PathBuf>, SearchError> {
     let out_dir = crate::fsops::create_dirs_open(out, 0o700)?;
     let mut written = Vec::new();
+    let reached = reachable(dir, ids)?;
     for id in ids {
+        if !reached.contains(id) {
+            return Err(SearchError::NoSuchRecord(*id));
+        }
         let path = segment_path(dir, id.segment);
         let mut file = File::open(&path).map_err(|_| SearchError::NoSuchRecord(*id))?;
         let len = file.metadata()?.len();
@@ -277,6 +283,48 @@ pub fn export(dir: &Path, ids: &[RecordId], out: &Path) -> Result<Vec<PathBuf>, 
         written.push(out.join(name));
     }
     Ok(written)
+}
+
+/// Which of `ids` are records the chain walk reaches: each named segment is walked from its
+/// start, every record's hash and link checked ([`SegmentRules`]). An offset that is not a
+/// record start the walk reaches is no record, even if a self-consistent record is found
+/// there: a message body can embed one (a forged record), and only the chain vouches for a
+/// record. A break in the chain before a wanted record is an error naming it.
+fn reachable(dir: &Path, ids: &[RecordId]) -> Result<HashSet<RecordId>, SearchError> {
+    let wanted: HashSet<RecordId> = ids.iter().copied().collect();
+    let segments: BTreeSet<u64> = ids.iter().map(|id| id.segment).collect();
+    let mut reached = HashSet::new();
+    for n in segments {
+        let Ok(mut file) = File::open(segment_path(dir, n)) else {
+            continue;
+        };
+        let len = file.metadata()?.len();
+        let last_wanted = ids
+            .iter()
+            .filter(|id| id.segment == n)
+            .map(|id| id.offset)
+            .max()
+            .unwrap_or(0);
+        let mut rules = SegmentRules::new(n, None);
+        let mut offset = 0;
+        while offset < len && offset <= last_wanted {
+            let corrupt = |reason: String| {
+                SearchError::Journal(JournalError::Corrupt {
+                    segment: n,
+                    offset,
+                    reason,
+                })
+            };
+            let info =
+                read_record(&mut file, n, offset, len).map_err(|e| corrupt(e.to_string()))?;
+            rules.check(&info).map_err(corrupt)?;
+            if wanted.contains(&info.id) {
+                reached.insert(info.id);
+            }
+            offset = info.end();
+        }
+    }
+    Ok(reached)
 }
 
 /// Appends an audit record: who ran `command` with `query`, and how many messages it touched.
@@ -327,6 +375,9 @@ fn operator_now() -> String {
 
 /// Reads the raw message of a record (for tests and tools).
 pub fn message_bytes(dir: &Path, id: RecordId) -> Result<Vec<u8>, SearchError> {
+    if !reachable(dir, &[id])?.contains(&id) {
+        return Err(SearchError::NoSuchRecord(id));
+    }
     let mut file =
         File::open(segment_path(dir, id.segment)).map_err(|_| SearchError::NoSuchRecord(id))?;
     let len = file.metadata()?.len();

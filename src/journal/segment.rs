@@ -176,6 +176,20 @@ pub fn read_record(
     })
 }
 
+/// The hash a segment file ends with: its last record's (for a sealed segment, the seal's), as
+/// stored, not recomputed; `None` for a file too short to hold one. Start-up recovery links
+/// the newest segment to it without reading the whole segment before; `verify` recomputes it.
+pub fn stored_last_hash(mut file: File) -> io::Result<Option<Hash>> {
+    let len = file.metadata()?.len();
+    if len < (HEADER_LEN + HASH_LEN) as u64 {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(len - HASH_LEN as u64))?;
+    let mut hash = [0u8; HASH_LEN];
+    file.read_exact(&mut hash)?;
+    Ok(Some(hash))
+}
+
 /// Reads a record's body into memory.
 pub fn read_body(file: &mut File, info: &RecordInfo) -> io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(info.body_offset))?;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::format::{self, HEADER_LEN, Hash, Header, Kind, RecordHasher};
+use super::reader::SegmentRules;
 use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_name};
 use crate::fsops::Dir;
 
@@ -59,6 +60,42 @@ impl Entry {
         let meta = serde_json::to_vec(meta).unwrap_or_else(|_| b"{}".to_vec());
         Entry { kind, meta, body }
     }
+
+    /// Whether the reader ([`super::segment::read_record`], [`super::reader::verify`]) would
+    /// accept this record. Checked before anything is written: a record the reader refuses
+    /// would stop `verify` and `search` for the whole journal and the daemon's next start.
+    pub fn check(&self) -> Result<(), EntryError> {
+        if self.meta.len() > format::MAX_META_LEN as usize {
+            return Err(EntryError::MetaTooLong {
+                kind: self.kind.as_str(),
+                len: self.meta.len(),
+            });
+        }
+        match self.kind {
+            // Their placement is the chain's structure: only the writer itself writes them.
+            Kind::SegmentStart | Kind::Seal => Err(EntryError::Reserved(self.kind.as_str())),
+            Kind::Prune => match serde_json::from_slice::<super::reader::PruneMeta>(&self.meta) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(EntryError::BadPrune(e.to_string())),
+            },
+            Kind::Message | Kind::Created | Kind::Audit => Ok(()),
+        }
+    }
+}
+
+/// Why the journal refused to write a record: it would not read back. Nothing was written and
+/// the journal stays healthy; the front end answers 4xx and the MTA keeps the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error(
+        "{kind} record's meta is {len} bytes, over the reader's limit of {} bytes",
+        format::MAX_META_LEN
+    )]
+    MetaTooLong { kind: &'static str, len: usize },
+    #[error("{0} records are written by the journal itself")]
+    Reserved(&'static str),
+    #[error("prune record's meta is unreadable: {0}")]
+    BadPrune(String),
 }
 
 /// Why the journal could not do its job.
@@ -78,6 +115,8 @@ pub enum JournalError {
     Unhealthy(String),
     #[error("journal writer is not running")]
     Stopped,
+    #[error("journal refused the record: {0}")]
+    Refused(#[from] EntryError),
 }
 
 impl From<io::Error> for JournalError {
@@ -143,8 +182,20 @@ impl Writer {
             let w = Writer::create_segment(dir, lock, 1, [0; 32], max_segment)?;
             return Ok((w, recovery));
         };
+        // What the newest segment's start must link to: nothing before the first segment, the
+        // end of the segment before; a segment before it that retention removed is accounted
+        // for by its prune record, which `verify` checks.
+        let first_prev = match last {
+            1 => Some([0; 32]),
+            n if segments.contains(&(n - 1)) => {
+                segment::stored_last_hash(dir.read(&segment_name(n - 1))?)?
+            }
+            _ => None,
+        };
         let mut file = dir.append(&segment_name(last))?;
-        let (len, head, records, last_kind) = scan_tail(&dir, &mut file, last, &mut recovery)?;
+        let rules = SegmentRules::new(last, first_prev);
+        let (len, head, records, last_kind) =
+            scan_tail(&dir, &mut file, last, rules, &mut recovery)?;
         if records == 0 {
             // The segment start itself was torn: write it again, linked to the previous segment.
             drop(file);
@@ -258,6 +309,10 @@ impl Writer {
         &mut self,
         entries: &mut [Entry],
     ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
+        // Every entry first: a batch is written whole or not at all.
+        for entry in entries.iter() {
+            entry.check()?;
+        }
         if let Some(why) = self.broken.clone() {
             self.repair()
                 .map_err(|e| JournalError::Unhealthy(format!("{why}; repair failed: {e}")))?;
@@ -420,22 +475,26 @@ impl Writer {
         let segments = list_segments(self.dir.path())?;
         let newest = segments.last().copied().unwrap_or(self.segment);
         for n in self.segment..=newest {
+            // What the other writer appended keeps the chain, or this writer stops.
+            let mut rules = SegmentRules::after(n, self.head);
             if n != self.segment {
                 self.segment = n;
                 self.file = self.dir.append(&segment_name(n))?;
                 self.len = 0;
                 self.records_in_segment = 0;
+                rules = SegmentRules::new(n, Some(self.head));
             }
             let mut read = self.file.try_clone()?;
             let file_len = read.metadata()?.len();
             while self.len < file_len {
-                let info = read_record(&mut read, n, self.len, file_len).map_err(|e| {
-                    JournalError::Corrupt {
-                        segment: n,
-                        offset: self.len,
-                        reason: e.to_string(),
-                    }
-                })?;
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    segment: n,
+                    offset: self.len,
+                    reason,
+                };
+                let info = read_record(&mut read, n, self.len, file_len)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                rules.check(&info).map_err(corrupt)?;
                 self.head = info.hash;
                 self.len = info.end();
                 self.records_in_segment += 1;
@@ -447,10 +506,20 @@ impl Writer {
 
 /// Scans the last segment: returns its durable length, last hash, record count and last kind,
 /// cutting a torn tail. Damage followed by valid records is not a torn tail: refuse.
+///
+/// Every complete record must also keep the segment's rules ([`SegmentRules`]: it links to the
+/// record before it, a segment start only first, nothing after the seal), or recovery refuses,
+/// even at the very tail with nothing after it. Only an incomplete or unreadable record is cut:
+/// that is what a crash in a write leaves. A crash cannot leave a complete record whose hash
+/// checks but whose link is wrong (each record carries the head it was written after, under the
+/// lock); such a record is a replayed copy, tampering, or records removed before it. Cutting it
+/// could drop an acknowledged message (the last of a segment whose middle was removed) and
+/// would hide the evidence, so it is refused like damage followed by valid records.
 fn scan_tail(
     dir: &Dir,
     file: &mut File,
     segment: u64,
+    mut rules: SegmentRules,
     recovery: &mut Recovery,
 ) -> Result<(u64, Hash, u64, Option<Kind>), JournalError> {
     let file_len = file.metadata()?.len();
@@ -461,6 +530,11 @@ fn scan_tail(
     while offset < file_len {
         match read_record(file, segment, offset, file_len) {
             Ok(info) => {
+                rules.check(&info).map_err(|reason| JournalError::Corrupt {
+                    segment,
+                    offset,
+                    reason,
+                })?;
                 head = info.hash;
                 last_kind = Some(info.header.kind);
                 offset = info.end();
