@@ -47,24 +47,68 @@ pub struct Usage {
 /// The segments in `dir`, their total size and the last write. A directory that does not exist
 /// yet is an empty journal.
 pub fn usage(dir: &Path) -> io::Result<Usage> {
-    let segments = match list_segments(dir) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Usage::default()),
-        Err(e) => return Err(e),
-    };
-    let mut usage = Usage {
-        segments: segments.len(),
-        ..Usage::default()
-    };
-    for n in &segments {
-        let meta = std::fs::metadata(segment_path(dir, *n))?;
-        usage.bytes += meta.len();
-        // Ascending order: the newest segment with a record wins (a freshly opened one is empty).
-        if meta.len() > 0 {
-            usage.last_write = meta.modified().ok();
+    UsageCache::default().usage(dir)
+}
+
+/// The sizes of segments before the newest, remembered between [`UsageCache::usage`] calls: only
+/// the newest segment is ever appended to (the others are sealed and read-only), and a segment
+/// retention removed drops out of the listing. So a daemon's `/status` over 50,000 segments
+/// lists the directory and stats the segments it has not seen, not all 50,000 each time.
+#[derive(Debug, Default)]
+pub struct UsageCache(std::sync::Mutex<CachedSizes>);
+
+#[derive(Debug, Default)]
+pub struct CachedSizes {
+    dir: std::path::PathBuf,
+    sizes: std::collections::BTreeMap<u64, (u64, Option<std::time::SystemTime>)>,
+}
+
+impl UsageCache {
+    /// [`usage`], statting only what may have changed since the last call.
+    pub fn usage(&self, dir: &Path) -> io::Result<Usage> {
+        let segments = match list_segments(dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Usage::default()),
+            Err(e) => return Err(e),
+        };
+        // A poisoned lock only means another call panicked mid-way: the map is still sizes.
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.dir != dir {
+            *cache = CachedSizes {
+                dir: dir.to_path_buf(),
+                ..CachedSizes::default()
+            };
         }
+        cache.sizes.retain(|n, _| segments.binary_search(n).is_ok());
+        let newest = segments.last().copied();
+        let mut usage = Usage {
+            segments: segments.len(),
+            ..Usage::default()
+        };
+        for &n in &segments {
+            let known = cache.sizes.get(&n).copied().filter(|_| Some(n) != newest);
+            let (len, modified) = match known {
+                Some(size) => size,
+                None => {
+                    let meta = std::fs::metadata(segment_path(dir, n))?;
+                    let size = (meta.len(), meta.modified().ok());
+                    if Some(n) != newest {
+                        cache.sizes.insert(n, size);
+                    }
+                    size
+                }
+            };
+            usage.bytes += len;
+            // Ascending order: the newest segment with a record wins (a freshly opened one is empty).
+            if len > 0 {
+                usage.last_write = modified;
+            }
+        }
+        Ok(usage)
     }
-    Ok(usage)
 }
 
 /// Where a record is: its segment and byte offset. Stable for the record's whole life.
@@ -214,4 +258,37 @@ pub fn valid_header_after(file: &mut File, from: u64, file_len: u64) -> io::Resu
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, n: u64, len: usize) {
+        std::fs::write(segment_path(dir, n), vec![0u8; len]).unwrap();
+    }
+
+    /// The cached figures equal a fresh listing as segments grow, are added and are pruned; a
+    /// segment before the newest is statted once (sealed segments never change).
+    #[test]
+    fn the_usage_cache_agrees_with_a_fresh_listing() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let cache = UsageCache::default();
+        assert_eq!(cache.usage(dir).unwrap(), Usage::default());
+        write(dir, 1, 100);
+        write(dir, 2, 50);
+        assert_eq!(cache.usage(dir).unwrap(), usage(dir).unwrap());
+        write(dir, 2, 70); // the newest grows
+        write(dir, 3, 0); // a new, empty newest: the last write stays segment 2's
+        let u = cache.usage(dir).unwrap();
+        assert_eq!((u.segments, u.bytes), (3, 170));
+        assert_eq!(u, usage(dir).unwrap());
+        std::fs::remove_file(segment_path(dir, 1)).unwrap(); // pruned
+        assert_eq!(cache.usage(dir).unwrap(), usage(dir).unwrap());
+        // Segment 2 is no longer the newest: its size is remembered, not statted again.
+        write(dir, 2, 1);
+        assert_eq!(cache.usage(dir).unwrap().bytes, 70);
+        assert_eq!(usage(dir).unwrap().bytes, 1);
+    }
 }

@@ -171,9 +171,12 @@ pub async fn run_until(
             _ => Ok(()),
         });
         let (st, path, replier) = (store.clone(), config.clone(), services.autoreply.clone());
-        // Lists the journal directory on each request: cheap, and requests are rare.
+        // Lists the journal directory on each request and stats only the newest segment and
+        // those not seen before (on the blocking pool: see `http`).
+        let sizes = crate::journal::segment::UsageCache::default();
         let status: http::StatusReport = Arc::new(move || {
-            status::Status::from_daemon(&path, &st.snapshot(), journal.as_ref(), replier.queued())
+            let queued = replier.queued();
+            status::Status::from_daemon(&path, &st.snapshot(), journal.as_ref(), queued, &sizes)
                 .to_json()
         });
         let endpoints = http::Endpoints {

@@ -44,16 +44,18 @@ pub struct JournalStatus {
 }
 
 impl Status {
-    /// The running daemon's view. Reads the journal directory's listing (no record).
+    /// The running daemon's view. Reads the journal directory's listing (no record); `sizes`
+    /// remembers the sealed segments' sizes between calls.
     pub fn from_daemon(
         config: &Path,
         snap: &Snapshot,
         journal: Option<&Journal>,
         autoreply_queue: Option<u64>,
+        sizes: &segment::UsageCache,
     ) -> Status {
         // The journal open since start-up (a reload cannot move it).
         let dir = journal.map_or(snap.policy.settings.journal_dir.as_path(), Journal::dir);
-        let mut s = Status::from_policy(config, &snap.policy, "daemon", dir);
+        let mut s = Status::from_policy(config, &snap.policy, "daemon", dir, sizes);
         s.generation = Some(snap.generation);
         s.loaded_at = Some(snap.loaded_at.to_string());
         s.journal.healthy = journal.map(Journal::healthy);
@@ -63,12 +65,19 @@ impl Status {
 
     /// The view from disk when no daemon runs: the policy file as it is now.
     pub fn from_disk(config: &Path, policy: &Policy) -> Status {
-        Status::from_policy(config, policy, "disk", &policy.settings.journal_dir)
+        let sizes = segment::UsageCache::default();
+        Status::from_policy(config, policy, "disk", &policy.settings.journal_dir, &sizes)
     }
 
-    fn from_policy(config: &Path, policy: &Policy, source: &str, dir: &Path) -> Status {
+    fn from_policy(
+        config: &Path,
+        policy: &Policy,
+        source: &str,
+        dir: &Path,
+        sizes: &segment::UsageCache,
+    ) -> Status {
         let settings = &policy.settings;
-        let usage = segment::usage(dir).unwrap_or_else(|e| {
+        let usage = sizes.usage(dir).unwrap_or_else(|e| {
             tracing::warn!("cannot read the journal directory {}: {e}", dir.display());
             segment::Usage::default()
         });
