@@ -218,10 +218,20 @@ impl DataState {
     }
 
     fn append(&mut self, bytes: &[u8], limits: &Limits) {
-        // Checked here, before a long line is cut: a NUL anywhere is a flaw.
-        if bytes.contains(&0) {
-            self.flaw.get_or_insert(DataFlaw::Nul);
+        // Checked here, before a long line is cut: a NUL anywhere is a flaw. The first flaw is
+        // the one whose byte comes first, however the stream was split: the part before the
+        // NUL may already make the line too long.
+        match bytes.iter().position(|&b| b == 0) {
+            Some(nul) => {
+                self.extend(&bytes[..nul], limits);
+                self.flaw.get_or_insert(DataFlaw::Nul);
+                self.extend(&bytes[nul..], limits);
+            }
+            None => self.extend(bytes, limits),
         }
+    }
+
+    fn extend(&mut self, bytes: &[u8], limits: &Limits) {
         self.line.extend_from_slice(bytes);
         // The stuffing dot does not count against the line limit.
         let stuffed = usize::from(self.at_line_start && self.line.first() == Some(&b'.'));
@@ -439,6 +449,33 @@ mod tests {
         assert_eq!(
             at_every_chunk_size(b"NOOP 123456789\r\n", limits),
             [cmd("NOOP 123456789\r\n")]
+        );
+    }
+
+    /// A NUL and a too-long line in one message: the flaw reported is the one whose byte comes
+    /// first, at every chunk size (a NUL past the limit used to win when it arrived in the same
+    /// chunk as the bytes that made the line too long).
+    #[test]
+    fn the_first_flaw_in_the_stream_wins_whatever_the_chunking() {
+        let limits = Limits {
+            text_line: 8,
+            ..Limits::default()
+        };
+        assert_eq!(
+            at_every_chunk_size(b"DATA\r\nok\r\n1234567890\x00\r\n.\r\n", limits),
+            [
+                cmd("DATA\r\n"),
+                data("ok\r\n"),
+                end(4, Some(DataFlaw::LineTooLong))
+            ]
+        );
+        assert_eq!(
+            at_every_chunk_size(b"DATA\r\nok\r\n12\x0034567890\r\n.\r\n", limits),
+            [
+                cmd("DATA\r\n"),
+                data("ok\r\n"),
+                end(4, Some(DataFlaw::Nul))
+            ]
         );
     }
 
