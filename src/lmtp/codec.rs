@@ -471,11 +471,7 @@ mod tests {
         );
         assert_eq!(
             at_every_chunk_size(b"DATA\r\nok\r\n12\x0034567890\r\n.\r\n", limits),
-            [
-                cmd("DATA\r\n"),
-                data("ok\r\n"),
-                end(4, Some(DataFlaw::Nul))
-            ]
+            [cmd("DATA\r\n"), data("ok\r\n"), end(4, Some(DataFlaw::Nul))]
         );
     }
 
