@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo bench --bench journal` (writes under target/, i.e. on the disk the journal would
 //! use in a checkout; set HANDOFF_BENCH_DIR to measure another disk). Prints a table.
+//!
+//! `cargo bench --bench journal -- generate DIR N` writes a journal of N messages into DIR
+//! instead (sizes 1 KiB to 200 KiB, about 6 KiB on average, 64 MiB segments), for timing
+//! `handoff archive verify --journal DIR` or a search on it.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -10,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use handoff::journal::record::{MessageMeta, RecipientMeta};
+use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry, Journal, Kind};
 
 fn bench_dir() -> PathBuf {
@@ -116,9 +121,65 @@ fn run(dir: &Path, size: usize, writers: usize, messages: usize) -> Row {
     }
 }
 
+/// Writes `messages` messages into a journal at `dir`, 512 to a batch (one fsync each).
+fn generate(dir: &Path, messages: usize) {
+    // xorshift64: the same journal on every run, without a dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut writer, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES).unwrap();
+    let start = Instant::now();
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    for i in 0..messages {
+        // Mostly 1 to 6 KiB, one in 40 up to 200 KiB (with an attachment): about 6 KiB on
+        // average, like the 1M-message journal of issue 15 (5.7 GB).
+        let size = match next() % 40 {
+            0 => 8 * 1024 + (next() % (192 * 1024)) as usize,
+            _ => 1024 + (next() % (5 * 1024)) as usize,
+        };
+        let mut body = format!(
+            "From: s{}@example.net\r\nTo: u{}@corp.example\r\nSubject: message {i}\r\n\r\n",
+            next() % 1000,
+            next() % 5000
+        )
+        .into_bytes();
+        while body.len() < size {
+            body.extend_from_slice(format!("line {} of message {i}\r\n", next()).as_bytes());
+        }
+        body.truncate(size);
+        bytes += body.len();
+        batch.push(Entry::new(Kind::Message, &meta(i), Body::Bytes(body)));
+        if batch.len() == 512 || i + 1 == messages {
+            writer.append(&mut batch).unwrap();
+            batch.clear();
+        }
+    }
+    println!(
+        "{messages} messages, {:.0} MB of bodies, in {} ({:.1?})",
+        bytes as f64 / 1e6,
+        dir.display(),
+        start.elapsed()
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "generate") {
+        let dir = args.get(at + 1).expect("generate DIR N");
+        let n = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .expect("generate DIR N");
+        generate(Path::new(dir), n);
+        return;
+    }
     // `cargo test --benches` runs bench targets with --bench absent: do nothing then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
     let dir = bench_dir();

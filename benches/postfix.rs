@@ -21,8 +21,18 @@
 //!   journal's CPU without the disk's latency ("fsync off" without a switch that turns
 //!   durability off).
 //! - "archive off": the same with `[archive] enabled = false`.
+//! - "indexer off": handoff's whole job with `[storage] indexer = false`: the daemon does not
+//!   keep the archive index up to date (the whole-job row runs with it, the default). The two
+//!   rows, interleaved in the same rounds, give the indexer's cost (target: within 5 %).
 //! - "content filter": handoff after the queue (deploy/postfix/*.content-filter), LMTP in,
 //!   SMTP back to a reinjection smtpd, journal fsync'ed.
+//! - "whole job, DKIM-signed replies": the "journal fsync'ed" configuration with a `[dkim]`
+//!   key (RSA 2048, the costlier algorithm) for the departed account's domain, so that the
+//!   auto-replies it writes are signed. The whole-job row with and without it, in the same run.
+//!   (smtp-source has one sender and the relay port has no listener here, so replies are built,
+//!   signed and journaled up to the hourly cap per account, then suppressed: the row shows what
+//!   turning signing on costs the mail path; the cost of one signature is printed below the
+//!   table.)
 //! - optional: "handoff (unix socket)" (as policy/large-org.toml deploys it), and "Postfix
 //!   alone → smtp-sink", relaying to Postfix's smtp-sink(1) instead of the lab's sink, to check
 //!   that the lab's sink does not limit Postfix.
@@ -48,8 +58,9 @@
 //! - `HANDOFF_BENCH_ROUNDS`: rounds (default 3);
 //! - `HANDOFF_BENCH_SCALE`: a factor for the message counts (default 1; 0.2 for a quick look);
 //! - `HANDOFF_BENCH_SETUPS`: which configurations, comma-separated, of `alone`, `smtp-sink`,
-//!   `floor`, `idle`, `journal`, `tmpfs`, `no-archive`, `unix`, `content-filter` (default all
-//!   but `smtp-sink` and `unix`);
+//!   `floor`, `idle`, `journal`, `no-indexer`, `tmpfs`, `no-archive`, `unix`, `content-filter`,
+//!   `dkim`
+//!   (default all but `smtp-sink` and `unix`);
 //! - `HANDOFF_BENCH_SHAPES`: which load shapes, of `5k20`, `5k1`, `100k20`, `100k1`,
 //!   `5k100` (the 100-session run; default all);
 //! - `HANDOFF_BIN`: the handoff binary (to compare two builds, or a wrapper script that execs
@@ -141,23 +152,27 @@ enum Setup {
     Floor,
     Idle,
     Journal,
+    NoIndexer,
     Tmpfs,
     NoArchive,
     Unix,
     ContentFilter,
+    Dkim,
 }
 
 /// In table order; "Postfix alone" first, it is what the ratios divide by.
-const SETUPS: [Setup; 9] = [
+const SETUPS: [Setup; 11] = [
     Setup::Alone,
     Setup::AloneSmtpSink,
     Setup::Floor,
     Setup::Idle,
     Setup::Journal,
+    Setup::NoIndexer,
     Setup::Tmpfs,
     Setup::NoArchive,
     Setup::Unix,
     Setup::ContentFilter,
+    Setup::Dkim,
 ];
 
 impl Setup {
@@ -168,10 +183,12 @@ impl Setup {
             Setup::Floor => "floor",
             Setup::Idle => "idle",
             Setup::Journal => "journal",
+            Setup::NoIndexer => "no-indexer",
             Setup::Tmpfs => "tmpfs",
             Setup::NoArchive => "no-archive",
             Setup::Unix => "unix",
             Setup::ContentFilter => "content-filter",
+            Setup::Dkim => "dkim",
         }
     }
 
@@ -182,10 +199,12 @@ impl Setup {
             Setup::Floor => "+ do-nothing milter (bench)",
             Setup::Idle => "+ handoff, nothing to do",
             Setup::Journal => "+ handoff, journal fsync'ed",
+            Setup::NoIndexer => "+ handoff, indexer off",
             Setup::Tmpfs => "+ handoff, journal on tmpfs",
             Setup::NoArchive => "+ handoff, archive off",
             Setup::Unix => "+ handoff, unix socket",
             Setup::ContentFilter => "handoff content filter",
+            Setup::Dkim => "+ handoff, whole job + DKIM",
         }
     }
 
@@ -197,7 +216,13 @@ impl Setup {
     fn rewrites(self) -> bool {
         matches!(
             self,
-            Setup::Journal | Setup::Tmpfs | Setup::NoArchive | Setup::Unix | Setup::ContentFilter
+            Setup::Journal
+                | Setup::NoIndexer
+                | Setup::Tmpfs
+                | Setup::NoArchive
+                | Setup::Unix
+                | Setup::ContentFilter
+                | Setup::Dkim
         )
     }
 }
@@ -251,6 +276,7 @@ fn main() {
 
     let bin = handoff_bin();
     let policy = policy();
+    let _dkim_key = setups.contains(&Setup::Dkim).then(DkimKey::create);
     let smtp_sink = setups.contains(&Setup::AloneSmtpSink).then(SmtpSink::start);
     let null = setups.contains(&Setup::Floor).then(NullMilter::start);
     let targets: Vec<Target> = setups
@@ -329,6 +355,9 @@ fn main() {
             }
         )
     );
+    if setups.contains(&Setup::Dkim) {
+        print!("{}", dkim_sign_cost());
+    }
 }
 
 fn progress(round: usize, rounds: usize, setup: Setup, s: &Shape, run: &Run) {
@@ -383,6 +412,13 @@ impl<'a> Target<'a> {
             Setup::Alone | Setup::AloneSmtpSink | Setup::Floor => None,
             Setup::Idle => Some(Handoff::start(bin, &idle_policy(), tcp, JournalAt::Off)),
             Setup::Journal => Some(Handoff::start(bin, policy, tcp, JournalAt::Disk)),
+            Setup::NoIndexer => Some(Handoff::start(bin, policy, tcp, JournalAt::DiskNoIndexer)),
+            Setup::Dkim => Some(Handoff::start(
+                bin,
+                &dkim_policy(policy),
+                tcp,
+                JournalAt::Disk,
+            )),
             Setup::Tmpfs => Some(Handoff::start(bin, policy, tcp, JournalAt::Tmpfs)),
             Setup::NoArchive => Some(Handoff::start(bin, policy, tcp, JournalAt::Off)),
             Setup::Unix => Some(Handoff::start(
@@ -576,6 +612,8 @@ enum Listen {
 enum JournalAt {
     /// In its directory under /tmp, on the disk.
     Disk,
+    /// On the disk, without the archive indexer (`[storage] indexer = false`).
+    DiskNoIndexer,
     /// In /dev/shm: fsync returns at once.
     Tmpfs,
     /// `[archive] enabled = false`.
@@ -631,6 +669,10 @@ impl Handoff {
             JournalAt::Off => "[archive]\nenabled = false\n",
             _ => "",
         };
+        let indexer = match journal {
+            JournalAt::DiskNoIndexer => "indexer = false\n",
+            _ => "",
+        };
         // The policy in a directory of its own, as in /etc/handoff: handoff watches the
         // policy's directory, and a log file written there would wake the watcher for every
         // message.
@@ -648,7 +690,7 @@ metrics = "127.0.0.1:{metrics_port}"
 [storage]
 journal = "{journal_dir}"
 state = "state"
-
+{indexer}
 {archive}
 {policy}"#,
             metrics_port = free_port(),
@@ -1181,6 +1223,74 @@ reply = "550 5.2.1 This mailbox is disabled; please write to team{team}@corp.exa
 
 /// handoff with nothing to do: the test recipient's domain is not local, so every message
 /// passes as it came.
+/// Where the "dkim" configuration's key is: set once by [`DkimKey::create`].
+static DKIM_KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The "dkim" configuration's private key (RSA 2048, mode 0600), in a directory removed when
+/// this is dropped.
+struct DkimKey(#[allow(dead_code)] tempfile::TempDir);
+
+impl DkimKey {
+    fn create() -> DkimKey {
+        let dir = tempfile::Builder::new()
+            .prefix("handoff-bench-dkim-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("bench: cannot create a directory for the DKIM key: {e}"));
+        let path = dir.path().join("bench.pem");
+        let key = handoff::autoreply::dkim::generate(handoff::policy::DkimAlgorithm::RsaSha256)
+            .unwrap_or_else(|e| panic!("bench: {e}"));
+        fs::write(&path, key.private_pem)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o600)))
+            .unwrap_or_else(|e| panic!("bench: write {}: {e}", path.display()));
+        let _ = DKIM_KEY.set(path);
+        DkimKey(dir)
+    }
+}
+
+/// The whole job's policy with the departed account's domain signing its replies.
+fn dkim_policy(policy: &str) -> String {
+    let key = DKIM_KEY
+        .get()
+        .expect("the DKIM key is made before the setups start");
+    format!(
+        "{policy}\n[dkim.\"corp.example\"]\nselector = \"bench\"\nalgorithm = \"rsa-sha256\"\nkey = \"{}\"\n",
+        key.display()
+    )
+}
+
+/// What one signature of an auto-reply costs, per algorithm, measured in this process.
+fn dkim_sign_cost() -> String {
+    use handoff::autoreply::dkim::{DomainKey, Keys, generate};
+    use handoff::policy::DkimAlgorithm;
+    let reply = format!(
+        "From: Bench Recipient <{RECIPIENT}>\r\nTo: <{SENDER}>\r\nSubject: Bench Recipient has left Corp\r\n\
+         Date: Sat, 05 Dec 2026 00:00:00 +0000\r\nMessage-ID: <b1@corp.example>\r\n\
+         Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Bench Recipient no longer works at Corp. Please write to {SUCCESSOR}.\r\n"
+    );
+    let mut out =
+        String::from("\nDKIM signature of one auto-reply (this process, median of 5 × 200):\n");
+    for algorithm in [DkimAlgorithm::Ed25519Sha256, DkimAlgorithm::RsaSha256] {
+        let g = generate(algorithm).unwrap_or_else(|e| panic!("bench: {e}"));
+        let key = DomainKey::from_pem("corp.example", "bench", algorithm, g.private_pem.as_bytes())
+            .unwrap_or_else(|e| panic!("bench: {e}"));
+        let keys = Keys::new([key]);
+        let mut rounds: Vec<f64> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                for _ in 0..200 {
+                    let signed = keys.sign("corp.example", reply.as_bytes());
+                    assert!(matches!(signed, Ok(Some(_))), "bench: signing failed");
+                }
+                started.elapsed().as_secs_f64() * 1e6 / 200.0
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        let _ = writeln!(out, "  {}: {:.0} µs", algorithm.as_str(), rounds[2]);
+    }
+    out
+}
+
 fn idle_policy() -> String {
     r#"[domains]
 local = ["elsewhere.example"]
@@ -1548,6 +1658,20 @@ fn table(
                 out,
                 "  handoff's whole job / handoff with nothing to do: {:.2} (target >= 0.90)",
                 j.rate / i.rate
+            );
+        }
+        if let (Some(j), Some(n)) = (&job, &summary(si, Setup::NoIndexer)) {
+            let _ = writeln!(
+                out,
+                "  handoff's whole job, indexer on / indexer off: {:.3} (target >= 0.95)",
+                j.rate / n.rate
+            );
+        }
+        if let (Some(d), Some(j)) = (summary(si, Setup::Dkim), &job) {
+            let _ = writeln!(
+                out,
+                "  handoff's whole job with DKIM signing / without: {:.2} (target >= 0.95)",
+                d.rate / j.rate
             );
         }
         if let Some((us, _)) = job.as_ref().and_then(|j| j.cpu) {

@@ -55,6 +55,18 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule (the label set of the rule-hit metric, registered at start-up).
+    pub const ALL: [Rule; 8] = [
+        Rule::NotLocal,
+        Rule::Unlisted,
+        Rule::Active,
+        Rule::Alias,
+        Rule::Departed,
+        Rule::Disabled,
+        Rule::Frozen,
+        Rule::Deleted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::NotLocal => "not_local",
@@ -97,10 +109,13 @@ pub enum Decision {
     DeferFrozen,
     /// The sender's account may not send (counted once per refused transaction).
     BlockSender,
+    /// A recipient in the SRS domain with a forged, expired or malformed SRS address
+    /// ([`crate::srs`]).
+    RejectSrs,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 7] = [
+    pub const ALL: [Decision; 8] = [
         Decision::Deliver,
         Decision::Forward,
         Decision::Alias,
@@ -108,6 +123,7 @@ impl Decision {
         Decision::RejectDeleted,
         Decision::DeferFrozen,
         Decision::BlockSender,
+        Decision::RejectSrs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +135,7 @@ impl Decision {
             Decision::RejectDeleted => "reject_deleted",
             Decision::DeferFrozen => "defer_frozen",
             Decision::BlockSender => "block_sender",
+            Decision::RejectSrs => "reject_srs",
         }
     }
 }
@@ -261,28 +278,29 @@ impl<T: Serialize> Serialize for Shared<T> {
     }
 }
 
-/// The final envelope recipients of a resolution, unique, in order: the recipient's own copy
-/// first when it is kept, then the shared expansion's.
+/// A list of addresses of a resolution (its deliveries, the accounts it consulted, the forms it
+/// was reached through), unique, in order: one of the recipient's own first (its own copy, its
+/// own account, the address it matched through its `+detail`), then the shared expansion's.
 #[derive(Clone, Default)]
-pub struct Targets {
+pub struct Addresses {
     first: Option<Address>,
     rest: Shared<Address>,
 }
 
-/// An iterator over [`Targets`].
-pub type TargetsIter<'a> =
+/// An iterator over [`Addresses`].
+pub type AddressesIter<'a> =
     std::iter::Chain<std::option::Iter<'a, Address>, std::slice::Iter<'a, Address>>;
 
-impl Targets {
+impl Addresses {
     /// Delivery to `address` alone.
-    pub fn one(address: Address) -> Targets {
-        Targets {
+    pub fn one(address: Address) -> Addresses {
+        Addresses {
             first: Some(address),
             rest: Shared::default(),
         }
     }
 
-    pub fn iter(&self) -> TargetsIter<'_> {
+    pub fn iter(&self) -> AddressesIter<'_> {
         self.first.iter().chain(self.rest.iter())
     }
 
@@ -301,11 +319,11 @@ impl Targets {
 
 /// A list walked for one resolution; one address (the common case) is kept without a shared
 /// allocation.
-impl From<Vec<Address>> for Targets {
-    fn from(mut v: Vec<Address>) -> Targets {
+impl From<Vec<Address>> for Addresses {
+    fn from(mut v: Vec<Address>) -> Addresses {
         match v.len() {
-            1 => Targets::one(v.pop().expect("one element")),
-            _ => Targets {
+            1 => Addresses::one(v.pop().expect("one element")),
+            _ => Addresses {
                 first: None,
                 rest: v.into(),
             },
@@ -313,30 +331,40 @@ impl From<Vec<Address>> for Targets {
     }
 }
 
-impl<'a> IntoIterator for &'a Targets {
-    type Item = &'a Address;
-    type IntoIter = TargetsIter<'a>;
+/// The recipient's own address of a kind, if it has one.
+impl From<Option<Address>> for Addresses {
+    fn from(first: Option<Address>) -> Addresses {
+        Addresses {
+            first,
+            rest: Shared::default(),
+        }
+    }
+}
 
-    fn into_iter(self) -> TargetsIter<'a> {
+impl<'a> IntoIterator for &'a Addresses {
+    type Item = &'a Address;
+    type IntoIter = AddressesIter<'a>;
+
+    fn into_iter(self) -> AddressesIter<'a> {
         self.iter()
     }
 }
 
-impl fmt::Debug for Targets {
+impl fmt::Debug for Addresses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
 }
 
-impl PartialEq for Targets {
-    fn eq(&self, other: &Targets) -> bool {
+impl PartialEq for Addresses {
+    fn eq(&self, other: &Addresses) -> bool {
         self.iter().eq(other.iter())
     }
 }
 
-impl Eq for Targets {}
+impl Eq for Addresses {}
 
-impl Serialize for Targets {
+impl Serialize for Addresses {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.iter())
     }
@@ -423,15 +451,39 @@ impl Serialize for Steps {
     }
 }
 
-/// The decision for one recipient.
+/// The decision for one recipient: its facts, which the transaction, the journal and the
+/// auto-reply component read, and its [`Steps`], which only describe them (for `explain` and the
+/// log). Rewording or reordering the steps cannot change a journal record or an auto-reply.
+///
+/// The facts left out of the JSON form (`explain --json`) are the ones its steps already show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolution {
     pub recipient: Address,
     pub verdict: Verdict,
     pub rule: Rule,
     /// Final envelope recipients, de-duplicated, in order; empty unless the verdict is Deliver.
-    pub deliver: Targets,
+    pub deliver: Addresses,
     pub autoreplies: Shared<AutoReplyPlan>,
+    /// Every account whose state the decision read, unique, in order: the recipient's own
+    /// first, then those its alias or forwards reached (refused ones too). The journal records
+    /// them.
+    #[serde(skip)]
+    pub accounts: Addresses,
+    /// The departed accounts whose `forward` lists the decision followed, unique, in order: a
+    /// message forwarded for them carries their loop marker.
+    #[serde(skip)]
+    pub forwarders: Shared<Address>,
+    /// The forms the recipient was reached through besides its own address, unique, in order:
+    /// the address it matched through its `+detail`, every alias expanded, and every member or
+    /// forward target that matched through its `+detail`. A message addressed to any of them
+    /// was addressed to the accounts reached (the auto-reply rules, RFC 3834 section 2).
+    #[serde(skip)]
+    pub forms: Addresses,
+    /// The state of the account whose reply refused the recipient (its own, or for an alias or
+    /// a departed account, the first member refused); `None` when delivered, or refused by the
+    /// depth guard.
+    #[serde(skip)]
+    pub refused_by: Option<State>,
     pub steps: Steps,
 }
 
@@ -450,24 +502,11 @@ impl Resolution {
             // Only a frozen account defers (and the depth guard, which the loader makes
             // unreachable).
             Verdict::Defer(_) => Decision::DeferFrozen,
-            Verdict::Reject(_) => {
-                let refusing = match self.rule {
-                    Rule::Disabled => Some(State::Disabled),
-                    Rule::Deleted => Some(State::Deleted),
-                    _ => self.steps.iter().find_map(|s| match s {
-                        Step::State { state, .. }
-                            if matches!(state, State::Disabled | State::Deleted) =>
-                        {
-                            Some(*state)
-                        }
-                        _ => None,
-                    }),
-                };
-                match refusing {
-                    Some(State::Disabled) => Decision::RejectDisabled,
-                    _ => Decision::RejectDeleted,
-                }
-            }
+            // The loader gives disabled and deleted accounts 5xx replies only, frozen ones 4xx.
+            Verdict::Reject(_) => match self.refused_by {
+                Some(State::Disabled) => Decision::RejectDisabled,
+                _ => Decision::RejectDeleted,
+            },
             Verdict::Deliver => match self.rule {
                 Rule::Alias => Decision::Alias,
                 Rule::Departed if self.rewritten() => Decision::Forward,
@@ -476,9 +515,44 @@ impl Resolution {
         }
     }
 
+    /// Delivery of mail for `recipient` to `target` alone, decided outside the policy's
+    /// accounts: a bounce to an SRS address goes to the sender the address stands for
+    /// ([`crate::srs`]). No account is involved and no auto-reply follows (a bounce is no
+    /// reason to reply, RFC 3834 section 2).
+    pub fn redirected(recipient: &Address, target: Address) -> Resolution {
+        let own = Step::NotLocal {
+            address: recipient.clone(),
+        };
+        let mut r = as_addressed(recipient, Rule::NotLocal, None, None, [own]);
+        r.deliver = Addresses::one(target.clone());
+        if let Some(Step::Deliver { address }) = r.steps.head.last_mut() {
+            *address = target;
+        }
+        r
+    }
+
     /// Whether the original recipient stays in the envelope.
     pub fn keeps_original(&self) -> bool {
         self.deliver.contains(&self.recipient)
+    }
+
+    /// The departed account the recipient names, if it names one (the first of
+    /// [`Resolution::accounts`] is the recipient's own).
+    pub fn departed_account(&self) -> Option<&Address> {
+        match self.rule {
+            Rule::Departed => self.accounts.iter().next(),
+            _ => None,
+        }
+    }
+
+    /// The message already carries the loop marker of the departed account the recipient
+    /// names: it stays in that account's mailbox and is not forwarded again.
+    pub fn keep_loop_marked(&mut self) {
+        let Some(account) = self.departed_account().cloned() else {
+            return;
+        };
+        self.steps.push(Step::LoopMarked { account });
+        self.deliver = Addresses::one(self.recipient.clone());
     }
 }
 
@@ -494,23 +568,46 @@ pub enum SenderVerdict {
     },
 }
 
-/// Decides what happens to mail for `recipient` on `today`.
+/// Decides what happens to mail for `recipient` on `today`, walking what lies below an alias or
+/// a departed account afresh: for one-off answers (`explain`, tools). The mail path resolves
+/// through its snapshot, which keeps the expansions ([`crate::transaction::Snapshot::resolve`]).
 pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution {
+    decide(policy, None, recipient, today)
+}
+
+/// [`resolve`] with the expansions kept in `cache`, which must have been made for `policy`.
+pub(crate) fn resolve_cached(
+    policy: &Policy,
+    cache: &ExpansionCache,
+    recipient: &Address,
+    today: Date,
+) -> Resolution {
+    decide(policy, Some(cache), recipient, today)
+}
+
+fn decide(
+    policy: &Policy,
+    cache: Option<&ExpansionCache>,
+    recipient: &Address,
+    today: Date,
+) -> Resolution {
     // The recipient's own node is decided here; what lies below an alias or a departed account
-    // comes from the node's shared expansion (see [`ExpansionCache`]). The steps are the ones a
-    // walk of the policy (`Cx::visit`) takes, which the tests check.
+    // comes from the node's shared expansion (see [`ExpansionCache`]). The steps and facts are
+    // the ones a walk of the policy (`Cx::visit`) gathers, which the tests check.
     if !policy.is_local(recipient.domain()) {
         let own = Step::NotLocal {
             address: recipient.clone(),
         };
-        return as_addressed(recipient, Rule::NotLocal, [own]);
+        return as_addressed(recipient, Rule::NotLocal, None, None, [own]);
     }
     let Some(hit) = policy.lookup(recipient) else {
         let own = Step::Unlisted {
             address: recipient.clone(),
         };
-        return as_addressed(recipient, Rule::Unlisted, [own]);
+        return as_addressed(recipient, Rule::Unlisted, None, None, [own]);
     };
+    // The address the recipient matched through its `+detail`: the first of its forms.
+    let form = hit.via_detail.then(|| recipient.clone());
     // Left unallocated for the common departed and alias cases, which add no step of their own.
     let mut head = Vec::new();
     if hit.via_detail {
@@ -520,19 +617,24 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         });
     }
     let account = match hit.node {
-        Node::Alias(_) => return resolve_expanding(policy, recipient, &hit, None, head, today),
+        Node::Alias(_) => {
+            let expansion = expansion(policy, cache, hit.node, today);
+            return resolve_expanding(recipient, &hit, None, &expansion, head, form);
+        }
         Node::Account(i) => &policy.accounts[i],
     };
     let state = account.state_on(today);
     if state == State::Departed {
-        return resolve_expanding(policy, recipient, &hit, Some(account), head, today);
+        let expansion = expansion(policy, cache, hit.node, today);
+        return resolve_expanding(recipient, &hit, Some(account), &expansion, head, form);
     }
+    let own_account = Some(account.address.clone());
     if state == State::Active {
         let own = state_step(account, state);
         return match head.pop() {
             // A `+detail` match: its step first.
-            Some(detail) => as_addressed(recipient, Rule::Active, [detail, own]),
-            None => as_addressed(recipient, Rule::Active, [own]),
+            Some(detail) => as_addressed(recipient, Rule::Active, own_account, form, [detail, own]),
+            None => as_addressed(recipient, Rule::Active, own_account, form, [own]),
         };
     }
     // Disabled, frozen or deleted.
@@ -547,8 +649,12 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
         recipient: recipient.clone(),
         verdict: refusal(reply),
         rule: Rule::of(state),
-        deliver: Targets::default(),
+        deliver: Addresses::default(),
         autoreplies: Shared::default(),
+        accounts: Addresses::from(own_account),
+        forwarders: Shared::default(),
+        forms: Addresses::from(form),
+        refused_by: Some(state),
         steps: Steps {
             head,
             ..Steps::default()
@@ -556,8 +662,16 @@ pub fn resolve(policy: &Policy, recipient: &Address, today: Date) -> Resolution 
     }
 }
 
-/// Delivery to the recipient as addressed, after its own steps (one allocation for all).
-fn as_addressed<const N: usize>(recipient: &Address, rule: Rule, own: [Step; N]) -> Resolution {
+/// Delivery to the recipient as addressed, after its own steps (one allocation for all):
+/// `account`, the active account it names; `form`, the address it matched through its
+/// `+detail`.
+fn as_addressed<const N: usize>(
+    recipient: &Address,
+    rule: Rule,
+    account: Option<Address>,
+    form: Option<Address>,
+    own: [Step; N],
+) -> Resolution {
     let mut steps = Vec::with_capacity(N + 1);
     steps.extend(own);
     steps.push(Step::Deliver {
@@ -567,8 +681,12 @@ fn as_addressed<const N: usize>(recipient: &Address, rule: Rule, own: [Step; N])
         recipient: recipient.clone(),
         verdict: Verdict::Deliver,
         rule,
-        deliver: Targets::one(recipient.clone()),
+        deliver: Addresses::one(recipient.clone()),
         autoreplies: Shared::default(),
+        accounts: Addresses::from(account),
+        forwarders: Shared::default(),
+        forms: Addresses::from(form),
+        refused_by: None,
         steps: Steps {
             head: steps,
             ..Steps::default()
@@ -593,16 +711,19 @@ fn walk(
         autoreplies,
         mut steps,
         refused,
+        accounts,
+        forwarders,
+        forms,
         ..
     } = cx;
-    let verdict = verdict(top, &refused, deliver.is_empty());
+    let (verdict, refused_by) = verdict(top, &refused, deliver.is_empty());
     let (deliver, autoreplies) = match verdict {
         Verdict::Deliver => {
             steps.extend(deliver.iter().map(|a| Step::Deliver { address: a.clone() }));
             (deliver.into(), autoreplies.into())
         }
         // Nothing is delivered, so nobody is told the account left.
-        _ => (Targets::default(), Shared::default()),
+        _ => (Addresses::default(), Shared::default()),
     };
     Resolution {
         recipient: recipient.clone(),
@@ -610,6 +731,10 @@ fn walk(
         rule,
         deliver,
         autoreplies,
+        accounts: accounts.into(),
+        forwarders: forwarders.into(),
+        forms: forms.into(),
+        refused_by,
         steps: Steps {
             head: steps,
             ..Steps::default()
@@ -624,14 +749,13 @@ fn walk(
 /// the deliveries de-duplicated the same way (the expansion's are already unique, and only the
 /// recipient's own copy, first in line, can repeat one of them).
 fn resolve_expanding(
-    policy: &Policy,
     recipient: &Address,
     hit: &Hit,
     account: Option<&Account>,
+    expansion: &Arc<Expansion>,
     mut head: Vec<Step>,
-    today: Date,
+    form: Option<Address>,
 ) -> Resolution {
-    let expansion = expansion(policy, hit.node, today);
     let (rule, own_copy, own_steps) = match account {
         None => (Rule::Alias, None, Shared::default()),
         Some(account) => {
@@ -646,7 +770,7 @@ fn resolve_expanding(
                 (
                     Rule::Departed,
                     own_copy,
-                    Shared::part(&expansion, |e| &e.own),
+                    Shared::part(expansion, |e| &e.own),
                 )
             }
         }
@@ -654,22 +778,22 @@ fn resolve_expanding(
     let mut steps = Steps {
         head,
         own: own_steps,
-        shared: Shared::part(&expansion, |e| &e.steps),
+        shared: Shared::part(expansion, |e| &e.steps),
         ..Steps::default()
     };
     // Whether the deliveries are the expansion's, after the account's own copy if it keeps one.
     let (deliver, shares_deliveries) = match own_copy {
         None => (
-            Targets {
+            Addresses {
                 first: None,
-                rest: Shared::part(&expansion, |e| &e.deliver),
+                rest: Shared::part(expansion, |e| &e.deliver),
             },
             true,
         ),
         Some(own) if !expansion.deliver.contains(own) => (
-            Targets {
+            Addresses {
                 first: Some(own.clone()),
-                rest: Shared::part(&expansion, |e| &e.deliver),
+                rest: Shared::part(expansion, |e| &e.deliver),
             },
             true,
         ),
@@ -678,10 +802,10 @@ fn resolve_expanding(
             let mut v = Vec::with_capacity(expansion.deliver.len());
             v.push(own.clone());
             v.extend(expansion.deliver.iter().filter(|a| *a != own).cloned());
-            (Targets::from(v), false)
+            (Addresses::from(v), false)
         }
     };
-    let verdict = verdict(Visit::Expanded, &expansion.refused, deliver.is_empty());
+    let (verdict, refused_by) = verdict(Visit::Expanded, &expansion.refused, deliver.is_empty());
     let (deliver, autoreplies) = match verdict {
         Verdict::Deliver => {
             if shares_deliveries {
@@ -689,16 +813,16 @@ fn resolve_expanding(
                     .first
                     .clone()
                     .map(|address| Step::Deliver { address });
-                steps.deliveries = Shared::part(&expansion, |e| &e.deliveries);
+                steps.deliveries = Shared::part(expansion, |e| &e.deliveries);
             } else {
                 steps.tail = deliver
                     .iter()
                     .map(|a| Step::Deliver { address: a.clone() })
                     .collect();
             }
-            (deliver, Shared::part(&expansion, |e| &e.autoreplies))
+            (deliver, Shared::part(expansion, |e| &e.autoreplies))
         }
-        _ => (Targets::default(), Shared::default()),
+        _ => (Addresses::default(), Shared::default()),
     };
     Resolution {
         recipient: recipient.clone(),
@@ -706,19 +830,37 @@ fn resolve_expanding(
         rule,
         deliver,
         autoreplies,
+        // A departed account first, then the accounts its forwards reached.
+        accounts: Addresses {
+            first: account.map(|a| a.address.clone()),
+            rest: Shared::part(expansion, |e| &e.accounts),
+        },
+        forwarders: Shared::part(expansion, |e| &e.forwarders),
+        forms: Addresses {
+            first: form,
+            rest: Shared::part(expansion, |e| &e.forms),
+        },
+        refused_by,
         steps,
     }
 }
 
-/// The expansion below an alias or departed account on `today`: from the policy's cache when
-/// the cached one holds on that date, else walked and cached.
-fn expansion(policy: &Policy, node: Node, today: Date) -> Arc<Expansion> {
-    let slot = &policy.expansions.slots[policy.node_id(node)];
-    let cached = slot.load();
-    if let Some(e) = &*cached
-        && e.holds_on(today)
-    {
-        return Arc::clone(e);
+/// The expansion below an alias or departed account on `today`: from `cache` when the cached
+/// one holds on that date, else walked (and cached).
+fn expansion(
+    policy: &Policy,
+    cache: Option<&ExpansionCache>,
+    node: Node,
+    today: Date,
+) -> Arc<Expansion> {
+    let slot = cache.and_then(|c| c.slots.get(policy.node_id(node)));
+    if let Some(slot) = slot {
+        let cached = slot.load();
+        if let Some(e) = &*cached
+            && e.holds_on(today)
+        {
+            return Arc::clone(e);
+        }
     }
     let mut cx = Cx::new(policy, today);
     let own = match node {
@@ -748,33 +890,37 @@ fn expansion(policy: &Policy, node: Node, today: Date) -> Arc<Expansion> {
         deliver: cx.deliver.into(),
         deliveries,
         autoreplies: cx.autoreplies.into(),
+        accounts: cx.accounts.into(),
+        forwarders: cx.forwarders.into(),
+        forms: cx.forms.into(),
         refused: cx.refused,
     });
-    // Two threads may walk the same node at once; both store the same thing.
-    slot.store(Some(Arc::clone(&e)));
+    if let Some(slot) = slot {
+        // Two threads may walk the same node at once; both store the same thing.
+        slot.store(Some(Arc::clone(&e)));
+    }
     e
 }
 
-/// Per policy, the expansion of each alias and departed account (see [`Expansion`]), one slot
-/// per node, filled when mail first reaches the node. A slot holds the expansion for one span of
-/// dates, which is replaced when mail arrives on a date outside it (at midnight, when an `until`
-/// passes): the entries stay as many as the nodes mail reached.
+/// For one loaded policy, the expansion of each alias and departed account (see [`Expansion`]),
+/// one slot per node, filled when mail first reaches the node. A slot holds the expansion for one
+/// span of dates, which is replaced when mail arrives on a date outside it (at midnight, when an
+/// `until` passes): the entries stay as many as the nodes mail reached.
+///
+/// The engine owns the contents; the policy knows nothing of it (the policy is what the admin
+/// wrote, compiled). [`crate::transaction::Snapshot`] holds the cache beside the policy it was
+/// made for, so a reload, which makes a new snapshot, starts an empty one.
 pub(crate) struct ExpansionCache {
     slots: Box<[ArcSwapOption<Expansion>]>,
 }
 
 impl ExpansionCache {
-    pub(crate) fn new(nodes: usize) -> ExpansionCache {
+    /// An empty cache for `policy`.
+    pub(crate) fn new(policy: &Policy) -> ExpansionCache {
+        let nodes = policy.accounts.len() + policy.aliases.len();
         ExpansionCache {
             slots: (0..nodes).map(|_| ArcSwapOption::empty()).collect(),
         }
-    }
-}
-
-/// A copy of a policy starts with an empty cache: entries are cheap to rebuild.
-impl Clone for ExpansionCache {
-    fn clone(&self) -> ExpansionCache {
-        ExpansionCache::new(self.slots.len())
     }
 }
 
@@ -803,7 +949,12 @@ pub(crate) struct Expansion {
     /// A `Deliver` step for each of `deliver`.
     deliveries: Box<[Step]>,
     autoreplies: Box<[AutoReplyPlan]>,
-    refused: Vec<SmtpReply>,
+    /// Unique, in order: the accounts reached, the departed ones forwarded for, and the aliases
+    /// and `+detail` addresses matched (see [`Resolution`]).
+    accounts: Box<[Address]>,
+    forwarders: Box<[Address]>,
+    forms: Box<[Address]>,
+    refused: Vec<Refused>,
 }
 
 impl Expansion {
@@ -839,16 +990,29 @@ pub fn check_sender(policy: &Policy, sender: Option<&Address>, today: Date) -> S
 }
 
 /// The verdict for a recipient whose own node gave `top`, after the members in `refused` were
-/// dropped from its expansion.
-fn verdict(top: Visit, refused: &[SmtpReply], nothing_delivered: bool) -> Verdict {
+/// dropped from its expansion, and the state of the account whose reply refused it.
+fn verdict(top: Visit, refused: &[Refused], nothing_delivered: bool) -> (Verdict, Option<State>) {
+    let refused_by = |r: &Refused, verdict| (verdict, r.state);
     match top {
-        Visit::Refused(reply) => refusal(reply),
-        Visit::Expanded => match (refused.iter().find(|r| r.code() < 500), refused.first()) {
-            (Some(deferred), _) => Verdict::Defer(deferred.clone()),
-            (None, Some(rejected)) if nothing_delivered => Verdict::Reject(rejected.clone()),
-            _ => Verdict::Deliver,
+        Visit::Refused(r) => refused_by(&r, refusal(r.reply.clone())),
+        Visit::Expanded => match (
+            refused.iter().find(|r| r.reply.code() < 500),
+            refused.first(),
+        ) {
+            (Some(deferred), _) => refused_by(deferred, Verdict::Defer(deferred.reply.clone())),
+            (None, Some(rejected)) if nothing_delivered => {
+                refused_by(rejected, Verdict::Reject(rejected.reply.clone()))
+            }
+            _ => (Verdict::Deliver, None),
         },
     }
+}
+
+/// A refusal: the reply, and the state of the account that gave it (none for the depth guard).
+#[derive(Clone)]
+struct Refused {
+    reply: SmtpReply,
+    state: Option<State>,
 }
 
 fn state_step(account: &Account, state: State) -> Step {
@@ -879,7 +1043,7 @@ fn refusal(reply: SmtpReply) -> Verdict {
 
 enum Visit {
     /// The node refused the mail itself.
-    Refused(SmtpReply),
+    Refused(Refused),
     /// The node delivered or expanded.
     Expanded,
 }
@@ -892,8 +1056,12 @@ struct Cx<'p> {
     deliver: Vec<Address>,
     autoreplies: Vec<AutoReplyPlan>,
     steps: Vec<Step>,
-    /// Replies of members dropped inside an expansion, in order.
-    refused: Vec<SmtpReply>,
+    /// The facts of [`Resolution`] of the same names, unique, in order.
+    accounts: Vec<Address>,
+    forwarders: Vec<Address>,
+    forms: Vec<Address>,
+    /// Members dropped inside an expansion, in order.
+    refused: Vec<Refused>,
     /// The dates the walk's outcome holds for (see [`Expansion`]).
     from: Option<Date>,
     until: Option<Date>,
@@ -910,6 +1078,9 @@ impl<'p> Cx<'p> {
             deliver: Vec::with_capacity(4),
             autoreplies: Vec::new(),
             steps: Vec::with_capacity(12),
+            accounts: Vec::with_capacity(4),
+            forwarders: Vec::new(),
+            forms: Vec::new(),
             refused: Vec::new(),
             from: None,
             until: None,
@@ -924,7 +1095,7 @@ impl<'p> Cx<'p> {
                 "4.3.0",
                 format!("<{addr}>: alias expansion too deep, try again later"),
             );
-            return Visit::Refused(reply);
+            return Visit::Refused(Refused { reply, state: None });
         }
         if !self.policy.is_local(addr.domain()) {
             self.classify(depth, Rule::NotLocal);
@@ -953,6 +1124,7 @@ impl<'p> Cx<'p> {
                 address: addr.clone(),
                 base: hit.key,
             });
+            push_unique(&mut self.forms, addr);
         }
         match hit.node {
             Node::Alias(i) => {
@@ -965,6 +1137,7 @@ impl<'p> Cx<'p> {
                 let state = self.state_on(account);
                 self.classify(depth, Rule::of(state));
                 self.steps.push(state_step(account, state));
+                push_unique(&mut self.accounts, &account.address);
                 match state {
                     State::Active => {
                         self.push_delivery(addr);
@@ -984,7 +1157,10 @@ impl<'p> Cx<'p> {
                             address: addr.clone(),
                             reply: reply.clone(),
                         });
-                        Visit::Refused(reply)
+                        Visit::Refused(Refused {
+                            reply,
+                            state: Some(state),
+                        })
                     }
                 }
             }
@@ -997,6 +1173,7 @@ impl<'p> Cx<'p> {
             address: alias.address.clone(),
             members: alias.members.clone(),
         });
+        push_unique(&mut self.forms, &alias.address);
         for m in &alias.members {
             self.visit_member(m, depth + 1);
         }
@@ -1004,6 +1181,9 @@ impl<'p> Cx<'p> {
 
     /// A departed account's forwards and its auto-reply: what follows its own copy.
     fn expand_departed(&mut self, account: &Account, depth: usize) {
+        if !account.forward.is_empty() {
+            push_unique(&mut self.forwarders, &account.address);
+        }
         for f in &account.forward {
             self.steps.push(Step::Forward {
                 from: account.address.clone(),
@@ -1048,19 +1228,23 @@ impl<'p> Cx<'p> {
     }
 
     fn visit_member(&mut self, addr: &Address, depth: usize) {
-        if let Visit::Refused(reply) = self.visit(addr, depth) {
+        if let Visit::Refused(refused) = self.visit(addr, depth) {
             self.steps.push(Step::Dropped {
                 address: addr.clone(),
-                reply: reply.clone(),
+                reply: refused.reply.clone(),
             });
-            self.refused.push(reply);
+            self.refused.push(refused);
         }
     }
 
     fn push_delivery(&mut self, addr: &Address) {
-        if !self.deliver.contains(addr) {
-            self.deliver.push(addr.clone());
-        }
+        push_unique(&mut self.deliver, addr);
+    }
+}
+
+fn push_unique(list: &mut Vec<Address>, addr: &Address) {
+    if !list.contains(addr) {
+        list.push(addr.clone());
     }
 }
 
@@ -1132,6 +1316,78 @@ autoreply = "t"
 state = "active"
 "#;
 
+    /// The facts of a decision, for an alias written with a `+detail` whose members are a
+    /// departed account written with a `+detail` (forwarding to an active one and an alias) and
+    /// a disabled account; then an alias whose only member is refused.
+    #[test]
+    fn facts_of_an_alias_with_detail_forms() {
+        let policy = Policy::from_text(
+            "p.toml",
+            r#"
+[domains]
+local = ["corp.example"]
+
+[aliases]
+"team@corp.example" = ["gone+team@corp.example", "off@corp.example", "x@partner.example"]
+"help@corp.example" = ["cs@corp.example", "off@corp.example"]
+"dead@corp.example" = ["off@corp.example"]
+
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+forward = ["cs@corp.example", "help@corp.example"]
+keep_copy = false
+
+[accounts."off@corp.example"]
+state = "disabled"
+
+[accounts."cs@corp.example"]
+state = "active"
+"#,
+        )
+        .unwrap();
+        let cache = ExpansionCache::new(&policy);
+        let today = jiff::civil::date(2026, 6, 1);
+        fn list(a: &Addresses) -> Vec<&str> {
+            a.iter().map(Address::as_str).collect()
+        }
+        let rcpt = Address::parse_strict("team+q@corp.example").unwrap();
+        // Twice: the walk that fills the cache, then the cached expansion.
+        for _ in 0..2 {
+            let r = resolve_cached(&policy, &cache, &rcpt, today);
+            assert_eq!(r.decision(), Decision::Alias);
+            assert_eq!(
+                list(&r.accounts),
+                ["gone@corp.example", "cs@corp.example", "off@corp.example"]
+            );
+            let forwarders: Vec<&str> = r.forwarders.iter().map(Address::as_str).collect();
+            assert_eq!(forwarders, ["gone@corp.example"]);
+            assert_eq!(
+                list(&r.forms),
+                [
+                    "team+q@corp.example",
+                    "team@corp.example",
+                    "gone+team@corp.example",
+                    "help@corp.example"
+                ]
+            );
+            assert_eq!(r.refused_by, None);
+            assert_eq!(r.departed_account(), None);
+        }
+        let gone = Address::parse_strict("gone+x@corp.example").unwrap();
+        let r = resolve_cached(&policy, &cache, &gone, today);
+        assert_eq!(
+            r.departed_account().map(Address::as_str),
+            Some("gone@corp.example")
+        );
+        assert_eq!(list(&r.forms)[0], "gone+x@corp.example");
+        let dead = Address::parse_strict("dead@corp.example").unwrap();
+        let r = resolve(&policy, &dead, today);
+        assert_eq!(r.refused_by, Some(State::Disabled));
+        assert_eq!(r.decision(), Decision::RejectDisabled);
+        assert_eq!(list(&r.accounts), ["off@corp.example"]);
+    }
+
     /// The same resolution as a walk of the policy with no shared expansions, on dates that
     /// move back and forth across the switches, so that cached expansions are reused and
     /// replaced; recipients of every kind (alias, departed, active, refused once `boss` is
@@ -1139,6 +1395,7 @@ state = "active"
     #[test]
     fn shared_expansions_match_a_full_walk() {
         let policy = Policy::from_text("p.toml", POLICY).unwrap();
+        let cache = ExpansionCache::new(&policy);
         let recipients = [
             "team@corp.example",
             "outer@corp.example",
@@ -1168,7 +1425,7 @@ state = "active"
             for r in recipients {
                 let r = Address::parse_strict(r).unwrap();
                 let walked = walk(&policy, &r, today, |cx| cx.visit(&r, 0));
-                let shared = resolve(&policy, &r, today);
+                let shared = resolve_cached(&policy, &cache, &r, today);
                 assert_eq!(shared, walked, "{r} on {today}");
                 assert_eq!(shared.decision(), walked.decision(), "{r} on {today}");
             }

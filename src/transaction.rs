@@ -20,10 +20,11 @@ use std::sync::Arc;
 use jiff::civil::Date;
 
 use crate::address::Address;
-use crate::engine::{self, Resolution, SenderVerdict, Verdict};
+use crate::engine::{self, ExpansionCache, Resolution, SenderVerdict, Verdict};
 use crate::journal::record::{MessageMeta, RecipientMeta, RefusedMeta};
-use crate::policy::{SmtpReply, State};
-use crate::runtime::store::Snapshot;
+use crate::loopmark::LoopKey;
+use crate::policy::{Policy, SmtpReply};
+use crate::srs::{self, Reversed};
 
 /// The header that marks a message handoff has already forwarded for an account. A message that
 /// comes back carrying the marker for a departed account is kept in that account's mailbox and
@@ -38,10 +39,54 @@ pub const LOOP_HEADER: &str = "X-Handoff-Forwarded";
 pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// What a front end's session needs from its surroundings: the policy in force and the date.
-/// The daemon's [`crate::runtime::store::PolicyStore`] is one; tests use a fixed one.
+/// The daemon's `PolicyStore` (in the runtime) is one; tests use a fixed one.
 pub trait Context {
     fn snapshot(&self) -> Arc<Snapshot>;
     fn today(&self) -> Date;
+}
+
+/// A loaded policy as one transaction uses it from MAIL to end of data, so that a reload in the
+/// middle of a message never mixes two policies in one decision: the policy, its generation
+/// number (1 for the policy loaded at start-up, +1 per reload), the key of the loop markers, and
+/// the engine's cache of what its aliases and departed accounts expand to.
+///
+/// It lives beside the transaction, its user, rather than in the runtime that swaps snapshots
+/// (the pure layers that take one would import the I/O edge) or in the policy (which is what
+/// the admin wrote, compiled: it knows neither the engine's cache nor the loop key).
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub policy: Policy,
+    pub digest: u64,
+    pub loaded_at: jiff::Timestamp,
+    /// Signs and checks the loop markers (read from the state directory by the daemon).
+    pub loop_key: LoopKey,
+    /// Made for `policy`, filled as mail reaches its nodes.
+    expansions: ExpansionCache,
+}
+
+impl Snapshot {
+    pub fn new(
+        generation: u64,
+        policy: Policy,
+        loop_key: LoopKey,
+        loaded_at: jiff::Timestamp,
+    ) -> Snapshot {
+        Snapshot {
+            generation,
+            digest: policy.sources.digest(),
+            expansions: ExpansionCache::new(&policy),
+            policy,
+            loaded_at,
+            loop_key,
+        }
+    }
+
+    /// Decides what happens to mail for `recipient` on `today` ([`engine::resolve`]), reusing
+    /// the expansions earlier recipients reached.
+    pub fn resolve(&self, recipient: &Address, today: Date) -> Resolution {
+        engine::resolve_cached(&self.policy, &self.expansions, recipient, today)
+    }
 }
 
 /// Facts about the SMTP client.
@@ -74,6 +119,9 @@ pub enum Edit {
         name: String,
         value: String,
     },
+    /// Replace the envelope sender with this address (SRS, [`crate::srs`]): the message is
+    /// forwarded out of the company, where the original sender's SPF would fail.
+    ChangeSender(String),
 }
 
 /// What happens to the whole message at end of data.
@@ -169,30 +217,21 @@ impl Message {
     /// The journal record's facts about this transaction. `origin`: `milter`, `lmtp`.
     pub fn archive_meta(&self, size: u64, origin: &str) -> MessageMeta {
         let policy = &self.snapshot.policy;
-        let mut accounts: Vec<String> = Vec::new();
-        let mut seen: HashSet<Address> = HashSet::new();
-        let mut push = |a: &Address| {
-            if seen.insert(a.clone()) {
-                accounts.push(a.to_string());
-            }
-        };
-        for r in &self.recipients {
-            for s in &r.resolution.steps {
-                if let engine::Step::State { address, .. } = s {
-                    push(address);
-                }
-            }
-        }
-        if let Some(acc) = self.sender.as_ref().and_then(|s| policy.account(s)) {
-            push(&acc.address);
-        }
+        // Every account the recipients' decisions consulted, then the sender's, each once.
+        let mut seen: HashSet<&Address> = HashSet::new();
+        let sender_account = self.sender.as_ref().and_then(|s| policy.account(s));
+        let accounts: Vec<&Address> = self
+            .recipients
+            .iter()
+            .flat_map(|r| r.resolution.accounts.iter())
+            .chain(sender_account.map(|acc| &acc.address))
+            .filter(|a| seen.insert(*a))
+            .collect();
         let mut departments: Vec<String> = Vec::new();
         for a in &accounts {
-            let dept = Address::from_envelope(a)
-                .and_then(|a| policy.account(&a))
-                .and_then(|acc| acc.department.clone());
+            let dept = policy.account(a).and_then(|acc| acc.department.as_ref());
             if let Some(d) = dept.filter(|d| !departments.contains(d)) {
-                departments.push(d);
+                departments.push(d.clone());
             }
         }
         // Each final recipient once, and each distinct expansion once as indexes into them:
@@ -250,7 +289,7 @@ impl Message {
             final_recipients: finals.iter().map(|a| a.to_string()).collect(),
             expansions,
             copy_to: self.copy_to.as_ref().map(|a| a.to_string()),
-            accounts,
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
             departments,
             policy_generation: self.snapshot.generation,
             size,
@@ -350,7 +389,11 @@ impl Transaction {
             // An empty RCPT TO (postmaster without domain is not empty): not ours to judge.
             return RcptOutcome::Accepted;
         };
-        let resolution = engine::resolve(&self.snapshot.policy, &address, today);
+        let raw = match self.srs_recipient(raw, &address, today) {
+            Ok(outcome) => return outcome,
+            Err(raw) => raw,
+        };
+        let resolution = self.snapshot.resolve(&address, today);
         match &resolution.verdict {
             Verdict::Deliver => {
                 self.recipients.push(Recipient { raw, resolution });
@@ -369,6 +412,94 @@ impl Transaction {
                 }
             }
         }
+    }
+
+    /// A recipient in the SRS domain: a bounce coming back to an address handoff wrote. A
+    /// genuine one goes to the sender it stands for, a forged, expired or malformed one is
+    /// refused with `550 5.1.1` (no such mailbox: RFC 3463). `Err` gives `raw` back for the
+    /// policy to decide: SRS is off, or the address is not in the SRS domain or has no SRS tag.
+    fn srs_recipient(
+        &mut self,
+        raw: String,
+        address: &Address,
+        today: Date,
+    ) -> Result<RcptOutcome, String> {
+        let srs = self
+            .snapshot
+            .policy
+            .settings
+            .srs
+            .as_ref()
+            .and_then(|s| s.srs.as_ref())
+            .filter(|s| address.domain() == s.domain());
+        let Some(srs) = srs else { return Err(raw) };
+        // The address as written, so the original sender's local part keeps its case.
+        let written = envelope_mailbox(&raw).unwrap_or(address.as_str());
+        let why = match srs.reverse(written, srs::day_number(today)) {
+            Ok(Reversed::NotSrs) => return Err(raw),
+            Ok(Reversed::Address(original)) => match Address::from_envelope(&original) {
+                Some(target) => {
+                    let resolution = Resolution::redirected(address, target);
+                    self.recipients.push(Recipient { raw, resolution });
+                    return Ok(RcptOutcome::Accepted);
+                }
+                None => "not a valid SRS address",
+            },
+            Err(srs::SrsError::Expired(_)) => "the SRS address has expired",
+            Err(_) => "not a valid SRS address",
+        };
+        let reply = SmtpReply::new(
+            550,
+            "5.1.1",
+            format!("<{address}>: Recipient address rejected: {why}"),
+        );
+        let (decision, rule) = (engine::Decision::RejectSrs, engine::Rule::NotLocal);
+        self.refused.push((raw, reply.clone()));
+        Ok(match self.local_submission {
+            true => RcptOutcome::RefusedLater { decision, rule },
+            false => RcptOutcome::Refused {
+                reply,
+                decision,
+                rule,
+            },
+        })
+    }
+
+    /// The SRS address for the envelope sender when the message leaves the company: the
+    /// sender is not the company's own (not in `[domains] local`, the SRS domain or
+    /// `exclude_domains`: its SPF already passes here) and a forward or alias handoff applied
+    /// sends it to an address that is not the company's either. Mail that stays inside keeps
+    /// its sender, and the null sender (a bounce) is never rewritten: it has nowhere to go back
+    /// to.
+    fn srs_sender(&self) -> Option<String> {
+        let settings = self.snapshot.policy.settings.srs.as_ref()?;
+        let srs = settings.srs.as_ref()?;
+        let sender = self.sender.as_ref()?;
+        let policy = &self.snapshot.policy;
+        let ours = |domain: &str| {
+            policy.is_local(domain)
+                || domain == srs.domain()
+                || settings.exclude_domains.iter().any(|d| d == domain)
+        };
+        if ours(sender.domain()) {
+            return None;
+        }
+        let leaves = self
+            .recipients
+            .iter()
+            .filter(|r| r.resolution.rewritten())
+            .flat_map(|r| r.resolution.deliver.iter())
+            .any(|a| !ours(a.domain()));
+        if !leaves {
+            return None;
+        }
+        // The local part as written (a mailbox's local part may be case-sensitive, RFC 5321
+        // section 2.4), the domain in the address module's form (A-labels).
+        let local = envelope_mailbox(&self.sender_raw)
+            .and_then(|m| m.rsplit_once('@'))
+            .map_or(sender.local_part(), |(l, _)| l);
+        let from = format!("{local}@{}", sender.domain());
+        srs.forward(&from, srs::day_number(self.today)).ok()
     }
 
     /// Whether any recipient was accepted.
@@ -448,22 +579,10 @@ impl Transaction {
             return;
         }
         for r in &mut self.recipients {
-            let Some(acc) = r.resolution.steps.iter().find_map(|s| match s {
-                engine::Step::State {
-                    address,
-                    state: State::Departed,
-                    ..
-                } => Some(address.clone()),
-                _ => None,
-            }) else {
-                continue;
-            };
-            if r.resolution.rule == engine::Rule::Departed && self.loop_marked.contains(&acc) {
-                let original = r.resolution.recipient.clone();
-                r.resolution
-                    .steps
-                    .push(engine::Step::LoopMarked { account: acc });
-                r.resolution.deliver = engine::Targets::one(original);
+            if let Some(acc) = r.resolution.departed_account()
+                && self.loop_marked.contains(acc)
+            {
+                r.resolution.keep_loop_marked();
             }
         }
     }
@@ -506,15 +625,12 @@ impl Transaction {
             edits.push(Edit::AddRecipient(c.clone()));
         }
         let mut marked: Vec<&Address> = Vec::new();
-        for s in self
+        for from in self
             .recipients
             .iter()
-            .flat_map(|r| r.resolution.steps.iter())
+            .flat_map(|r| r.resolution.forwarders.iter())
         {
-            if let engine::Step::Forward { from, .. } = s
-                && !marked.contains(&from)
-                && !self.loop_marked.contains(from)
-            {
+            if !marked.contains(&from) && !self.loop_marked.contains(from) {
                 marked.push(from);
             }
         }
@@ -524,8 +640,21 @@ impl Transaction {
                 value: self.snapshot.loop_key.mark(m, self.today),
             });
         }
+        if let Some(sender) = self.srs_sender() {
+            edits.push(Edit::ChangeSender(sender));
+        }
         edits
     }
+}
+
+/// The mailbox of an envelope path as the client wrote it, `<>` and space removed; `None` for
+/// the null path and for an obsolete source route (RFC 5321 section 4.1.2), which
+/// [`Address::from_envelope`] takes apart.
+fn envelope_mailbox(raw: &str) -> Option<&str> {
+    let s = raw.trim();
+    let s = s.strip_prefix('<').unwrap_or(s);
+    let s = s.strip_suffix('>').unwrap_or(s).trim();
+    (!s.is_empty() && !s.starts_with('@')).then_some(s)
 }
 
 #[cfg(test)]
@@ -600,5 +729,307 @@ mod tests {
             meta.final_recipients,
             ["a@corp.example", "b@corp.example", "cs@corp.example"]
         );
+    }
+
+    /// A departed account reached through an alias, and one addressed directly whose loop
+    /// marker the message carries.
+    const DEPARTED: &str = r#"
+[domains]
+local = ["corp.example"]
+
+[aliases]
+"team@corp.example" = ["gone+team@corp.example", "off@corp.example"]
+
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+forward = ["cs@corp.example"]
+keep_copy = false
+department = "sales"
+
+[accounts."back@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+forward = ["cs@corp.example"]
+keep_copy = false
+department = "legal"
+
+[accounts."off@corp.example"]
+state = "disabled"
+department = "it"
+
+[accounts."cs@corp.example"]
+state = "active"
+department = "support"
+"#;
+
+    /// The message for `rcpts`, carrying the loop marker of `back@`, with the recipients'
+    /// `explain` steps wiped before the end of data when `wipe`.
+    fn finished(snap: &Arc<Snapshot>, rcpts: &[&str], wipe: bool) -> Message {
+        let client = Client::default();
+        let mut t = Transaction::begin(snap.clone(), &client, "<>".into(), None, today()).unwrap();
+        let marker = snap.loop_key.mark(
+            &Address::parse_strict("back@corp.example").unwrap(),
+            today(),
+        );
+        t.add_header(LOOP_HEADER.into(), marker.into_bytes());
+        for r in rcpts {
+            assert_eq!(t.rcpt((*r).into(), today()), RcptOutcome::Accepted);
+        }
+        if wipe {
+            for r in &mut t.recipients {
+                r.resolution.steps = engine::Steps::default();
+            }
+        }
+        let mut msg = t.finish(client, None);
+        if wipe {
+            for r in &mut msg.recipients {
+                r.resolution.steps = engine::Steps::default();
+            }
+        }
+        msg
+    }
+
+    /// The journal's accounts and departments, the loop markers added and the loop-marked
+    /// account kept come from the decision's facts: rewording or dropping the `explain` steps
+    /// changes none of them.
+    #[test]
+    fn the_record_and_the_edits_do_not_depend_on_the_trace() {
+        let policy = Policy::from_text("t.toml", DEPARTED).unwrap();
+        let snap = PolicyStore::new(policy).snapshot();
+        let rcpts = ["<team@corp.example>", "<back@corp.example>"];
+        let with = finished(&snap, &rcpts, false);
+        let without = finished(&snap, &rcpts, true);
+        for msg in [&with, &without] {
+            let meta = msg.archive_meta(1, "lmtp");
+            assert_eq!(
+                meta.accounts,
+                [
+                    "gone@corp.example",
+                    "cs@corp.example",
+                    "off@corp.example",
+                    "back@corp.example"
+                ]
+            );
+            assert_eq!(meta.departments, ["sales", "support", "it", "legal"]);
+            // `back@` carries its marker: kept, not forwarded again.
+            assert_eq!(
+                meta.final_recipients,
+                ["cs@corp.example", "back@corp.example"]
+            );
+            let marked: Vec<&str> = msg
+                .edits
+                .iter()
+                .filter_map(|e| match e {
+                    Edit::AddHeader { name, value } if name == LOOP_HEADER => Some(value.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(marked.len(), 1, "{:?}", msg.edits);
+            let gone = Address::parse_strict("gone@corp.example").unwrap();
+            assert_eq!(snap.loop_key.verify(marked[0], today()), Some(gone));
+        }
+        assert_eq!(with.edits, without.edits);
+    }
+
+    /// A policy with `[srs]` and its secret (as the loader would have read it): `gone@` forwards
+    /// to a successor outside, `moved@` to one inside, `sales@` is an alias with an outside
+    /// member, `partner.example` is excluded.
+    fn srs_snapshot() -> Arc<Snapshot> {
+        let text = r#"
+[domains]
+local = ["corp.example"]
+[srs]
+domain = "srs.corp.example"
+secret_file = "/nonexistent"
+exclude_domains = ["partner.example"]
+[aliases]
+"sales@corp.example" = ["a@corp.example", "rep@outside.example"]
+"team@corp.example" = ["a@corp.example", "x@partner.example"]
+[accounts."gone@corp.example"]
+state = "departed"
+successor = "new@outside.example"
+keep_copy = false
+[accounts."moved@corp.example"]
+state = "departed"
+successor = "cs@corp.example"
+keep_copy = false
+"#;
+        let mut policy = Policy::from_text("t.toml", text).unwrap();
+        let srs =
+            crate::srs::Srs::new("srs.corp.example", vec![crate::srs::Secret::new("k")]).unwrap();
+        policy.settings.srs.as_mut().unwrap().srs = Some(srs);
+        PolicyStore::new(policy).snapshot()
+    }
+
+    fn rewriter(snap: &Snapshot) -> &crate::srs::Srs {
+        snap.policy
+            .settings
+            .srs
+            .as_ref()
+            .unwrap()
+            .srs
+            .as_ref()
+            .unwrap()
+    }
+
+    fn sender_edit(snap: &Arc<Snapshot>, from: &str, rcpts: &[&str]) -> Option<String> {
+        let client = Client::default();
+        let mut t = Transaction::begin(snap.clone(), &client, from.into(), None, today()).unwrap();
+        for r in rcpts {
+            assert_eq!(t.rcpt((*r).into(), today()), RcptOutcome::Accepted, "{r}");
+        }
+        let edits = t.finish(client, None).edits;
+        let changes: Vec<&String> = edits
+            .iter()
+            .filter_map(|e| match e {
+                Edit::ChangeSender(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert!(changes.len() <= 1, "{edits:?}");
+        changes.first().map(|s| s.to_string())
+    }
+
+    #[test]
+    fn the_sender_is_rewritten_only_when_a_forward_leaves_the_company() {
+        let snap = srs_snapshot();
+        let day = srs::day_number(today());
+        let srs0 = rewriter(&snap).forward("Ann@example.net", day).unwrap();
+        assert!(srs0.starts_with("SRS0=") && srs0.ends_with("=example.net=Ann@srs.corp.example"));
+        // Forwarded to a successor outside, or through an alias with an outside member.
+        assert_eq!(
+            sender_edit(&snap, "<Ann@example.net>", &["<gone@corp.example>"]),
+            Some(srs0.clone())
+        );
+        assert_eq!(
+            sender_edit(&snap, "<Ann@Example.NET>", &["<sales@corp.example>"]),
+            Some(srs0)
+        );
+        // Staying inside; sent to an outside address as addressed (no forward of handoff's);
+        // forwarded only to an excluded domain.
+        assert_eq!(
+            sender_edit(&snap, "<ann@example.net>", &["<moved@corp.example>"]),
+            None
+        );
+        assert_eq!(
+            sender_edit(&snap, "<ann@example.net>", &["<bob@elsewhere.example>"]),
+            None
+        );
+        assert_eq!(
+            sender_edit(&snap, "<ann@example.net>", &["<team@corp.example>"]),
+            None
+        );
+        // The null sender, and the company's own senders, are never rewritten.
+        assert_eq!(sender_edit(&snap, "<>", &["<gone@corp.example>"]), None);
+        assert_eq!(
+            sender_edit(&snap, "<a@corp.example>", &["<gone@corp.example>"]),
+            None
+        );
+        assert_eq!(
+            sender_edit(&snap, "<x@partner.example>", &["<gone@corp.example>"]),
+            None
+        );
+        // An SRS sender from another forwarder becomes SRS1.
+        let other = "SRS0=abcd=RA=example.net=ann@fwd.example";
+        let srs1 = sender_edit(&snap, &format!("<{other}>"), &["<gone@corp.example>"]).unwrap();
+        assert!(
+            srs1.starts_with("SRS1=")
+                && srs1.ends_with("=fwd.example==abcd=RA=example.net=ann@srs.corp.example"),
+            "{srs1}"
+        );
+    }
+
+    #[test]
+    fn without_srs_configured_nothing_is_rewritten() {
+        let text = "[domains]\nlocal = [\"corp.example\"]\n[accounts.\"gone@corp.example\"]\nstate = \"departed\"\nsuccessor = \"new@outside.example\"\nkeep_copy = false\n";
+        let snap = PolicyStore::new(Policy::from_text("t.toml", text).unwrap()).snapshot();
+        assert_eq!(
+            sender_edit(&snap, "<ann@example.net>", &["<gone@corp.example>"]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bounce_to_an_srs_address_goes_back_to_the_original_sender() {
+        let snap = srs_snapshot();
+        let day = srs::day_number(today());
+        let srs0 = rewriter(&snap).forward("Ann@example.net", day).unwrap();
+        let client = Client::default();
+        let mut t = Transaction::begin(snap.clone(), &client, "<>".into(), None, today()).unwrap();
+        let raw = format!("<{srs0}>");
+        assert_eq!(t.rcpt(raw.clone(), today()), RcptOutcome::Accepted);
+        let msg = t.finish(client, None);
+        assert_eq!(
+            msg.edits,
+            [
+                Edit::RemoveRecipient(raw),
+                Edit::AddRecipient(Address::parse_strict("ann@example.net").unwrap())
+            ]
+        );
+        // No auto-reply for a bounce, and no sender to rewrite.
+        assert!(msg.recipients[0].resolution.autoreplies.is_empty());
+        // A plain address in the SRS domain is left to the policy.
+        let client = Client::default();
+        let mut t = Transaction::begin(snap, &client, "<>".into(), None, today()).unwrap();
+        assert_eq!(
+            t.rcpt("<postmaster@srs.corp.example>".into(), today()),
+            RcptOutcome::Accepted
+        );
+        assert!(t.finish(client, None).edits.is_empty());
+    }
+
+    #[test]
+    fn forged_and_expired_srs_addresses_are_refused_with_5_1_1() {
+        let snap = srs_snapshot();
+        let day = srs::day_number(today());
+        let expired = rewriter(&snap)
+            .forward("ann@example.net", day - 22)
+            .unwrap();
+        let genuine = rewriter(&snap).forward("ann@example.net", day).unwrap();
+        let forged = genuine.replace("=ann@", "=eve@");
+        for (addr, why) in [
+            (expired, "expired"),
+            (forged, "not a valid SRS address"),
+            (
+                "SRS0=abcd@srs.corp.example".to_string(),
+                "not a valid SRS address",
+            ),
+        ] {
+            for local in [false, true] {
+                let client = Client {
+                    local_submission: local,
+                    ..Client::default()
+                };
+                let mut t =
+                    Transaction::begin(snap.clone(), &client, "<>".into(), None, today()).unwrap();
+                let out = t.rcpt(format!("<{addr}>"), today());
+                match (local, out) {
+                    (
+                        false,
+                        RcptOutcome::Refused {
+                            reply, decision, ..
+                        },
+                    ) => {
+                        assert_eq!(decision, engine::Decision::RejectSrs);
+                        let text = reply.to_string();
+                        assert!(
+                            text.starts_with("550 5.1.1 ") && text.contains(why),
+                            "{text}"
+                        );
+                    }
+                    (true, RcptOutcome::RefusedLater { decision, .. }) => {
+                        assert_eq!(decision, engine::Decision::RejectSrs);
+                        let msg = t.finish(client, None);
+                        assert!(
+                            matches!(&msg.outcome, MessageOutcome::Refuse(r) if r.code() == 550),
+                            "{:?}",
+                            msg.outcome
+                        );
+                    }
+                    (_, other) => panic!("{addr}: {other:?}"),
+                }
+            }
+        }
     }
 }

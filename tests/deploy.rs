@@ -124,7 +124,7 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     let text = std::fs::read_to_string(repo().join("deploy/grafana/handoff.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 8));
-    let source = std::fs::read_to_string(repo().join("src/runtime/metrics.rs")).unwrap();
+    let source = std::fs::read_to_string(repo().join("src/metrics.rs")).unwrap();
     let defined: Vec<&str> = source
         .lines()
         .filter(|l| l.starts_with("pub const "))
@@ -151,6 +151,11 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
         "handoff_policy_generation",
         "handoff_policy_last_reload_success_timestamp_seconds",
         "handoff_policy_accounts",
+        "handoff_index_records_total",
+        "handoff_index_lag_records",
+        "handoff_index_lag_seconds",
+        "handoff_index_errors_total",
+        "handoff_index_search_seconds",
     ] {
         assert!(
             queried.iter().any(|q| q == needed),

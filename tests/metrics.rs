@@ -73,6 +73,121 @@ fn value(m: &BTreeMap<String, f64>, sample: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample `{sample}` in the scrape:\n{m:#?}"))
 }
 
+/// The label values of every metric with a fixed label set, as `/metrics` shows them before any
+/// mail: the names the Grafana dashboard and operators' alerts query. They are the domain types'
+/// own names, handed to the metrics module at start-up; a value renamed, dropped or added must
+/// show here.
+#[test]
+fn every_fixed_label_set_is_registered_at_start_up() {
+    let d = Daemon::start(POLICY);
+    let before = scrape(&d);
+    let labels = |name: &str, label: &str| -> Vec<String> {
+        let prefix = format!("{name}{{{label}=\"");
+        let mut values: Vec<String> = before
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix("\"}"))
+            .map(str::to_string)
+            .collect();
+        values.sort();
+        values
+    };
+    let sorted = |v: &[&str]| {
+        let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+    for (name, label, expected) in [
+        (
+            "handoff_recipients_total",
+            "decision",
+            &[
+                "deliver",
+                "forward",
+                "alias",
+                "reject_disabled",
+                "reject_deleted",
+                "defer_frozen",
+                "block_sender",
+                "reject_srs",
+            ][..],
+        ),
+        (
+            "handoff_rule_hits_total",
+            "rule",
+            &[
+                "not_local",
+                "unlisted",
+                "active",
+                "alias",
+                "departed",
+                "disabled",
+                "frozen",
+                "deleted",
+            ],
+        ),
+        (
+            "handoff_autoreplies_suppressed_total",
+            "reason",
+            &[
+                "null_sender",
+                "system_sender",
+                "invalid_sender",
+                "own_address",
+                "loop_marked",
+                "auto_submitted",
+                "precedence",
+                "mailing_list",
+                "auto_response_suppress",
+                "spam",
+                "not_addressed",
+                "unauthenticated",
+                "headers_truncated",
+                "already_replied",
+                "account_rate_limit",
+                "system_rate_limit",
+                "store_unavailable",
+                "memory_full",
+                "queue_full",
+                "shutting_down",
+            ],
+        ),
+        (
+            "handoff_autoreplies_failed_total",
+            "reason",
+            &[
+                "journal",
+                "relay_rejected",
+                "relay_unavailable",
+                "relay_no_smtputf8",
+            ],
+        ),
+        (
+            "handoff_messages_total",
+            "outcome",
+            &["accepted", "rejected", "tempfailed"],
+        ),
+        (
+            "handoff_policy_reloads_total",
+            "result",
+            &["applied", "unchanged", "refused"],
+        ),
+    ] {
+        assert_eq!(labels(name, label), sorted(expected), "{name}");
+        for value in expected {
+            let sample = format!("{name}{{{label}=\"{value}\"}}");
+            assert_eq!(before[&sample], 0.0, "{sample}");
+        }
+    }
+    assert_eq!(
+        labels("handoff_policy_accounts", "state"),
+        sorted(&["active", "departed", "disabled", "frozen", "deleted"])
+    );
+    assert_eq!(
+        labels("handoff_milter_stage_seconds_count", "stage"),
+        sorted(&["mail", "rcpt", "eom"])
+    );
+}
+
 #[test]
 fn every_listed_metric_moves_by_what_was_sent() {
     let d = Daemon::start(POLICY);

@@ -139,10 +139,15 @@ fn a_whole_message_gets_exact_replies() {
         panic!("no OPTNEG reply")
     };
     assert_eq!(version, 6);
-    // The edits, and the macro lists (the fake MTA offers every action, as Postfix does).
+    // The edits (CHGFROM for SRS), and the macro lists (the fake MTA offers every action, as
+    // Postfix does).
     assert_eq!(
         actions,
-        Actions::ADDHDRS | Actions::ADDRCPT | Actions::DELRCPT | Actions::SETSYMLIST
+        Actions::ADDHDRS
+            | Actions::ADDRCPT
+            | Actions::DELRCPT
+            | Actions::CHGFROM
+            | Actions::SETSYMLIST
     );
     assert!(
         macros.contains(&(2, "{auth_authen}".to_string())) && macros.contains(&(5, "i".into())),

@@ -5,10 +5,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use handoff::journal::record::{MessageMeta, RecipientMeta};
-use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
-use handoff::journal::{Body, Entry, Kind};
-
 fn handoff() -> Command {
     Command::new(env!("CARGO_BIN_EXE_handoff"))
 }
@@ -16,35 +12,20 @@ fn handoff() -> Command {
 /// A journal with one message from a hostile sender whose subject is RFC 2047 encoded control
 /// bytes: ESC sequences (clear the screen, set the window title), CR LF, a tab and `=`.
 fn hostile_journal(dir: &Path) {
-    let rcpt = "b@corp.example";
-    let meta = MessageMeta {
-        time: "2026-01-01T00:00:00Z".into(),
-        origin: "milter".into(),
-        sender: "\"x\u{1b}[31m\tred\"@example.net".into(),
-        recipients: vec![RecipientMeta {
-            address: rcpt.into(),
-            rule: "active".into(),
-            deliver: vec![rcpt.into()],
-            expansion: None,
-        }],
-        final_recipients: vec![rcpt.into()],
-        ..MessageMeta::default()
-    };
     let body = b"Subject: =?UTF-8?Q?hi=1B[2J=1B]0;owned=07=0D=0A1-1\t2026=3Dforged=09col?=\r\n\
-Message-ID: <h@example.net>\r\n\r\nbody\r\n"
-        .to_vec();
-    let (mut w, _) = Writer::open(dir, DEFAULT_SEGMENT_BYTES).unwrap();
-    let mut entries = [Entry::new(Kind::Message, &meta, Body::Bytes(body))];
-    w.append(&mut entries).unwrap();
+Message-ID: <h@example.net>\r\n\r\nbody\r\n";
+    crate::support::journal_with_one_message(dir, "\"x\u{1b}[31m\tred\"@example.net", body);
 }
 
 #[test]
 fn archive_search_prints_hostile_subjects_and_addresses_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    hostile_journal(dir.path());
+    // The journal in a directory of its own: its search index goes beside it, in the tempdir.
+    let journal = dir.path().join("journal");
+    hostile_journal(&journal);
     let out = handoff()
         .args(["archive", "search", "--journal"])
-        .arg(dir.path())
+        .arg(&journal)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();

@@ -329,3 +329,46 @@ fn includes_must_be_regular_files_of_bounded_size() {
         );
     }
 }
+
+/// `check` shows the departments as a tree: each sub-department under its parent, with the
+/// accounts of the department and its sub-departments (what `archive search --department`
+/// selects); spellings that differ in case are one department.
+#[test]
+fn check_reports_the_department_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handoff.toml");
+    let mut policy = String::from("[domains]\nlocal = [\"corp.example\"]\n");
+    for (i, dept) in [
+        "sales",
+        "sales/emea",
+        "Sales/EMEA",
+        "sales/emea/north",
+        "sales/apac",
+        "hr",
+    ]
+    .iter()
+    .enumerate()
+    {
+        policy.push_str(&format!(
+            "[accounts.\"u{i}@corp.example\"]\nstate = \"active\"\ndepartment = \"{dept}\"\n"
+        ));
+    }
+    policy.push_str("[accounts.\"nobody@corp.example\"]\nstate = \"active\"\n");
+    std::fs::write(&path, policy).unwrap();
+    let out = handoff().arg("check").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let tree: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(
+        tree,
+        [
+            "departments (accounts, sub-departments included):",
+            "  hr (1)",
+            "  sales (5)",
+            "    apac (1)",
+            "    emea (3)",
+            "      north (1)",
+        ],
+        "{stdout}"
+    );
+}

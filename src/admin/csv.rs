@@ -42,108 +42,26 @@ const COLUMNS: [&str; 8] = [
 
 /// Parses the CSV text of `name`. Errors are `NAME:LINE: message`, all of them.
 pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(::csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let mut errors = Vec::new();
-    let header: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|c| c.to_ascii_lowercase()).collect(),
-        Err(e) => return Err(vec![format!("{name}:1: {e}")]),
-    };
-    let mut index = [None; COLUMNS.len()];
-    for (i, col) in header.iter().enumerate() {
-        match COLUMNS.iter().position(|c| c == col) {
-            Some(j) if index[j].is_none() => index[j] = Some(i),
-            Some(_) => errors.push(format!("{name}:1: column `{col}` appears twice")),
-            None => errors.push(format!(
-                "{name}:1: unknown column `{col}` (known: {})",
-                COLUMNS.join(", ")
-            )),
-        }
-    }
-    for required in [0, 1] {
-        if index[required].is_none() {
-            errors.push(format!(
-                "{name}:1: the header has no `{}` column",
-                COLUMNS[required]
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let mut rows: Vec<Row> = Vec::new();
-    // The line each address was first seen on, and a line counter that only moves forward: both
-    // keep the import linear in its rows.
+    // The line each address was first seen on: a map, so the import stays linear in its rows.
     let mut first_line: HashMap<Address, u64> = HashMap::new();
-    let mut lines = LineCounter::default();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                errors.push(format!("{name}:{line}: {e}"));
-                continue;
+    let errors =
+        crate::csvtable::each_row(name, text, &COLUMNS, &[0, 1], |line, cells| {
+            match row(&cells) {
+                Ok(edit) => match first_line.get(&edit.address) {
+                    Some(first) => vec![format!("`{}` is already on line {first}", edit.address)],
+                    None => {
+                        first_line.insert(edit.address.clone(), line);
+                        rows.push(Row { line, edit });
+                        Vec::new()
+                    }
+                },
+                Err(messages) => messages,
             }
-        };
-        let line = record
-            .position()
-            .map_or(0, |p| lines.line_of(text, p.byte()));
-        let cell = |j: usize| index[j].and_then(|i| record.get(i)).unwrap_or("");
-        let cells: [&str; COLUMNS.len()] = std::array::from_fn(cell);
-        if cells.iter().all(|c| c.is_empty()) {
-            continue;
-        }
-        match row(&cells) {
-            Ok(edit) => match first_line.get(&edit.address) {
-                Some(first) => errors.push(format!(
-                    "{name}:{line}: `{}` is already on line {first}",
-                    edit.address
-                )),
-                None => {
-                    first_line.insert(edit.address.clone(), line);
-                    rows.push(Row { line, edit });
-                }
-            },
-            Err(messages) => {
-                errors.extend(messages.into_iter().map(|m| format!("{name}:{line}: {m}")));
-            }
-        }
-    }
+        });
     match errors.is_empty() {
         true => Ok(rows),
         false => Err(errors),
-    }
-}
-
-/// Counts newlines up to increasing byte offsets, each byte once.
-#[derive(Default)]
-struct LineCounter {
-    /// Bytes counted so far, and the newlines among them.
-    at: usize,
-    newlines: u64,
-}
-
-impl LineCounter {
-    /// The 1-based line a record starts on. The reader's own line count can lag behind after a
-    /// blank line it skipped, so count from the record's byte offset, past any blank lines.
-    /// Offsets come in increasing order (records in file order); a smaller one counts again from
-    /// the start.
-    fn line_of(&mut self, text: &str, byte: u64) -> u64 {
-        let at = usize::try_from(byte).unwrap_or(usize::MAX).min(text.len());
-        let rest = &text[at..];
-        let start = at + (rest.len() - rest.trim_start_matches(['\r', '\n']).len());
-        if start < self.at {
-            *self = LineCounter::default();
-        }
-        self.newlines += text.as_bytes()[self.at..start]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count() as u64;
-        self.at = start;
-        self.newlines + 1
     }
 }
 

@@ -36,21 +36,21 @@ pub struct Changed {
 pub enum AdminError {
     #[error("the policy does not load as it is; fix it before editing it:\n{0}")]
     Broken(LoadError),
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: cannot edit: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
-    #[error("{}: {source}", path.display())]
-    Edit { path: PathBuf, source: EditError },
+    #[error("{}: {cause}", path.display())]
+    Edit { path: PathBuf, cause: EditError },
     #[error("the edited policy would be invalid, so nothing was written:\n{0}")]
     Invalid(Diagnostics),
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -96,7 +96,7 @@ pub fn plan(config: &Path, edits: &[Edit]) -> Result<Vec<Changed>, AdminError> {
             }
         };
         let (_, _, doc, keys) = &mut docs[i];
-        edit::apply_indexed(doc, keys, e).map_err(|source| AdminError::Edit { path, source })?;
+        edit::apply_indexed(doc, keys, e).map_err(|cause| AdminError::Edit { path, cause })?;
     }
     let changed: Vec<Changed> = docs
         .into_iter()
@@ -124,9 +124,9 @@ pub fn commit(changed: &[Changed], config: &Path) -> Result<(), AdminError> {
     let mut order: Vec<&Changed> = changed.iter().collect();
     order.sort_by_key(|c| c.path == config);
     for c in order {
-        replace(&c.path, &c.after).map_err(|source| AdminError::Write {
+        replace(&c.path, &c.after).map_err(|cause| AdminError::Write {
             path: c.path.clone(),
-            source,
+            cause,
         })?;
     }
     Ok(())

@@ -28,6 +28,15 @@ const MAX_REFERENCES: usize = 10;
 /// Longest message id accepted from the original (RFC 5322 sets no limit; RFC 5321 a line of
 /// 998 octets).
 const MAX_ID_LEN: usize = 250;
+/// What `{original_subject}` says for a message that had no Subject (or an empty one): the
+/// text mail programs show for such a message, rather than a template ending in `Auto: `.
+pub const NO_SUBJECT: &str = "(no subject)";
+/// RFC 2047 section 2: an encoded word is at most 75 characters, and a header line that holds
+/// one at most 76.
+const MAX_ENCODED_WORD: usize = 75;
+const MAX_ENCODED_LINE: usize = 76;
+/// RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters.
+const MAX_LINE: usize = 78;
 
 /// What one reply is made of.
 #[derive(Debug, Clone)]
@@ -36,6 +45,8 @@ pub struct ReplyParts<'a> {
     pub template: &'a Template,
     /// The envelope sender of the original: `To:` and the reply's only recipient.
     pub to: &'a Address,
+    /// The original's Subject: `Some("")` when it had none, `None` when the template's
+    /// `original_subject` setting withholds it.
     pub original_subject: Option<&'a str>,
     /// Without angle brackets.
     pub original_message_id: Option<&'a str>,
@@ -69,10 +80,13 @@ pub fn build(p: &ReplyParts<'_>) -> BuiltReply {
         .from
         .clone()
         .unwrap_or_else(|| account.address.clone());
-    let original_subject = truncate(
-        &one_line(p.original_subject.unwrap_or("")),
-        MAX_ORIGINAL_SUBJECT,
-    );
+    let original_subject = match p.original_subject {
+        Some(s) => match truncate(&one_line(s), MAX_ORIGINAL_SUBJECT) {
+            t if t.is_empty() => NO_SUBJECT.to_string(),
+            t => t,
+        },
+        None => String::new(),
+    };
     // The text is for people: IDN domains as U-labels (`li@公司.中国`, not `xn--`). The
     // envelope and the From/To headers keep the lookup form.
     let successor = account
@@ -109,19 +123,18 @@ pub fn build(p: &ReplyParts<'_>) -> BuiltReply {
     let domain = from.domain().to_string();
     let message_id = format!("{}@{}", p.unique, domain);
     let name = one_line(&account.name);
-    let from_header = if name.trim().is_empty() {
-        HeaderAddress::new_address(None::<String>, from.as_str().to_string())
-    } else {
-        HeaderAddress::new_address(Some(name.trim().to_string()), from.as_str().to_string())
-    };
 
+    // From and Subject are written here, not by mail-builder: its encoder keeps the multi-byte
+    // character that crosses its length limit in the word, so long Chinese, Japanese or emoji
+    // text made encoded words longer than RFC 2047 allows (some clients then show the raw
+    // `=?utf-8?B?…` text).
+    let mut head = from_field(name.trim(), from.as_str());
+    head.push_str(&text_field("Subject", &subject));
     let mut builder = MessageBuilder::new()
-        .from(from_header)
         .to(HeaderAddress::new_address(
             None::<String>,
             p.to.as_str().to_string(),
         ))
-        .subject(subject.clone())
         .date(Date::new(p.date))
         .message_id(MessageId::new(message_id.clone()));
     if let Some(id) = &in_reply_to {
@@ -132,13 +145,15 @@ pub fn build(p: &ReplyParts<'_>) -> BuiltReply {
     }
     // RFC 3834 section 5: the reply is auto-generated and must not be answered automatically;
     // Exchange and Outlook honour X-Auto-Response-Suppress instead.
-    let message = builder
+    let rest = builder
         .header("Auto-Submitted", Raw::new("auto-replied"))
         .header("X-Auto-Response-Suppress", Raw::new("All"))
         .text_body(body)
         .write_to_vec()
         // Writing into a Vec cannot fail.
         .unwrap_or_default();
+    let mut message = head.into_bytes();
+    message.extend_from_slice(&rest);
     BuiltReply {
         from,
         message_id: format!("<{message_id}>"),
@@ -146,6 +161,102 @@ pub fn build(p: &ReplyParts<'_>) -> BuiltReply {
         subject,
         message,
     }
+}
+
+/// `From: name <address>\r\n`: the name as an atom phrase, a quoted string or encoded words,
+/// whichever it needs (RFC 5322 section 3.4, RFC 2047 section 5).
+fn from_field(name: &str, address: &str) -> String {
+    const FIELD: &str = "From: ";
+    if name.is_empty() {
+        return format!("{FIELD}{address}\r\n");
+    }
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~ ".contains(c);
+    if needs_encoding(name) {
+        // The address on a line of its own: the words' lines stay within 76 characters.
+        return format!(
+            "{FIELD}{}\r\n <{address}>\r\n",
+            encoded_words(name, FIELD.len())
+        );
+    }
+    if name.chars().all(atext) {
+        format!("{FIELD}{name} <{address}>\r\n")
+    } else {
+        let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("{FIELD}\"{quoted}\" <{address}>\r\n")
+    }
+}
+
+/// `Name: text\r\n` for unstructured text (one line already): plain ASCII folded at spaces,
+/// anything else as encoded words.
+fn text_field(field: &str, text: &str) -> String {
+    let used = field.len() + 2;
+    let value = if needs_encoding(text) {
+        encoded_words(text, used)
+    } else {
+        fold(text, used)
+    };
+    format!("{field}: {value}\r\n")
+}
+
+/// Whether text cannot go into a header as it is: not printable ASCII, or it holds `=?`,
+/// which a reader would take for the start of an encoded word.
+fn needs_encoding(text: &str) -> bool {
+    !text.bytes().all(|b| (0x20..0x7f).contains(&b)) || text.contains("=?")
+}
+
+/// ASCII text folded before a word that would take its line past 78 characters.
+fn fold(text: &str, mut used: usize) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            if used + 1 + word.len() > MAX_LINE && used > 1 {
+                out.push_str("\r\n");
+                used = 0;
+            }
+            out.push(' ');
+            used += 1;
+        }
+        out.push_str(word);
+        used += word.len();
+    }
+    out
+}
+
+/// `text` as UTF-8 "B" encoded words (RFC 2047 sections 4.1 and 5), each at most 75
+/// characters on a line of at most 76, each holding whole characters (section 5: a word must
+/// decode on its own), separated by folds. `used` is what the first line already holds.
+fn encoded_words(text: &str, mut used: usize) -> String {
+    use base64::Engine as _;
+    const OPEN: &str = "=?utf-8?B?";
+    const CLOSE: &str = "?=";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = String::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        if !out.is_empty() {
+            out.push_str("\r\n ");
+            used = 1;
+        }
+        let room = MAX_ENCODED_LINE
+            .saturating_sub(used)
+            .min(MAX_ENCODED_WORD)
+            .saturating_sub(OPEN.len() + CLOSE.len());
+        // Every 3 bytes take 4 characters.
+        let mut cut = (room / 4 * 3).min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut == 0 {
+            // No room left on this line (a long field name): one character, on the next line.
+            cut = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (chunk, tail) = rest.split_at(cut);
+        let word = format!("{OPEN}{}{CLOSE}", b64.encode(chunk));
+        used += word.len();
+        out.push_str(&word);
+        rest = tail;
+    }
+    out
 }
 
 /// Text for a header: every control character (CR and LF included) becomes a space, runs of
@@ -456,6 +567,124 @@ autoreply = "departed"
         assert!(r.subject.ends_with('…'));
         let parsed = MessageParser::new().parse(&r.message).unwrap();
         assert_eq!(parsed.subject(), Some(r.subject.as_str()));
+    }
+
+    /// Every `=?charset?enc?text?=` in the header section, with the line it is on.
+    fn encoded_words_of(message: &[u8]) -> Vec<(String, String)> {
+        let text = String::from_utf8(message.to_vec()).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        let mut out = Vec::new();
+        for line in head.split("\r\n") {
+            let mut rest = line;
+            while let Some(start) = rest.find("=?") {
+                let after = &rest[start + 2..];
+                // charset ? encoding ? text ?=
+                let mut parts = after.splitn(3, '?');
+                let (cs, enc, tail) = (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                );
+                let end = tail.find("?=").expect("a closed encoded word");
+                let len = 2 + cs.len() + 1 + enc.len() + 1 + end + 2;
+                out.push((rest[start..start + len].to_string(), line.to_string()));
+                rest = &rest[start + len..];
+            }
+        }
+        out
+    }
+
+    /// RFC 2047 section 2, whatever the script and the length: long Japanese, Chinese and
+    /// emoji subjects and names, each word at most 75 characters on a line of at most 76, each
+    /// decoding on its own to whole characters, and the whole decoding back to the text.
+    #[test]
+    fn every_encoded_word_is_at_most_75_characters() {
+        use base64::Engine as _;
+        let subjects = [
+            "来週の会議の議事録と資料を添付いたしますのでご確認のほどよろしくお願い申し上げます"
+                .repeat(3),
+            "关于第三季度销售报告的修订版本以及下一步工作计划的安排请各位同事审阅".repeat(3),
+            "🎉🎊👍🏽🇯🇵😀🚀✨🔥💯🙏".repeat(8),
+            "Quarterly report 第三季度 📈 for the team, revised — see attached".repeat(3),
+            "é".repeat(150),
+            "ascii with =?utf-8?B?aGk=?= inside".to_string(),
+        ];
+        for name in ["张三 Zhang San", &"山田太郎・やまだたろう・📧".repeat(6)] {
+            let text = POLICY.replace("张三 Zhang San", name);
+            let f = Fixture {
+                policy: Policy::from_text("p.toml", &text).unwrap(),
+                to: Address::parse_strict("ext@partner.example").unwrap(),
+            };
+            for subject in &subjects {
+                for template in ["plain", "departed"] {
+                    let r = reply(&f, template, Some(subject), None, &[]);
+                    let words = encoded_words_of(&r.message);
+                    assert!(!words.is_empty(), "{subject}");
+                    for (word, line) in &words {
+                        assert!(word.len() <= 75, "{} characters: {word}", word.len());
+                        assert!(line.len() <= 76, "{} characters: {line}", line.len());
+                        let b64 = word
+                            .strip_prefix("=?utf-8?B?")
+                            .and_then(|w| w.strip_suffix("?="))
+                            .unwrap_or_else(|| panic!("{word}"));
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap();
+                        assert!(String::from_utf8(bytes).is_ok(), "{word}");
+                    }
+                    let parsed = MessageParser::new().parse(&r.message).unwrap();
+                    assert_eq!(parsed.subject(), Some(r.subject.as_str()));
+                    let from = parsed.from().unwrap().first().unwrap();
+                    assert_eq!(from.name(), Some(name));
+                    assert_eq!(from.address(), Some(r.from.as_str()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_headers_stay_readable() {
+        let f = fixture();
+        let r = reply(&f, "plain", Some(&"word ".repeat(40)), None, &[]);
+        let text = String::from_utf8(r.message.clone()).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        assert!(!head.contains("Subject: =?"), "{head}");
+        for line in head.split("\r\n") {
+            assert!(line.len() <= 78, "{line}");
+        }
+        let parsed = MessageParser::new().parse(&r.message).unwrap();
+        assert_eq!(parsed.subject(), Some(r.subject.as_str()));
+        for name in ["Doe, John", "O'Brien \"OB\" \\ x"] {
+            let text = POLICY.replace(
+                "张三 Zhang San",
+                &name.replace('\\', "\\\\").replace('"', "\\\""),
+            );
+            let f = Fixture {
+                policy: Policy::from_text("p.toml", &text).unwrap(),
+                to: Address::parse_strict("ext@partner.example").unwrap(),
+            };
+            let r = reply(&f, "departed", Some("x"), None, &[]);
+            let parsed = MessageParser::new().parse(&r.message).unwrap();
+            let from = parsed.from().unwrap().first().unwrap();
+            assert_eq!(from.name(), Some(name));
+            assert_eq!(from.address(), Some("gone@corp.example"));
+        }
+    }
+
+    /// A message without a Subject: the template says so instead of ending in nothing.
+    #[test]
+    fn original_subject_of_a_message_without_one() {
+        let f = fixture();
+        for none in ["", "   ", "\r\n"] {
+            let r = reply(&f, "plain", Some(none), None, &[]);
+            assert_eq!(r.subject, "Re: (no subject)", "{none:?}");
+        }
+        assert_eq!(
+            reply(&f, "plain", Some("hello"), None, &[]).subject,
+            "Re: hello"
+        );
+        // Withheld (`original_subject = "never"`, or not vouched for): nothing, as documented.
+        assert_eq!(reply(&f, "plain", None, None, &[]).subject, "Re:");
     }
 
     #[test]

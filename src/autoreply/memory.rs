@@ -34,13 +34,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::address::Address;
+use crate::policy::AutoreplySettings;
 
 /// How long a claim waits for its reply to be sent: longer than the sender's whole retry
 /// schedule (see `sender::RetryPolicy`), so a claim never expires while its reply is still
 /// being tried.
 pub const PENDING_SECS: u32 = 30 * 60;
-/// The longest `days` the policy allows; older entries are dropped when the log is loaded.
-pub const MAX_DAYS: u32 = 60;
 /// The embedded store's capacity. 1,500,000 pairs fit in 2^21 hash buckets: about 44 MB. At
 /// the default caps (1000 replies an hour) seven days make at most 168,000 pairs.
 pub const MAX_PAIRS: usize = 1_500_000;
@@ -127,8 +126,8 @@ type KeyMap<V> = HashMap<PairKey, V, BuildHasherDefault<KeyHasher>>;
 /// The memory could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("auto-reply memory {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("auto-reply memory {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{} is not a handoff auto-reply memory file (bad header)", path.display())]
     NotAMemoryFile { path: PathBuf },
     #[error("redis: {0}")]
@@ -173,10 +172,10 @@ impl Memory {
                 // Private like the journal: 0700, and refused when another user owns it (see
                 // crate::fsops); a looser directory of ours is tightened, with a warning.
                 let (_, was) =
-                    crate::fsops::Dir::open_private(state_dir, 0o700).map_err(|source| {
+                    crate::fsops::Dir::open_private(state_dir, 0o700).map_err(|cause| {
                         MemoryError::Io {
                             path: state_dir.to_path_buf(),
-                            source,
+                            cause,
                         }
                     })?;
                 if let Some(mode) = was {
@@ -272,11 +271,11 @@ pub struct LocalMemory {
 
 impl LocalMemory {
     /// Opens (or creates) the log at `path` and loads every pair answered in the last
-    /// [`MAX_DAYS`] days. A torn or corrupt tail is cut off, with a warning.
+    /// [`AutoreplySettings::MAX_DAYS`] days. A torn or corrupt tail is cut off, with a warning.
     pub fn open(path: &Path, max_pairs: usize) -> Result<LocalMemory, MemoryError> {
-        let io_err = |source| MemoryError::Io {
+        let io_err = |cause| MemoryError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         // A compaction that did not reach its rename left this behind; the log is intact.
         let _ = fs::remove_file(tmp_path(path));
@@ -298,7 +297,7 @@ impl LocalMemory {
             });
         }
         let now = unix_now();
-        let oldest = now.saturating_sub(MAX_DAYS * 86_400);
+        let oldest = now.saturating_sub(AutoreplySettings::MAX_DAYS * 86_400);
         let in_file = (bytes.len() - MAGIC.len()) / RECORD_LEN;
         let mut replied =
             KeyMap::with_capacity_and_hasher(in_file.min(max_pairs), Default::default());
@@ -335,12 +334,12 @@ impl LocalMemory {
             last_sweep: None,
         };
         if m.needs_compaction() {
-            m.compact(now, MAX_DAYS)?;
+            m.compact(now, AutoreplySettings::MAX_DAYS)?;
         }
         Ok(m)
     }
 
-    /// Pairs remembered (answered within the last [`MAX_DAYS`] days, at most).
+    /// Pairs remembered (answered within the last [`AutoreplySettings::MAX_DAYS`] days, at most).
     pub fn len(&self) -> usize {
         self.replied.len()
     }
@@ -391,9 +390,9 @@ impl LocalMemory {
         self.pending.remove(&key);
         self.replied.insert(key, now);
         let record = encode(key, now);
-        let io_err = |source| MemoryError::Io {
+        let io_err = |cause| MemoryError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         };
         self.file.write_all(&record).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)?;
@@ -420,9 +419,9 @@ impl LocalMemory {
         self.replied
             .retain(|_, at| now.saturating_sub(*at) < window);
         let tmp = tmp_path(&self.path);
-        let io_err = |source| MemoryError::Io {
+        let io_err = |cause| MemoryError::Io {
             path: tmp.clone(),
-            source,
+            cause,
         };
         let _ = fs::remove_file(&tmp);
         let mut out = io::BufWriter::new(
@@ -441,9 +440,9 @@ impl LocalMemory {
         sync_dir(&self.path).map_err(io_err)?;
         self.file = private_file(OpenOptions::new().append(true))
             .open(&self.path)
-            .map_err(|source| MemoryError::Io {
+            .map_err(|cause| MemoryError::Io {
                 path: self.path.clone(),
-                source,
+                cause,
             })?;
         self.records = self.replied.len() as u64;
         Ok(())
@@ -746,6 +745,30 @@ mod tests {
         ));
         assert!(matches!(
             m.reserve(key(2), now, 7, at),
+            Reserve::Reserved(_)
+        ));
+    }
+
+    /// The longest `days` a policy may set is how far back a restart remembers.
+    #[test]
+    fn a_restart_remembers_as_many_days_as_the_policy_may_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let days = AutoreplySettings::MAX_DAYS;
+        let now = unix_now();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&encode(key(1), now - days * DAY + 3600));
+        bytes.extend_from_slice(&encode(key(2), now - days * DAY - 3600));
+        fs::write(&path, &bytes).unwrap();
+        let mut m = LocalMemory::open(&path, 100).unwrap();
+        assert_eq!(m.len(), 1);
+        let at = Instant::now();
+        assert!(matches!(
+            m.reserve(key(1), now, days, at),
+            Reserve::AlreadyReplied
+        ));
+        assert!(matches!(
+            m.reserve(key(2), now, days, at),
             Reserve::Reserved(_)
         ));
     }

@@ -25,6 +25,7 @@
 //! try harder).
 
 pub mod build;
+pub mod dkim;
 pub mod memory;
 pub mod rate;
 pub mod rules;
@@ -43,10 +44,9 @@ use tokio::task::JoinSet;
 
 use crate::address::Address;
 use crate::engine;
+use crate::metrics;
 use crate::policy::OriginalSubject;
-use crate::runtime::metrics;
-use crate::runtime::store::Snapshot;
-use crate::transaction::Message;
+use crate::transaction::{Message, Snapshot};
 
 pub use memory::{Memory, MemoryError, PairKey};
 pub use rules::Suppression;
@@ -97,7 +97,7 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// SMTP session timeout towards the relay.
     pub relay_timeout: Duration,
-    /// The EHLO name.
+    /// The EHLO name: `serve` passes this host's name (`runtime::listen::host_name`).
     pub helo: String,
     /// On shutdown, how long replies being sent may take to finish.
     pub shutdown_grace: Duration,
@@ -110,7 +110,7 @@ impl Default for Config {
             concurrency: 4,
             retry: RetryPolicy::default(),
             relay_timeout: Duration::from_secs(30),
-            helo: sender::helo_name(),
+            helo: "localhost".into(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -171,6 +171,17 @@ impl Draft {
             date: self.created.as_second(),
             unique: &unique,
         });
+        // Signed here, before the journal hook sees it: the journal keeps exactly what leaves.
+        let message = match policy.dkim.sign(built.from.domain(), &built.message) {
+            Ok(Some(signed)) => signed,
+            Ok(None) => built.message,
+            Err(e) => {
+                // Not expected with a key that loaded; the reply still goes, unsigned, as it
+                // would without `[dkim]`.
+                tracing::error!(account = %self.account, domain = built.from.domain(), "auto-reply not DKIM-signed: {e}");
+                built.message
+            }
+        };
         Ok(OutgoingReply {
             account: self.account.clone(),
             template: self.template.clone(),
@@ -180,7 +191,7 @@ impl Draft {
             in_reply_to: built.in_reply_to,
             queue_id: self.queue_id.clone(),
             created: self.created,
-            message: built.message,
+            message,
         })
     }
 }
@@ -206,15 +217,10 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
         if r.resolution.autoreplies.is_empty() {
             continue;
         }
-        let mut forms = vec![r.resolution.recipient.clone()];
-        for s in &r.resolution.steps {
-            match s {
-                engine::Step::Alias { address, .. } | engine::Step::Detail { address, .. } => {
-                    forms.push(address.clone())
-                }
-                _ => {}
-            }
-        }
+        let forms: Vec<Address> = std::iter::once(&r.resolution.recipient)
+            .chain(&r.resolution.forms)
+            .cloned()
+            .collect();
         for p in &r.resolution.autoreplies {
             match wanted.iter_mut().find(|(w, _)| w.account == p.account) {
                 Some((_, f)) => f.extend(forms.iter().cloned()),
@@ -236,12 +242,28 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
         .sender
         .as_ref()
         .is_some_and(|s| rules::vouched_for(&facts, s, &settings.authserv_ids));
+    // The accounts the sender's own address reaches: mail from an alias or a forward source
+    // of an account is mail from the account. (The +detail form is the rules' own check.)
+    let today = now.to_zoned(jiff::tz::TimeZone::system()).date();
+    let sender_reaches: Vec<Address> = msg
+        .sender
+        .as_ref()
+        .map(|s| {
+            msg.snapshot
+                .resolve(s, today)
+                .accounts
+                .iter()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(wanted.len());
     for (p, forms) in wanted {
         let target = rules::Target {
             account: &p.account,
             forms: &forms,
             delimiter: policy.recipient_delimiter,
+            sender_reaches: &sender_reaches,
         };
         let verdict = rules::judge(&facts, msg.sender.as_ref(), target, auth);
         let job = verdict.and_then(|()| {
@@ -254,9 +276,12 @@ pub fn plan(msg: &Message, now: jiff::Timestamp) -> Vec<(Address, Result<Job, Su
                 .templates
                 .get(&p.template)
                 .ok_or(Suppression::NotAddressed)?;
+            // `Some("")` for a message without a Subject: the reply says so (`build`).
             let original_subject = match template.original_subject {
-                OriginalSubject::Always => facts.subject.clone(),
-                OriginalSubject::Authenticated if vouched => facts.subject.clone(),
+                OriginalSubject::Always => Some(facts.subject.clone().unwrap_or_default()),
+                OriginalSubject::Authenticated if vouched => {
+                    Some(facts.subject.clone().unwrap_or_default())
+                }
                 OriginalSubject::Authenticated | OriginalSubject::Never => None,
             };
             Ok(Job {
@@ -519,7 +544,7 @@ impl Ctx {
 
 /// Counts and logs one suppression.
 fn suppressed(reason: Suppression, account: &Address, queue_id: &str) {
-    metrics::autoreply_suppressed(reason);
+    metrics::autoreply_suppressed(reason.as_str());
     tracing::info!(queue_id, account = %account, reason = reason.as_str(), "auto-reply suppressed");
 }
 

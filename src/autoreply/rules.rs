@@ -38,7 +38,7 @@ pub enum Suppression {
     /// `X-Spam-Flag: YES` or `X-Spam-Status: Yes`.
     Spam,
     /// The account (or the alias or `+detail` address that led to it) is not in To, Cc, Bcc,
-    /// Resent-To or Resent-Cc (RFC 3834 section 2).
+    /// Resent-To, Resent-Cc or Resent-Bcc (RFC 3834 section 2).
     NotAddressed,
     /// `require_authenticated` is on and no trusted `Authentication-Results` vouches for the
     /// sender.
@@ -124,22 +124,25 @@ const LIST_HEADERS: [&str; 7] = [
 ];
 
 /// The headers that name the recipients a reply may be owed to (RFC 3834 section 2 names To
-/// and Cc; Bcc and the Resent- forms also name the recipient deliberately).
-const ADDRESSED_HEADERS: [HeaderName<'static>; 5] = [
+/// and Cc; Bcc and the Resent- forms, Resent-Bcc included (RFC 5322 section 3.6.6), also name
+/// the recipient deliberately).
+const ADDRESSED_HEADERS: [HeaderName<'static>; 6] = [
     HeaderName::To,
     HeaderName::Cc,
     HeaderName::Bcc,
     HeaderName::ResentTo,
     HeaderName::ResentCc,
+    HeaderName::ResentBcc,
 ];
 
 /// The headers mail-parser reads for [`Facts`]: address lists, and what the reply quotes.
-const STRUCTURED_HEADERS: [&str; 9] = [
+const STRUCTURED_HEADERS: [&str; 10] = [
     "To",
     "Cc",
     "Bcc",
     "Resent-To",
     "Resent-Cc",
+    "Resent-Bcc",
     "From",
     "Subject",
     "Message-ID",
@@ -161,8 +164,8 @@ pub struct Facts {
     pub auto_response_suppress: Vec<String>,
     /// `X-Spam-Flag: YES` or `X-Spam-Status: Yes…`.
     pub spam: bool,
-    /// Every address in To, Cc, Bcc, Resent-To and Resent-Cc (groups and display names
-    /// resolved, encoded words decoded).
+    /// Every address in To, Cc, Bcc, Resent-To, Resent-Cc and Resent-Bcc (groups and display
+    /// names resolved, encoded words decoded).
     pub recipients: Vec<Address>,
     /// The domain of the first `From:` address, lower case.
     pub from_domain: Option<String>,
@@ -282,6 +285,9 @@ pub struct Target<'a> {
     pub forms: &'a [Address],
     /// `recipient_delimiter`, to see `a+tag@` in a header as `a@`.
     pub delimiter: Option<char>,
+    /// The accounts the envelope sender's own address reaches in the policy (it is an alias
+    /// or a forward source of them): the account's other addresses, which it does not answer.
+    pub sender_reaches: &'a [Address],
 }
 
 /// The `require_authenticated` setting.
@@ -313,7 +319,10 @@ pub fn judge(
         .delimiter
         .and_then(|d| sender.without_detail(d))
         .unwrap_or_else(|| sender.clone());
-    if sender == target.account || &sender_base == target.account {
+    if sender == target.account
+        || &sender_base == target.account
+        || target.sender_reaches.contains(target.account)
+    {
         return Err(Suppression::OwnAddress);
     }
     if facts.loop_marks.contains(target.account) {
@@ -358,26 +367,38 @@ fn bulk_precedence(p: &str) -> bool {
 
 /// Local parts that belong to software, not people (RFC 3834 section 2 names the `owner-` and
 /// `-request` conventions of list managers; RFC 5321 section 4.5.1 postmaster; MAILER-DAEMON is
-/// sendmail's and Postfix's bounce sender).
+/// sendmail's and Postfix's bounce sender), and senders that say no one reads replies.
 pub fn is_system_sender(addr: &Address) -> bool {
     let local = addr.local_part();
-    // `noreply+123@` is still noreply.
+    // `postmaster+123@` is still postmaster.
     let base = local.split('+').next().unwrap_or(local);
     matches!(
         base,
-        "mailer-daemon"
-            | "postmaster"
-            | "listserv"
-            | "majordomo"
-            | "noreply"
-            | "no-reply"
-            | "no_reply"
-            | "donotreply"
-            | "do-not-reply"
+        "mailer-daemon" | "postmaster" | "listserv" | "majordomo"
     ) || base.starts_with("owner-")
         || base.ends_with("-request")
         || base.ends_with("-owner")
         || base.ends_with("-bounces")
+        || says_no_reply(local)
+}
+
+/// The no-reply words, as runs of tokens joined: `noreply`, `no-reply`, `do_not_reply`, …
+const NO_REPLY: [&str; 3] = ["noreply", "donotreply", "dontreply"];
+
+/// Whether a local part says "no reply" as a token of its own: `noreply-dmarc-support`,
+/// `notifications-noreply`, `do-not-reply+x`, `info.no_reply`. The tokens are what `-`, `_`,
+/// `.` and `+` separate (the separators senders use between words); a run of adjacent tokens
+/// counts when together they spell a no-reply word. Inside a token nothing counts: `snoreply`,
+/// `noreplyer` and `donotreplyto` are names, not markers.
+fn says_no_reply(local: &str) -> bool {
+    let tokens: Vec<&str> = local.split(['-', '_', '.', '+']).collect();
+    (0..tokens.len()).any(|start| {
+        let mut joined = String::new();
+        tokens[start..].iter().any(|t| {
+            joined.push_str(t);
+            NO_REPLY.contains(&joined.as_str())
+        })
+    })
 }
 
 fn addressed(facts: &Facts, target: Target<'_>) -> bool {
@@ -636,6 +657,7 @@ mod tests {
                 account: &account,
                 forms: &all_forms,
                 delimiter: Some('+'),
+                sender_reaches: &[],
             },
             auth,
         )
@@ -693,6 +715,71 @@ mod tests {
         );
     }
 
+    /// Real senders put the marker among other words: DMARC reporters, notification systems.
+    #[test]
+    fn no_reply_as_a_token_inside_the_local_part() {
+        for s in [
+            "noreply-dmarc-support@google.example",
+            "notifications-noreply@linkedin.example",
+            "do-not-reply+x@bank.example",
+            "do_not_reply@shop.example",
+            "info.no-reply@shop.example",
+            "alerts.noreply.eu@cloud.example",
+            "no.reply@shop.example",
+            "NoReply_Billing@shop.example",
+            "dont-reply@shop.example",
+        ] {
+            assert_eq!(
+                verdict_from(Some(s), &[]),
+                Err(Suppression::SystemSender),
+                "{s}"
+            );
+        }
+        // Inside a word, or only part of the phrase: people and ordinary names.
+        for s in [
+            "snoreply@partner.example",
+            "noreplyer@partner.example",
+            "donotreplyto@partner.example",
+            "reply-no@partner.example",
+            "no-replies@partner.example",
+            "nora.reply@partner.example",
+            "not-reply@partner.example",
+            "do-reply@partner.example",
+        ] {
+            assert_eq!(verdict_from(Some(s), &[]), Ok(()), "{s}");
+        }
+    }
+
+    /// Mail from an alias that includes the account, or from an address forwarded to it, is
+    /// mail from the account itself.
+    #[test]
+    fn aliases_and_forward_sources_of_the_account_are_its_own() {
+        let facts = Facts::from_headers(&headers(&[("To", "gone@corp.example")]), false);
+        let account = a("gone@corp.example");
+        let j = |sender: &str, reaches: &[Address]| {
+            judge(
+                &facts,
+                Some(&a(sender)),
+                Target {
+                    account: &account,
+                    forms: &[],
+                    delimiter: Some('+'),
+                    sender_reaches: reaches,
+                },
+                AuthPolicy::default(),
+            )
+        };
+        assert_eq!(
+            j(
+                "sales@corp.example",
+                &[a("alice@corp.example"), account.clone()]
+            ),
+            Err(Suppression::OwnAddress)
+        );
+        assert_eq!(j("sales@corp.example", &[a("alice@corp.example")]), Ok(()));
+        assert_eq!(j("ext@partner.example", &[]), Ok(()));
+    }
+
     #[test]
     fn the_account_writing_to_itself() {
         assert_eq!(
@@ -719,6 +806,7 @@ mod tests {
             account: &account,
             forms: &[],
             delimiter: None,
+            sender_reaches: &[],
         };
         let j = |f: &Facts| judge(f, Some(&sender), target, AuthPolicy::default());
         assert_eq!(
@@ -856,6 +944,8 @@ mod tests {
             ("Bcc", "gone@corp.example"),
             ("Resent-To", "<gone@corp.example>"),
             ("Resent-Cc", "x@y.example,\n\tgone@corp.example"),
+            ("Resent-Bcc", "gone@corp.example"),
+            ("Resent-Bcc", "Gone <gone@corp.example>, x@y.example"),
             ("To", "=?utf-8?B?5byg5LiJ?= <gone@corp.example>"),
             ("To", "gone+news@corp.example"),
         ] {
@@ -868,6 +958,10 @@ mod tests {
         );
         assert_eq!(
             j(&[("Reply-To", "gone@corp.example")]),
+            Err(Suppression::NotAddressed)
+        );
+        assert_eq!(
+            j(&[("Resent-Bcc", "other@corp.example")]),
             Err(Suppression::NotAddressed)
         );
         // Reached through an alias: the alias in To counts.
@@ -1055,6 +1149,7 @@ mod tests {
             account: &account,
             forms: &[],
             delimiter: None,
+            sender_reaches: &[],
         };
         assert_eq!(
             judge(&facts, Some(&sender), target, AuthPolicy::default()),

@@ -186,15 +186,6 @@ fn needs_smtputf8(to: &Address, message: &[u8]) -> bool {
     to.needs_smtputf8() || !message[..head_end].is_ascii()
 }
 
-/// This host's name for EHLO: the kernel's hostname, else `localhost`.
-pub fn helo_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -131,6 +131,56 @@ fn a_departed_recipient_with_a_template_plans_one_reply() {
     );
 }
 
+/// The policy's aliases and forwards that reach the account are its addresses too: mail from
+/// them (a list the account was on, an old address forwarded to it) gets no reply.
+#[test]
+fn mail_from_an_alias_or_a_forward_source_of_the_account_is_not_answered() {
+    let policy = format!(
+        "{POLICY}\n[accounts.\"old-gone@corp.example\"]\nstate = \"departed\"\nforward = [\"gone@corp.example\"]\n"
+    );
+    let from = |sender: &str| {
+        let m = message(
+            &policy,
+            Some(sender),
+            &["gone@corp.example"],
+            &[("To", "gone@corp.example")],
+        );
+        jobs(&m).pop().unwrap().1.err()
+    };
+    assert_eq!(from("sales@corp.example"), Some(Suppression::OwnAddress));
+    assert_eq!(from("old-gone@corp.example"), Some(Suppression::OwnAddress));
+    // Another member of the alias is someone else.
+    assert_eq!(from("alice@corp.example"), None);
+    assert_eq!(from("cs@corp.example"), None);
+}
+
+/// `{original_subject}` of a message without a Subject says so; with one, it is the Subject.
+#[test]
+fn a_message_without_a_subject_gets_a_sensible_reply_subject() {
+    let subject_of = |headers: &[(&str, &str)]| {
+        let m = message(
+            POLICY,
+            Some("ext@partner.example"),
+            &["gone@corp.example"],
+            headers,
+        );
+        let job = jobs(&m).pop().unwrap().1.unwrap();
+        let reply = job.draft.build().unwrap();
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&reply.message)
+            .unwrap();
+        parsed.subject().map(str::to_string)
+    };
+    assert_eq!(
+        subject_of(&[("To", "gone@corp.example")]).as_deref(),
+        Some("Gone Person has left: (no subject)")
+    );
+    assert_eq!(
+        subject_of(&[("To", "gone@corp.example"), ("Subject", "Q3")]).as_deref(),
+        Some("Gone Person has left: Q3")
+    );
+}
+
 #[test]
 fn no_template_or_not_departed_plans_nothing() {
     let m = message(
@@ -551,4 +601,24 @@ fn authserv_id_alone_requires_authentication() {
         plan_for("authserv_id = [\"mx.corp.example\"]\nrequire_authenticated = false\n"),
         Ok(())
     );
+}
+
+/// The forms a recipient was reached through come from its resolution's facts, not from its
+/// trace: a message to an alias, written with a `+detail`, whose header names the alias is
+/// answered the same with the `explain` steps gone.
+#[test]
+fn the_forms_addressed_do_not_depend_on_the_trace() {
+    let mut m = message(
+        POLICY,
+        Some("ext@partner.example"),
+        &["sales+news@corp.example"],
+        &[("To", "Sales <sales@corp.example>")],
+    );
+    for r in &mut m.recipients {
+        r.resolution.steps = engine::Steps::default();
+    }
+    let planned = jobs(&m);
+    assert_eq!(planned.len(), 1);
+    assert_eq!(planned[0].0.as_str(), "gone@corp.example");
+    assert!(planned[0].1.is_ok(), "{:?}", planned[0].1);
 }

@@ -44,6 +44,9 @@ pub enum Kind {
     Seal,
     /// Whole segments were removed by retention.
     Prune,
+    /// A message brought in from an existing mailbox (`handoff archive import`), with where it
+    /// came from ([`super::record::ImportedMeta`]).
+    Imported,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             Kind::SegmentStart => 4,
             Kind::Seal => 5,
             Kind::Prune => 6,
+            Kind::Imported => 7,
         }
     }
 
@@ -66,6 +70,7 @@ impl Kind {
             4 => Kind::SegmentStart,
             5 => Kind::Seal,
             6 => Kind::Prune,
+            7 => Kind::Imported,
             _ => return None,
         })
     }
@@ -78,7 +83,13 @@ impl Kind {
             Kind::SegmentStart => "segment_start",
             Kind::Seal => "seal",
             Kind::Prune => "prune",
+            Kind::Imported => "imported",
         }
+    }
+
+    /// Whether the record's body is a message (what search, export and the index read).
+    pub fn holds_message(self) -> bool {
+        matches!(self, Kind::Message | Kind::Created | Kind::Imported)
     }
 }
 

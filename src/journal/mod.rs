@@ -1,18 +1,25 @@
 //! The archive journal: every accepted message, written once, durably, before the MTA hears OK.
 //!
 //! - [`format`]: record framing and hashing (sans-IO).
-//! - [`segment`], [`reader`]: reading records back; `verify` walks the whole hash chain.
+//! - [`records`]: the one walk over the records, resumable from a [`Position`].
+//! - [`segment`], [`reader`]: segment files; `verify` walks the whole hash chain.
 //! - [`writer`]: appending with recovery, batching, fsync, sealing (synchronous).
 //! - [`Journal`]: the daemon's handle: one writer thread that commits concurrent appends in
 //!   groups (one fsync per batch), so durability does not cost a disk flush per message.
 //! - [`spool`]: buffering a message while the MTA streams it.
 //! - [`retention`]: removing old sealed segments; [`search`]: finding and exporting messages.
+//! - [`audit`]: reading the audit trail (who searched, exported, pruned, and when).
+//! - [`progress`]: how the long walks (`verify`, `prune`, `export`) report how far they have got.
 //!
 //! Fail closed: an append that is not durable returns an error, and the front end answers 4xx.
 
+pub mod audit;
+pub mod error;
 pub mod format;
+pub mod progress;
 pub mod reader;
 pub mod record;
+pub mod records;
 pub mod retention;
 pub mod search;
 pub mod segment;
@@ -23,13 +30,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+pub use error::{EntryError, JournalError};
 pub use format::Kind;
+pub use progress::{Progress, Silent};
+pub use records::{Position, Records, records};
 pub use segment::RecordId;
-pub use writer::{Body, Entry, EntryError, JournalError, Recovery};
+pub use writer::{Body, Entry, Recovery};
 
-use crate::runtime::metrics;
+use crate::metrics;
 
 /// Appends waiting for the writer before callers wait for a place: bounds memory under overload.
 const QUEUE: usize = 4096;
@@ -42,6 +52,18 @@ struct Job {
     reply: oneshot::Sender<Result<RecordId, JournalError>>,
 }
 
+/// What the journal has made durable: every record before `position` survives a crash (the
+/// batch that reached it was fsynced). What lies after it on disk may still be cut back, so a
+/// follower (the indexer) reads no further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    pub position: Position,
+    /// Records this process made durable since the journal was opened.
+    pub records: u64,
+    /// When the batch that reached `position` was fsynced (the open, before the first).
+    pub at: std::time::SystemTime,
+}
+
 /// The daemon's handle on the journal. Cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
@@ -49,6 +71,7 @@ pub struct Journal {
     healthy: Arc<AtomicBool>,
     counts: Arc<Counts>,
     dir: PathBuf,
+    durable: watch::Receiver<Durable>,
 }
 
 /// Totals since open: records written and fsyncs (batches) that wrote them.
@@ -73,10 +96,15 @@ impl Journal {
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let counts = Arc::new(Counts::default());
+        let (durable_tx, durable) = watch::channel(Durable {
+            position: writer.durable(),
+            records: 0,
+            at: std::time::SystemTime::now(),
+        });
         let (h, c) = (healthy.clone(), counts.clone());
         std::thread::Builder::new()
             .name("handoff-journal".into())
-            .spawn(move || run_writer(writer, rx, h, c))
+            .spawn(move || run_writer(writer, rx, h, c, durable_tx))
             .map_err(JournalError::from)?;
         Ok((
             Journal {
@@ -84,6 +112,7 @@ impl Journal {
                 healthy,
                 counts,
                 dir: dir.to_path_buf(),
+                durable,
             },
             recovery,
         ))
@@ -108,6 +137,11 @@ impl Journal {
         &self.dir
     }
 
+    /// Follows what the journal has made durable: changes after each fsynced batch.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.durable.clone()
+    }
+
     /// (records, fsyncs) written since open: their ratio is the group-commit factor.
     pub fn counts(&self) -> (u64, u64) {
         (
@@ -123,6 +157,7 @@ fn run_writer(
     mut rx: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
     counts: Arc<Counts>,
+    durable: watch::Sender<Durable>,
 ) {
     // A record the reader would refuse is answered on its own, before the batch: it must not
     // fail the messages it shares a batch with, nor mark the journal unhealthy.
@@ -160,6 +195,12 @@ fn run_writer(
                     .fetch_add(stats.records as u64, Ordering::Relaxed);
                 counts.batches.fetch_add(1, Ordering::Relaxed);
                 metrics::journal_batch(stats.records, stats.bytes, stats.fsync);
+                // After the fsync, before the answers: nothing a follower reads can be cut.
+                durable.send_replace(Durable {
+                    position: writer.durable(),
+                    records: counts.records.load(Ordering::Relaxed),
+                    at: std::time::SystemTime::now(),
+                });
                 for (reply, id) in replies.into_iter().zip(ids) {
                     let _ = reply.send(Ok(id));
                 }

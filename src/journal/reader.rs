@@ -4,10 +4,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use serde::Deserialize;
-
+use super::error::chain;
 use super::format::{Hash, Kind, hex};
-use super::segment::{ReadError, RecordId, RecordInfo, list_segments, read_record, segment_path};
+use super::progress::{Progress, Silent};
+pub use super::record::{PruneMeta, Removed};
+pub use super::records::SegmentRules;
+use super::records::{Problem, WalkError, records};
+use super::segment::{RecordId, RecordInfo, list_segments};
 
 /// The result of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,23 +30,6 @@ pub struct VerifyError {
     pub reason: String,
 }
 
-/// What a prune record's meta holds.
-#[derive(Debug, Deserialize)]
-pub struct PruneMeta {
-    pub removed: Vec<Removed>,
-}
-
-/// A segment removed by retention, as the prune record describes it.
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub struct Removed {
-    pub segment: u64,
-    /// The hash the segment's first record linked to.
-    pub start_prev: String,
-    /// The hash of the segment's last record (its seal).
-    pub last: String,
-    pub records: u64,
-}
-
 #[derive(Debug, Clone)]
 struct SegmentSummary {
     n: u64,
@@ -53,98 +39,17 @@ struct SegmentSummary {
     sealed: bool,
 }
 
-/// The rules the records of one segment obey, checked one record at a time in file order: the
-/// first is a segment start naming its segment (and linking to the end of the segment before
-/// it, when that is known), every later record links to the one before it, no segment start
-/// in the middle, nothing after the seal, prune records readable. [`verify`] applies them to
-/// every segment; the writer applies them to what it scans at start-up and what it catches up
-/// with, so it never appends after a record `verify` would refuse.
-#[derive(Debug, Clone)]
-pub struct SegmentRules {
-    n: u64,
-    /// What the segment start must link to, when known.
-    first_prev: Option<Hash>,
-    /// The hash of the last record checked (`None` before the first).
-    last: Option<Hash>,
-    sealed: bool,
-}
-
-impl SegmentRules {
-    /// Segment `n` from its first record; `first_prev`: the hash its start must link to.
-    pub fn new(n: u64, first_prev: Option<Hash>) -> SegmentRules {
-        SegmentRules {
-            n,
-            first_prev,
-            last: None,
-            sealed: false,
-        }
-    }
-
-    /// Segment `n` after a record with hash `last` that was already checked.
-    pub fn after(n: u64, last: Hash) -> SegmentRules {
-        SegmentRules {
-            n,
-            first_prev: None,
-            last: Some(last),
-            sealed: false,
-        }
-    }
-
-    /// Checks the next record; `Err` is the reason it breaks the segment.
-    pub fn check(&mut self, info: &RecordInfo) -> Result<(), String> {
-        let n = self.n;
-        match self.last {
-            None => {
-                if info.header.kind != Kind::SegmentStart {
-                    return Err("a segment must begin with a segment start record".into());
-                }
-                let meta: serde_json::Value =
-                    serde_json::from_slice(&info.meta).unwrap_or_default();
-                if meta.get("segment").and_then(|v| v.as_u64()) != Some(n) {
-                    return Err(format!(
-                        "segment start names another segment (file is segment {n})"
-                    ));
-                }
-                if self.first_prev.is_some_and(|p| p != info.header.prev) {
-                    return Err("segment does not link to the end of the segment before it".into());
-                }
-            }
-            Some(last) => {
-                if self.sealed {
-                    return Err("record after the segment's seal".into());
-                }
-                if info.header.prev != last {
-                    return Err("chain broken: this record does not follow the one before it (a record was removed, reordered or inserted)".into());
-                }
-                if info.header.kind == Kind::SegmentStart {
-                    return Err("segment start in the middle of a segment".into());
-                }
-            }
-        }
-        if info.header.kind == Kind::Prune {
-            serde_json::from_slice::<PruneMeta>(&info.meta)
-                .map_err(|e| format!("unreadable prune record: {e}"))?;
-        }
-        self.last = Some(info.hash);
-        self.sealed = info.header.kind == Kind::Seal;
-        Ok(())
-    }
-}
-
-/// Calls `f` for every record in order, hashes checked. Stops at the first unreadable record.
+/// Calls `f` for every record in order, hashes checked, with the record's segment file (for
+/// [`super::segment::read_body`]). Stops at the first unreadable record.
 pub fn for_each_record(
     dir: &Path,
     mut f: impl FnMut(&RecordInfo, &mut File) -> std::io::Result<()>,
 ) -> Result<(), VerifyError> {
-    let segments = list_segments(dir).map_err(|e| io_error(0, e))?;
-    for n in segments {
-        let mut file = File::open(segment_path(dir, n)).map_err(|e| io_error(n, e))?;
-        let len = file.metadata().map_err(|e| io_error(n, e))?.len();
-        let mut offset = 0;
-        while offset < len {
-            let info = read_record(&mut file, n, offset, len).map_err(|e| bad(n, offset, e))?;
-            offset = info.end();
-            f(&info, &mut file).map_err(|e| io_error(n, e))?;
+    let mut walk = records(dir);
+    while let Some(info) = walk.next() {
+        let info = info.map_err(bad)?;
+        if let Some(segment) = walk.segment() {
+            f(&info, segment.file()).map_err(|e| io_error(info.id.segment, e))?;
         }
     }
     Ok(())
@@ -153,61 +58,75 @@ pub fn for_each_record(
 /// Walks every segment and checks every record's hash and every link of the chain, including
 /// the links across segments that retention removed (through the prune records).
 pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
+    verify_with(dir, &mut Silent)
+}
+
+/// [`verify`], telling `progress` about every record checked, against the segments' lengths.
+pub fn verify_with(dir: &Path, progress: &mut dyn Progress) -> Result<Verified, VerifyError> {
+    verify_observing(dir, progress, &mut |_| {})
+}
+
+/// [`verify_with`], showing `observe` every record once it is checked, in order: a caller that
+/// needs every record too (`archive verify` comparing the index) reads the journal once.
+pub fn verify_observing(
+    dir: &Path,
+    progress: &mut dyn Progress,
+    observe: &mut dyn FnMut(&RecordInfo),
+) -> Result<Verified, VerifyError> {
     let segments = list_segments(dir).map_err(|e| io_error(0, e))?;
-    let mut summaries = Vec::with_capacity(segments.len());
+    let mut summaries: Vec<SegmentSummary> = Vec::with_capacity(segments.len());
     let mut removed: HashMap<u64, Removed> = HashMap::new();
-    let mut records = 0;
-    for &n in &segments {
-        let mut file = File::open(segment_path(dir, n)).map_err(|e| io_error(n, e))?;
-        let len = file.metadata().map_err(|e| io_error(n, e))?.len();
-        let mut offset = 0;
-        let mut summary: Option<SegmentSummary> = None;
-        // Links across segments are checked below, where pruned segments are accounted for.
-        let mut rules = SegmentRules::new(n, None);
-        while offset < len {
-            let info = read_record(&mut file, n, offset, len).map_err(|e| bad(n, offset, e))?;
-            let id = info.id;
-            rules
-                .check(&info)
-                .map_err(|reason| VerifyError { id, reason })?;
-            match &mut summary {
-                None => {
-                    summary = Some(SegmentSummary {
-                        n,
-                        start: id,
-                        first_prev: info.header.prev,
-                        last: info.hash,
-                        sealed: false,
-                    });
-                }
-                Some(s) => {
-                    s.last = info.hash;
-                    s.sealed = info.header.kind == Kind::Seal;
+    let mut count = 0;
+    // A listed segment that yields no record is empty: named when the walk passes it.
+    let mut listed = segments.iter().copied().peekable();
+    let empty = |n: u64| VerifyError {
+        id: RecordId {
+            segment: n,
+            offset: 0,
+        },
+        reason: "empty segment".into(),
+    };
+    // Links across segments are checked below, where pruned segments are accounted for.
+    let walk = records(dir).checked();
+    progress.total(walk.bytes_ahead());
+    for info in walk {
+        let info = info.map_err(|e| match listed.peek() {
+            Some(&n) if n < e.segment => empty(n),
+            _ => bad(e),
+        })?;
+        let id = info.id;
+        let new_segment = summaries.last().is_none_or(|s| s.n != id.segment);
+        if new_segment {
+            while let Some(n) = listed.next_if(|&n| n <= id.segment) {
+                if n < id.segment {
+                    return Err(empty(n));
                 }
             }
-            if info.header.kind == Kind::Prune {
-                // Readable: the rules checked it.
-                if let Ok(meta) = serde_json::from_slice::<PruneMeta>(&info.meta) {
-                    for r in meta.removed {
-                        removed.insert(r.segment, r);
-                    }
-                }
-            }
-            records += 1;
-            offset = info.end();
+            summaries.push(SegmentSummary {
+                n: id.segment,
+                start: id,
+                first_prev: info.header.prev,
+                last: info.hash,
+                sealed: false,
+            });
+        } else if let Some(s) = summaries.last_mut() {
+            s.last = info.hash;
+            s.sealed = info.header.kind == Kind::Seal;
         }
-        match summary {
-            Some(s) => summaries.push(s),
-            None => {
-                return Err(VerifyError {
-                    id: RecordId {
-                        segment: n,
-                        offset: 0,
-                    },
-                    reason: "empty segment".into(),
-                });
+        if info.header.kind == Kind::Prune {
+            // Readable: the rules checked it.
+            if let Ok(meta) = serde_json::from_slice::<PruneMeta>(&info.meta) {
+                for r in meta.removed {
+                    removed.insert(r.segment, r);
+                }
             }
         }
+        observe(&info);
+        count += 1;
+        progress.advance(info.end() - id.offset, 1);
+    }
+    if let Some(n) = listed.next() {
+        return Err(empty(n));
     }
 
     // Across segments: each segment links to the one before it, or, where retention removed
@@ -255,7 +174,7 @@ pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
         next_n = s.n + 1;
     }
     Ok(Verified {
-        records,
+        records: count,
         segments: summaries.len(),
         pruned_segments: removed.len(),
         head: hex(&expected_prev),
@@ -267,10 +186,16 @@ fn from_hex(s: &str) -> Option<Hash> {
     v.try_into().ok()
 }
 
-fn bad(segment: u64, offset: u64, e: ReadError) -> VerifyError {
+fn bad(e: WalkError) -> VerifyError {
     VerifyError {
-        id: RecordId { segment, offset },
-        reason: e.to_string(),
+        id: RecordId {
+            segment: e.segment,
+            offset: e.offset,
+        },
+        reason: match e.problem {
+            Problem::Open(io) => format!("i/o: {io}"),
+            problem => chain(&problem),
+        },
     }
 }
 

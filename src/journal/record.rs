@@ -92,3 +92,78 @@ pub struct AuditMeta {
     pub query: serde_json::Value,
     pub hits: usize,
 }
+
+/// What a prune record's meta holds.
+#[derive(Debug, Deserialize)]
+pub struct PruneMeta {
+    pub removed: Vec<Removed>,
+}
+
+/// A segment removed by retention, as the prune record describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removed {
+    pub segment: u64,
+    /// The hash the segment's first record linked to.
+    pub start_prev: String,
+    /// The hash of the segment's last record (its seal).
+    pub last: String,
+    pub records: u64,
+}
+
+/// What an imported record's meta holds: the message facts every message record has (so the
+/// scan, the index and retention read it as a [`MessageMeta`]), and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedMeta {
+    #[serde(flatten)]
+    pub message: MessageMeta,
+    pub import: Provenance,
+}
+
+/// Where an imported message came from, and how its time was chosen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `eml`, `mbox` or `maildir` (`imap` later).
+    pub source: String,
+    /// The machine the files were read on (the IMAP server later).
+    pub host: String,
+    /// The mailbox's owner at the source, when it was named (the IMAP user later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_account: Option<String>,
+    /// The folder the message is filed under in the archive (`archive search --folder`).
+    pub folder: String,
+    /// The file the message was read from.
+    pub path: String,
+    /// Where the message starts in an mbox file (its `From ` line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// SHA-256 of the message bytes as archived (the body of this record), in hex: the same
+    /// bytes are archived once per account.
+    pub sha256: String,
+    /// Why the record's time is the file's modification time and not the message's `Date:`
+    /// (`missing`, `unparsable`, `before 1990`, `in the future`); absent when it is the Date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_fallback: Option<String>,
+    /// Who ran the import (as the audit trail names people).
+    pub by: String,
+}
+
+/// The message facts of a record that holds a message, and its folder (imported records
+/// only); `None` for other records and for a meta that does not read.
+pub fn message_of(kind: super::Kind, meta: &[u8]) -> Option<(MessageMeta, Option<String>)> {
+    match kind {
+        super::Kind::Imported => serde_json::from_slice::<ImportedMeta>(meta)
+            .ok()
+            .map(|i| (i.message, Some(folder_key(&i.import.folder)))),
+        k if k.holds_message() => serde_json::from_slice(meta).ok().map(|m| (m, None)),
+        _ => None,
+    }
+}
+
+/// The form folder names are compared in: as written, except `INBOX`, which IMAP names in any
+/// case (RFC 3501 section 5.1).
+pub fn folder_key(folder: &str) -> String {
+    match folder.eq_ignore_ascii_case("inbox") {
+        true => "INBOX".to_string(),
+        false => folder.to_string(),
+    }
+}

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::format::{HASH_LEN, HEADER_LEN, Hash, Header, HeaderError, RecordHasher};
+use super::format::{HASH_LEN, HEADER_LEN, Hash, Header, HeaderError};
 
 /// `seg-0000000001.hj`: zero-padded so that names sort in segment order.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -155,69 +155,18 @@ impl RecordInfo {
     }
 }
 
-/// Why a record could not be read.
+/// Why a record could not be read (see [`super::records`]). A cause is this error's source, not
+/// part of its message: print it with its chain (`reason` strings do).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("i/o: {0}")]
+    #[error("i/o")]
     Io(#[from] io::Error),
     #[error("record is cut short: it needs {needed} bytes, {available} remain in the file")]
     Incomplete { needed: u64, available: u64 },
-    #[error("bad record header: {0}")]
+    #[error("bad record header")]
     Header(#[from] HeaderError),
     #[error("content does not match its hash (altered or damaged)")]
     HashMismatch,
-}
-
-/// Reads and checks the record at `offset` of a segment file of length `file_len`.
-pub fn read_record(
-    file: &mut File,
-    segment: u64,
-    offset: u64,
-    file_len: u64,
-) -> Result<RecordInfo, ReadError> {
-    let available = file_len.saturating_sub(offset);
-    if available < HEADER_LEN as u64 {
-        return Err(ReadError::Incomplete {
-            needed: HEADER_LEN as u64,
-            available,
-        });
-    }
-    file.seek(SeekFrom::Start(offset))?;
-    let mut raw = [0u8; HEADER_LEN];
-    file.read_exact(&mut raw)?;
-    let header = Header::decode(&raw)?;
-    if header.record_len() > available {
-        return Err(ReadError::Incomplete {
-            needed: header.record_len(),
-            available,
-        });
-    }
-    let mut hasher = RecordHasher::new(&raw);
-    let mut meta = vec![0u8; header.meta_len as usize];
-    file.read_exact(&mut meta)?;
-    hasher.update(&meta);
-    let body_offset = offset + HEADER_LEN as u64 + u64::from(header.meta_len);
-    let mut remaining = header.body_len;
-    let mut buf = vec![0u8; 64 * 1024];
-    while remaining > 0 {
-        let n = remaining.min(buf.len() as u64) as usize;
-        file.read_exact(&mut buf[..n])?;
-        hasher.update(&buf[..n]);
-        remaining -= n as u64;
-    }
-    let mut stored = [0u8; HASH_LEN];
-    file.read_exact(&mut stored)?;
-    let hash = hasher.finish();
-    if hash != stored {
-        return Err(ReadError::HashMismatch);
-    }
-    Ok(RecordInfo {
-        id: RecordId { segment, offset },
-        header,
-        meta,
-        body_offset,
-        hash,
-    })
 }
 
 /// The hash a segment file ends with: its last record's (for a sealed segment, the seal's), as

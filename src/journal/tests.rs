@@ -4,11 +4,12 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
+use super::error::{EntryError, JournalError};
 use super::format::Kind;
 use super::reader::verify;
 use super::record::{MessageMeta, RecipientMeta};
 use super::segment::{RecordId, list_segments, segment_path};
-use super::writer::{Body, DEFAULT_SEGMENT_BYTES, Entry, JournalError, Writer};
+use super::writer::{Body, DEFAULT_SEGMENT_BYTES, Entry, Writer};
 use crate::address::Address;
 
 fn meta(sender: &str, rcpt: &str, time: &str) -> MessageMeta {
@@ -302,6 +303,25 @@ fn prune_removes_only_old_unheld_sealed_segments_and_verify_still_passes() {
     assert!(after.contains(&report.held[0]), "the held segment stays");
     let v = verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.pruned_segments, report.removed.len());
+    // The prune record is the prune's entry in the audit trail: who, how many records, which
+    // segments. The dry run left none.
+    let filter = super::audit::AuditFilter {
+        command: Some("prune".into()),
+        ..Default::default()
+    };
+    let trail = super::audit::trail(dir.path(), &filter).unwrap();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0].user, super::search::operator());
+    assert_eq!(trail[0].time, now.to_string());
+    assert_eq!(
+        trail[0].hits,
+        report.removed.iter().map(|r| r.records).sum::<u64>()
+    );
+    let segments: Vec<u64> = report.removed.iter().map(|r| r.segment).collect();
+    assert_eq!(
+        trail[0].query,
+        serde_json::json!({ "retention_days": 1826, "segments": segments })
+    );
     // With a retention period longer than the mail's age, nothing goes.
     let none =
         super::retention::prune(dir.path(), DEFAULT_SEGMENT_BYTES, 36500, &[], now, false).unwrap();
@@ -367,10 +387,7 @@ fn a_record_the_reader_would_refuse_is_not_written_and_the_next_one_is() {
     for mut batch in [vec![oversized()], vec![message(1), oversized()]] {
         let e = w.append(&mut batch).unwrap_err();
         assert!(
-            matches!(
-                e,
-                JournalError::Refused(super::writer::EntryError::MetaTooLong { .. })
-            ),
+            matches!(e, JournalError::Refused(EntryError::MetaTooLong { .. })),
             "{e}"
         );
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
@@ -518,9 +535,9 @@ fn export_refuses_a_record_forged_inside_a_message_body() {
         offset: ids[1].offset + super::format::HEADER_LEN as u64 + meta_len + inside,
     };
     // The forged bytes are a self-consistent record on their own.
-    let mut f = File::open(segment_path(dir.path(), 1)).unwrap();
-    let len = f.metadata().unwrap().len();
-    assert!(super::segment::read_record(&mut f, 1, forged.offset, len).is_ok());
+    let f = File::open(segment_path(dir.path(), 1)).unwrap();
+    let mut at = super::records::SegmentRecords::new(f, 1, forged.offset).unwrap();
+    assert!(matches!(at.next(), Some(Ok(_))));
     let out = tempfile::tempdir().unwrap();
     match super::search::export(dir.path(), &[forged], out.path()) {
         Err(super::search::SearchError::NoSuchRecord(id)) => assert_eq!(id, forged),

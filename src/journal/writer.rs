@@ -13,9 +13,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::error::{EntryError, JournalError, chain};
 use super::format::{self, HEADER_LEN, Hash, Header, Kind, RecordHasher};
 use super::reader::SegmentRules;
-use super::segment::{self, ReadError, RecordId, list_segments, read_record, segment_name};
+use super::records::{Problem, SegmentRecords, WalkError};
+use super::segment::{self, ReadError, RecordId, list_segments, segment_name};
 use crate::fsops::Dir;
 
 /// The default size at which a segment is sealed and a new one started.
@@ -61,7 +63,7 @@ impl Entry {
         Entry { kind, meta, body }
     }
 
-    /// Whether the reader ([`super::segment::read_record`], [`super::reader::verify`]) would
+    /// Whether the reader ([`super::records`], [`super::reader::verify`]) would
     /// accept this record. Checked before anything is written: a record the reader refuses
     /// would stop `verify` and `search` for the whole journal and the daemon's next start.
     pub fn check(&self) -> Result<(), EntryError> {
@@ -78,50 +80,8 @@ impl Entry {
                 Ok(_) => Ok(()),
                 Err(e) => Err(EntryError::BadPrune(e.to_string())),
             },
-            Kind::Message | Kind::Created | Kind::Audit => Ok(()),
+            Kind::Message | Kind::Created | Kind::Audit | Kind::Imported => Ok(()),
         }
-    }
-}
-
-/// Why the journal refused to write a record: it would not read back. Nothing was written and
-/// the journal stays healthy; the front end answers 4xx and the MTA keeps the message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EntryError {
-    #[error(
-        "{kind} record's meta is {len} bytes, over the reader's limit of {} bytes",
-        format::MAX_META_LEN
-    )]
-    MetaTooLong { kind: &'static str, len: usize },
-    #[error("{0} records are written by the journal itself")]
-    Reserved(&'static str),
-    #[error("prune record's meta is unreadable: {0}")]
-    BadPrune(String),
-}
-
-/// Why the journal could not do its job.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum JournalError {
-    #[error("journal i/o error: {0}")]
-    Io(String),
-    #[error(
-        "journal damaged at segment {segment} offset {offset}: {reason}; run `handoff archive verify`"
-    )]
-    Corrupt {
-        segment: u64,
-        offset: u64,
-        reason: String,
-    },
-    #[error("journal is not healthy after an earlier write error: {0}")]
-    Unhealthy(String),
-    #[error("journal writer is not running")]
-    Stopped,
-    #[error("journal refused the record: {0}")]
-    Refused(#[from] EntryError),
-}
-
-impl From<io::Error> for JournalError {
-    fn from(e: io::Error) -> Self {
-        JournalError::Io(e.to_string())
     }
 }
 
@@ -285,6 +245,15 @@ impl Writer {
         entries: &mut [Entry],
     ) -> Result<(Vec<RecordId>, BatchStats), JournalError> {
         self.append_locked(entries)
+    }
+
+    /// The end of the last durable record (of this writer's or another's it has caught up
+    /// with): a walk that stops here reads nothing a failed batch could still cut back.
+    pub fn durable(&self) -> super::Position {
+        super::Position {
+            segment: self.segment,
+            offset: self.len,
+        }
     }
 
     /// The hash of the last durable record.
@@ -484,17 +453,9 @@ impl Writer {
                 self.records_in_segment = 0;
                 rules = SegmentRules::new(n, Some(self.head));
             }
-            let mut read = self.file.try_clone()?;
-            let file_len = read.metadata()?.len();
-            while self.len < file_len {
-                let corrupt = |reason: String| JournalError::Corrupt {
-                    segment: n,
-                    offset: self.len,
-                    reason,
-                };
-                let info = read_record(&mut read, n, self.len, file_len)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                rules.check(&info).map_err(corrupt)?;
+            let walk = SegmentRecords::new(self.file.try_clone()?, n, self.len)?.checked(rules);
+            for info in walk {
+                let info = info?;
                 self.head = info.hash;
                 self.len = info.end();
                 self.records_in_segment += 1;
@@ -502,6 +463,28 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The end of the last durable record of the journal in `dir`, whoever wrote it: read under
+/// the writers' lock, which every writer holds from its first write until its fsync (or its
+/// cut back), so the files' lengths are durable ends. A follower that reads no further (the
+/// indexer, a search catching up) never takes in a record a failed batch could still remove.
+pub fn durable_end(dir: &Path) -> Result<super::Position, JournalError> {
+    let dir = Dir::open(dir)?;
+    let lock = dir.open_or_create("lock", 0o600)?;
+    lock.lock()?;
+    let end = (|| -> Result<super::Position, JournalError> {
+        let Some(&last) = list_segments(dir.path())?.last() else {
+            return Ok(super::Position::START);
+        };
+        let len = dir.read(&segment_name(last))?.metadata()?.len();
+        Ok(super::Position {
+            segment: last,
+            offset: len,
+        })
+    })();
+    let _ = lock.unlock();
+    end
 }
 
 /// Scans the last segment: returns its durable length, last hash, record count and last kind,
@@ -519,68 +502,66 @@ fn scan_tail(
     dir: &Dir,
     file: &mut File,
     segment: u64,
-    mut rules: SegmentRules,
+    rules: SegmentRules,
     recovery: &mut Recovery,
 ) -> Result<(u64, Hash, u64, Option<Kind>), JournalError> {
-    let file_len = file.metadata()?.len();
-    let mut offset = 0;
+    let mut walk = SegmentRecords::new(file.try_clone()?, segment, 0)?.checked(rules);
+    let file_len = walk.len();
     let mut head = [0u8; 32];
     let mut records = 0;
     let mut last_kind = None;
-    while offset < file_len {
-        match read_record(file, segment, offset, file_len) {
+    for next in walk.by_ref() {
+        let (offset, e) = match next {
             Ok(info) => {
-                rules.check(&info).map_err(|reason| JournalError::Corrupt {
-                    segment,
-                    offset,
-                    reason,
-                })?;
                 head = info.hash;
                 last_kind = Some(info.header.kind);
-                offset = info.end();
                 records += 1;
+                continue;
             }
-            Err(ReadError::Io(e)) => return Err(e.into()),
-            Err(e) => {
-                if let Some(at) = segment::valid_header_after(file, offset, file_len)? {
-                    return Err(JournalError::Corrupt {
-                        segment,
-                        offset,
-                        reason: format!("{e}, but a valid record follows at offset {at}"),
-                    });
-                }
-                // A torn tail: keep the cut bytes for inspection, then cut.
-                let mut torn = Vec::new();
-                file.seek(SeekFrom::Start(offset))?;
-                file.take(file_len - offset).read_to_end(&mut torn)?;
-                let (keep, mut out) = create_torn(dir, segment, offset)?;
-                out.write_all(&torn)?;
-                out.sync_all()?;
-                tracing::warn!(segment, offset, bytes = torn.len(), kept = %keep.display(), "journal: cut a torn tail ({e})");
-                file.set_len(offset)?;
-                file.sync_all()?;
-                recovery.cut_bytes += torn.len() as u64;
-                break;
-            }
+            Err(WalkError {
+                problem: Problem::Read(ReadError::Io(e)) | Problem::Open(e),
+                ..
+            }) => return Err(e.into()),
+            Err(
+                e @ WalkError {
+                    problem: Problem::Broken(_),
+                    ..
+                },
+            ) => return Err(e.into()),
+            Err(WalkError {
+                offset,
+                problem: Problem::Read(e),
+                ..
+            }) => (offset, chain(&e)),
+        };
+        if let Some(at) = segment::valid_header_after(file, offset, file_len)? {
+            return Err(JournalError::Corrupt {
+                segment,
+                offset,
+                reason: format!("{e}, but a valid record follows at offset {at}"),
+            });
         }
+        // A torn tail: keep the cut bytes for inspection, then cut.
+        let mut torn = Vec::new();
+        file.seek(SeekFrom::Start(offset))?;
+        file.take(file_len - offset).read_to_end(&mut torn)?;
+        let (keep, mut out) = create_torn(dir, segment, offset)?;
+        out.write_all(&torn)?;
+        out.sync_all()?;
+        tracing::warn!(segment, offset, bytes = torn.len(), kept = %keep.display(), "journal: cut a torn tail ({e})");
+        file.set_len(offset)?;
+        file.sync_all()?;
+        recovery.cut_bytes += torn.len() as u64;
+        break;
     }
-    Ok((offset, head, records, last_kind))
+    Ok((walk.offset(), head, records, last_kind))
 }
 
 /// The hash of the last record of a (sealed) segment.
 fn last_hash_of(dir: &Dir, n: u64) -> Result<Hash, JournalError> {
-    let mut file = dir.read(&segment_name(n))?;
-    let len = file.metadata()?.len();
-    let mut offset = 0;
     let mut head = [0u8; 32];
-    while offset < len {
-        let info = read_record(&mut file, n, offset, len).map_err(|e| JournalError::Corrupt {
-            segment: n,
-            offset,
-            reason: e.to_string(),
-        })?;
-        head = info.hash;
-        offset = info.end();
+    for info in SegmentRecords::new(dir.read(&segment_name(n))?, n, 0)? {
+        head = info?.hash;
     }
     Ok(head)
 }

@@ -43,12 +43,12 @@ pub enum Content<'a> {
 /// Why the next hop could not be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum HopError {
-    #[error("cannot connect to {hop}: {source}")]
-    Connect { hop: String, source: std::io::Error },
-    #[error("{hop}: {source}")]
+    #[error("cannot connect to {hop}: {cause}")]
+    Connect { hop: String, cause: std::io::Error },
+    #[error("{hop}: {cause}")]
     Protocol {
         hop: String,
-        source: mail_send::Error,
+        cause: mail_send::Error,
     },
     #[error("{hop} greeted with {code} {text}")]
     Greeting {
@@ -59,10 +59,10 @@ pub enum HopError {
     #[error("reading the spooled message: {0}")]
     Spool(std::io::Error),
     /// The session refuses such addresses at MAIL/RCPT; this guards the writing itself.
-    #[error("{hop}: {source}")]
+    #[error("{hop}: {cause}")]
     Address {
         hop: String,
-        source: crate::address::PathError,
+        cause: crate::address::PathError,
     },
 }
 
@@ -72,7 +72,7 @@ impl HopError {
         matches!(
             self,
             HopError::Protocol {
-                source: mail_send::Error::Io(_) | mail_send::Error::UnparseableReply,
+                cause: mail_send::Error::Io(_) | mail_send::Error::UnparseableReply,
                 ..
             }
         )
@@ -176,9 +176,9 @@ pub async fn send(
 
 async fn connect(hop: &NextHop, helo: &str) -> Result<Connection, HopError> {
     let name = describe(hop);
-    let connect_err = |source| HopError::Connect {
+    let connect_err = |cause| HopError::Connect {
         hop: name.clone(),
-        source,
+        cause,
     };
     let stream: Box<dyn Io> = match hop {
         NextHop::Smtp(a) | NextHop::Lmtp(ListenAddr::Tcp(a)) => {
@@ -200,9 +200,9 @@ async fn connect(hop: &NextHop, helo: &str) -> Result<Connection, HopError> {
         stream,
         timeout: TIMEOUT,
     };
-    let protocol = |source| HopError::Protocol {
+    let protocol = |cause| HopError::Protocol {
         hop: name.clone(),
-        source,
+        cause,
     };
     let greeting = tokio::time::timeout(TIMEOUT, client.read())
         .await
@@ -245,9 +245,9 @@ async fn envelope(
     let path = |a: &str| {
         smtp_mailbox(a)
             .map(std::borrow::Cow::into_owned)
-            .map_err(|source| HopError::Address {
+            .map_err(|cause| HopError::Address {
                 hop: describe(hop),
-                source,
+                cause,
             })
     };
     // Passed on whenever the client declared it or an address needs it (RFC 6531 section 3.4);
@@ -263,9 +263,9 @@ async fn envelope(
         cmds.push(format!("RCPT TO:<{}>\r\n", path(to)?));
     }
     cmds.push("DATA\r\n".to_string());
-    let protocol = |source| HopError::Protocol {
+    let protocol = |cause| HopError::Protocol {
         hop: describe(hop),
-        source,
+        cause,
     };
     if c.pipelining {
         return c.client.cmds(&cmds).await.map_err(protocol);
@@ -303,9 +303,9 @@ async fn judge(
     d: &Delivery,
     replies: Vec<Response<String>>,
 ) -> Result<Envelope, HopError> {
-    let protocol = |source| HopError::Protocol {
+    let protocol = |cause| HopError::Protocol {
         hop: describe(hop),
-        source,
+        cause,
     };
     let n = d.envelope.len();
     if replies.len() != n + 2 {
@@ -355,9 +355,9 @@ async fn content_and_replies(
     env: Envelope,
     content: &mut Content<'_>,
 ) -> Result<Vec<Reply>, HopError> {
-    let protocol = |source| HopError::Protocol {
+    let protocol = |cause| HopError::Protocol {
         hop: describe(hop),
-        source,
+        cause,
     };
     write_content(&mut c.client.stream, &d.prepend, content).await?;
     let expected = if c.lmtp { env.accepted.len() } else { 1 };
@@ -382,7 +382,7 @@ async fn write_content(
 ) -> Result<(), HopError> {
     let io = |e: std::io::Error| HopError::Protocol {
         hop: "next hop".into(),
-        source: mail_send::Error::Io(e),
+        cause: mail_send::Error::Io(e),
     };
     let mut out = Vec::with_capacity(64 * 1024 + 1024);
     let mut at_line_start = true;

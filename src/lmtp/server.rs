@@ -4,34 +4,54 @@
 //! stays in its task.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::codec::{self, Decoder, Frame, Reply};
 use super::next_hop::{self, Connection, Content};
 use super::session::{self, Action, Delivery, Session};
 use crate::autoreply::AutoReplier;
-use crate::journal::spool::Spool;
 use crate::journal::{Body, Entry, Journal, Kind};
+use crate::metrics;
 use crate::policy::NextHop;
-use crate::runtime::listen::{Listener, MadeRoom, ReadRoom, Slot, Slots, Stream, drain};
-use crate::runtime::metrics;
+use crate::runtime::listen::{self, Accepted, Answer, AtCap, FrontEnd, Handler, Listener};
+use crate::runtime::listen::{MadeRoom, ReadRoom, Slot, Socket, Spooling};
 use crate::runtime::record;
 use crate::runtime::store::PolicyStore;
 use crate::transaction::Client;
+
+/// Serves connections until `stop` turns true, then lets sessions in the middle of a message
+/// finish (up to [`Limits::shutdown_grace`]) and returns.
+pub async fn serve(
+    listener: Listener,
+    services: Arc<Services>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    // At the cap a new connection hears 421 at once (Postfix defers the message and retries),
+    // once a silent connection still within its grace has been waited for (briefly); new
+    // connections wait in the backlog meanwhile.
+    let full = AtCap::Refuse(too_many_connections(&services.hostname));
+    let (cap, grace) = (limits.max_connections, limits.shutdown_grace);
+    let lmtp = Lmtp {
+        cx: services,
+        limits,
+    };
+    listen::serve(listener, Arc::new(lmtp), full, cap, grace, stop).await;
+}
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Sessions served at once. At the cap, a connection that has not said LHLO/EHLO/HELO in
-    /// its first second is closed with `421 4.3.2` to make room (see [`Slots`]); when every
-    /// connection has, the new one gets that reply, and Postfix retries the message later. Match
-    /// it to the `maxproc` of the handoff transport.
+    /// its first second is closed with `421 4.3.2` to make room (see
+    /// [`Slots`](listen::Slots)); when every connection has, the new one gets that reply, and
+    /// Postfix retries the message later. Match it to the `maxproc` of the handoff transport.
     pub max_connections: usize,
     /// How long a client may take to send the next command or content chunk inside a
     /// transaction. RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes.
@@ -85,69 +105,6 @@ pub struct Services {
     pub autoreply: AutoReplier,
 }
 
-/// Serves connections until `stop` turns true, then lets sessions in the middle of a message
-/// finish (up to [`Limits::shutdown_grace`]) and returns.
-pub async fn serve(
-    listener: Listener,
-    services: Arc<Services>,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Slots::new(limits.max_connections);
-    let limits = Arc::new(limits);
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            a = listener.accept() => a,
-        };
-        let (stream, client) = match accepted {
-            Ok((s, peer)) => (s, client_of(peer)),
-            Err(e) => {
-                tracing::error!("lmtp listener: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // At the cap, a silent connection still within its grace is waited for (briefly); new
-        // connections wait in the backlog meanwhile.
-        let slot = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            s = slots.admit() => s,
-        };
-        let (cx, stop, limits) = (services.clone(), stop.clone(), limits.clone());
-        tasks.spawn(async move {
-            let Some(mut slot) = slot else {
-                let out = too_many_connections(&cx.hostname);
-                let _ = match stream {
-                    Stream::Tcp(mut s) => s.write_all(&out).await,
-                    Stream::Unix(mut s) => s.write_all(&out).await,
-                };
-                tracing::warn!(
-                    "lmtp connection refused: {} sessions already",
-                    limits.max_connections
-                );
-                return;
-            };
-            metrics::lmtp_session_started();
-            let result = match stream {
-                Stream::Tcp(s) => {
-                    let _ = s.set_nodelay(true);
-                    connection(s, client, &cx, &limits, stop, &mut slot).await
-                }
-                Stream::Unix(s) => connection(s, client, &cx, &limits, stop, &mut slot).await,
-            };
-            metrics::lmtp_session_ended();
-            if let Err(e) = result {
-                tracing::warn!("lmtp connection closed: {e}");
-            }
-            drop(slot);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drain(&mut tasks, limits.shutdown_grace, "lmtp").await;
-}
-
 /// RFC 5321 section 3.8: 421 and close; the client retries later.
 fn too_many_connections(hostname: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -156,7 +113,7 @@ fn too_many_connections(hostname: &str) -> Vec<u8> {
 }
 
 /// What the session knows of a client: its address for TCP, nothing for a unix socket.
-fn client_of(peer: Option<std::net::SocketAddr>) -> Client {
+fn client_of(peer: Option<SocketAddr>) -> Client {
     match peer {
         Some(p) => Client {
             address: p.ip().to_string(),
@@ -171,40 +128,37 @@ fn client_of(peer: Option<std::net::SocketAddr>) -> Client {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("i/o: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("no command for {0:?}; closed with 421")]
     Timeout(Duration),
     #[error(transparent)]
     MadeRoom(#[from] MadeRoom),
 }
 
-/// The message being received: spooled for the journal and the next hop.
-struct Capture {
-    spool: Spool,
-    failed: Option<io::Error>,
+impl From<io::Error> for ConnectionError {
+    fn from(e: io::Error) -> ConnectionError {
+        ConnectionError::Io(e)
+    }
 }
 
-/// An LMTP/SMTP socket. Reads and writes take turns (replies go out before the next read), so
-/// the stream is not split.
-trait LmtpStream: AsyncRead + AsyncWrite + Unpin {
-    /// Called after every read that returned data.
-    fn after_read(&self) {}
+/// The LMTP front end's side of a connection.
+struct Lmtp {
+    cx: Arc<Services>,
+    limits: Limits,
 }
 
-impl LmtpStream for tokio::net::UnixStream {}
+impl Handler for Lmtp {
+    const FRONT_END: FrontEnd = FrontEnd::Lmtp;
+    type Error = ConnectionError;
 
-impl LmtpStream for tokio::net::TcpStream {
-    fn after_read(&self) {
-        // While handoff stores and delivers a message nothing goes back to carry the ACK of
-        // its last bytes; a delayed ACK (40 ms on Linux) then holds the client's next small
-        // write under Nagle. Quick ACKs avoid that; Linux turns them off again on its own, so
-        // set them after every read (as the milter listener does).
-        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    async fn connection<S: Socket>(&self, s: S, c: Accepted<'_>) -> Result<(), ConnectionError> {
+        let client = client_of(c.peer);
+        connection(s, client, &self.cx, &self.limits, c.stop, c.slot).await
     }
 }
 
 /// Runs one connection to its end.
-async fn connection<S: LmtpStream>(
+async fn connection<S: Socket>(
     mut stream: S,
     client: Client,
     cx: &Services,
@@ -215,7 +169,8 @@ async fn connection<S: LmtpStream>(
     let mut decoder = Decoder::new(limits.codec);
     let mut session = Session::new(cx.hostname.clone(), client, limits.session);
     let mut next: Option<Connection> = None;
-    let mut capture: Option<Capture> = None;
+    // The message being received: spooled for the journal and the next hop.
+    let mut capture: Option<Spooling> = None;
     // Content is read in steps of up to 64 KiB once the connection is busy.
     let mut room = ReadRoom::new(64 * 1024);
     let mut buf = vec![0u8; room.get()];
@@ -246,10 +201,7 @@ async fn connection<S: LmtpStream>(
                                 .journal
                                 .as_ref()
                                 .map_or(cx.spool_dir.as_path(), |j| j.dir());
-                            capture = Some(Capture {
-                                spool: Spool::new(dir),
-                                failed: None,
-                            });
+                            capture = Some(Spooling::new(dir));
                         }
                         Action::Close(r) => {
                             r.encode(&mut out);
@@ -265,10 +217,8 @@ async fn connection<S: LmtpStream>(
                 }
                 Frame::Data(bytes) => {
                     session.data(&bytes);
-                    if let Some(c) = capture.as_mut().filter(|c| c.failed.is_none())
-                        && let Err(e) = c.spool.write(&bytes)
-                    {
-                        c.failed = Some(e);
+                    if let Some(c) = capture.as_mut() {
+                        c.write(&bytes);
                     }
                 }
                 Frame::DataEnd(end) => {
@@ -281,8 +231,11 @@ async fn connection<S: LmtpStream>(
                                 out.clear();
                             }
                             let replies = deliver(&d, captured, cx, &session, &mut next).await;
-                            let outcome = outcome_label(&replies);
-                            record::message(&d.message, outcome, "lmtp");
+                            listen::finished(
+                                &d.message,
+                                replies.iter().map(answer),
+                                FrontEnd::Lmtp,
+                            );
                             replies.iter().for_each(|r| r.encode(&mut out));
                             if replies.iter().any(Reply::is_positive) {
                                 // After the replies are written: auto-replies never delay mail.
@@ -296,8 +249,8 @@ async fn connection<S: LmtpStream>(
                                 tracing::info!(reply = %r, "message refused at end of data");
                             }
                             // Counted and logged like every message at end of data.
-                            let outcome = outcome_label(&refused.replies);
-                            record::message(&refused.message, outcome, "lmtp");
+                            let answers = refused.replies.iter().map(answer);
+                            listen::finished(&refused.message, answers, FrontEnd::Lmtp);
                             refused.replies.iter().for_each(|r| r.encode(&mut out));
                         }
                         Action::Reply(r) | Action::StartData(r) | Action::Close(r) => {
@@ -343,20 +296,19 @@ async fn connection<S: LmtpStream>(
             // EOF: an unfinished message was never acknowledged.
             return Ok(());
         }
-        stream.after_read();
+        // While handoff stores and delivers a message nothing goes back to carry the ACK of its
+        // last bytes.
+        stream.quick_ack();
         decoder.feed(&buf[..n]);
         room.after_read(n);
         buf.resize(room.get(), 0);
     }
 }
 
-/// How long a message may wait for the journal before the recipients are told to retry.
-const STORE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Stores the message, hands it to the next hop, and returns the replies.
 async fn deliver(
     d: &Delivery,
-    captured: Option<Capture>,
+    captured: Option<Spooling>,
     cx: &Services,
     session: &Session,
     next: &mut Option<Connection>,
@@ -365,22 +317,12 @@ async fn deliver(
         tracing::error!("{why}; recipients tempfailed");
         session.finish(d, false, &[])
     };
-    let spool = match captured {
-        Some(Capture {
-            spool,
-            failed: None,
-        }) => spool,
-        Some(Capture {
-            failed: Some(e), ..
-        }) => {
-            return failed(&format!("spooling the message failed: {e}"));
-        }
-        None => return failed("no spooled message"),
+    let Some(spool) = captured else {
+        return failed("no spooled message");
     };
-    let size = spool.len();
-    let body = match spool.into_body() {
+    let (size, body) = match spool.into_body() {
         Ok(b) => b,
-        Err(e) => return failed(&format!("reading the spooled message failed: {e}")),
+        Err(why) => return failed(&why),
     };
     // The journal gets the message as received; the next hop needs it too, so keep a handle.
     let (for_journal, content) = match body {
@@ -412,22 +354,13 @@ async fn deliver(
         return session.finish(d, true, &env.into_replies());
     }
     if let Some(journal) = &cx.journal {
-        let entry = Entry::new(
-            Kind::Message,
-            &d.message.archive_meta(size, "lmtp"),
-            for_journal,
-        );
-        let stored = match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
-            Ok(Ok(id)) => {
-                tracing::debug!(record = %id, "journaled");
-                Ok(())
+        let meta = d.message.archive_meta(size, FrontEnd::Lmtp.as_str());
+        match listen::store(journal, Entry::new(Kind::Message, &meta, for_journal)).await {
+            Ok(id) => tracing::debug!(record = %id, "journaled"),
+            Err(e) => {
+                next_hop::abort(next);
+                return failed(&e.to_string());
             }
-            Ok(Err(e)) => Err(format!("journal: {e}")),
-            Err(_) => Err(format!("journal did not answer within {STORE_TIMEOUT:?}")),
-        };
-        if let Err(why) = stored {
-            next_hop::abort(next);
-            return failed(&why);
         }
     }
     let content = match &content {
@@ -459,12 +392,13 @@ enum Held {
     File(std::fs::File),
 }
 
-fn outcome_label(replies: &[Reply]) -> &'static str {
-    if replies.iter().all(Reply::is_positive) {
-        "accepted"
-    } else if replies.iter().any(Reply::is_transient) {
-        "tempfailed"
+/// What one reply (per recipient in LMTP, for the message in SMTP) tells the client.
+fn answer(reply: &Reply) -> Answer {
+    if reply.is_positive() {
+        Answer::Positive
+    } else if reply.is_transient() {
+        Answer::Transient
     } else {
-        "rejected"
+        Answer::Permanent
     }
 }

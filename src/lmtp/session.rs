@@ -72,7 +72,8 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Delivery {
     pub message: Message,
-    /// The envelope sender as the client wrote it (empty for the null sender).
+    /// The outgoing envelope sender: as the client wrote it (empty for the null sender), or
+    /// its SRS address when the message leaves the company ([`crate::srs`]).
     pub sender: String,
     /// The client declared BODY=8BITMIME.
     pub body_8bit: bool,
@@ -144,16 +145,17 @@ impl Session {
         }
     }
 
-    /// The greeting sent when the connection opens.
     /// The recipient refusal the last command decided, if any (taken: reported once).
     pub fn take_refusal(&mut self) -> Option<Refusal> {
         self.refusal.take()
     }
 
+    /// The greeting sent when the connection opens.
     pub fn greeting(&self) -> Reply {
         Reply::new(220, format!("{} ESMTP LMTP handoff", self.hostname))
     }
 
+    /// The protocol the client chose with LHLO, EHLO or HELO; `None` until it has greeted.
     pub fn dialect(&self) -> Option<Dialect> {
         self.dialect
     }
@@ -371,6 +373,13 @@ impl Session {
             }
         }
         let (envelope, prepend, owners) = plan(&message, &p.accepted);
+        // SRS: the outgoing MAIL FROM is the rewritten sender.
+        if let Some(sender) = message.edits.iter().find_map(|e| match e {
+            Edit::ChangeSender(s) => Some(s.clone()),
+            _ => None,
+        }) {
+            p.sender = sender;
+        }
         let needs_smtputf8 = !p.sender.is_ascii()
             || envelope.iter().any(|a| !a.is_ascii())
             || (p.smtputf8 && p.headers.utf8);
@@ -474,6 +483,8 @@ fn plan(msg: &Message, accepted: &[String]) -> (Vec<String>, Vec<u8>, Owners) {
             Edit::AddHeader { name, value } => {
                 prepend.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
             }
+            // The sender is not part of the recipients' plan ([`Session::data_end`]).
+            Edit::ChangeSender(_) => {}
         }
     }
     let mut envelope: Vec<String> = slots.into_iter().flatten().collect();

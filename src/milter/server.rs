@@ -2,30 +2,63 @@
 //! sans-IO [`Session`]. One task per connection; a connection's error stays in its task.
 
 use std::io;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::listen::{Listener, MadeRoom, ReadRoom, Slot, Slots, Stream, drain};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::codec::{Command, Decoded, FrameDecoder, Reply};
 use super::session::{Message, MessageOutcome, Session, Step, header_line};
 use crate::autoreply::AutoReplier;
-use crate::journal::spool::Spool;
 use crate::journal::{Entry, Journal, Kind};
-use crate::runtime::metrics;
+use crate::metrics;
+use crate::runtime::listen::{self, Accepted, Answer, AtCap, FrontEnd, Handler, Listener};
+use crate::runtime::listen::{MadeRoom, ReadRoom, Slot, Socket, Spooling};
 use crate::runtime::store::PolicyStore;
+
+/// Serves milter connections until `stop` turns true, then lets sessions in the middle of a
+/// message finish (up to [`Limits::shutdown_grace`]) and returns.
+pub async fn serve(
+    listener: Listener,
+    services: Arc<Services>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    let (cap, grace) = (limits.max_connections, limits.shutdown_grace);
+    let milter = Arc::new(Milter {
+        cx: services,
+        idle: limits.idle_timeout,
+    });
+    // At the cap, with every connection negotiated (or within its grace), new connections wait
+    // in the backlog: Postfix waits milter_connect_timeout (30 s) for the connection and
+    // milter_command_timeout (30 s) for the answer to its negotiation.
+    listen::serve(listener, milter, AtCap::Backlog, cap, grace, stop).await;
+}
+
+impl Handler for Milter {
+    const FRONT_END: FrontEnd = FrontEnd::Milter;
+    type Error = ConnectionError;
+
+    async fn connection<S: Socket>(&self, s: S, c: Accepted<'_>) -> Result<(), ConnectionError> {
+        connection(s, &self.cx, self.idle, c.stop, c.slot).await
+    }
+}
+
+/// The milter front end's side of a connection.
+struct Milter {
+    cx: Arc<Services>,
+    idle: Duration,
+}
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections served at once. Postfix opens one milter connection per SMTP session, so this
     /// bounds handoff's share of a mail storm. At the cap, a connection that has not sent its
-    /// option negotiation in its first second is closed to make room (see [`Slots`]); when every
-    /// connection has, new ones wait in the kernel's accept queue.
+    /// option negotiation in its first second is closed to make room (see
+    /// [`Slots`](listen::Slots)); when every connection has, new ones wait in the kernel's
+    /// accept queue.
     pub max_connections: usize,
     /// How long a connection may stay silent. Postfix's own milter timeouts are 30 s per command
     /// and 300 s per content step (milter_command_timeout, milter_content_timeout); an SMTP
@@ -55,71 +88,15 @@ pub struct Services {
     pub autoreply: AutoReplier,
 }
 
-/// Serves milter connections until `stop` turns true, then lets sessions in the middle of a
-/// message finish (up to [`Limits::shutdown_grace`]) and returns.
-pub async fn serve(
-    listener: Listener,
-    services: Arc<Services>,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Slots::new(limits.max_connections);
-    let cx = services;
-    let mut tasks = JoinSet::new();
-    loop {
-        // Wait for room before accepting: at the cap, with every connection negotiated (or
-        // within its grace), new connections wait in the backlog (Postfix waits
-        // milter_connect_timeout, 30 s, for the connection and milter_command_timeout, 30 s, for
-        // the answer to its negotiation).
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            () = slots.room() => {}
-        }
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::error!("milter listener: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let mut slot = slots.admit_now();
-        let (cx, stop, idle) = (cx.clone(), stop.clone(), limits.idle_timeout);
-        tasks.spawn(async move {
-            metrics::milter_session_started();
-            let result = match stream {
-                Stream::Tcp(s) => {
-                    let _ = s.set_nodelay(true);
-                    connection(s, &cx, idle, stop, &mut slot).await
-                }
-                Stream::Unix(s) => connection(s, &cx, idle, stop, &mut slot).await,
-            };
-            metrics::milter_session_ended();
-            if let Err(e) = result {
-                tracing::warn!("milter connection closed: {e}");
-            }
-            drop(slot);
-        });
-        // Reap finished tasks so the set does not grow with the connection count.
-        while tasks.try_join_next().is_some() {}
-    }
-    drain(&mut tasks, limits.shutdown_grace, "milter").await;
-}
-
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("i/o: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("malformed frame from the MTA: {0}")]
-    Codec(#[from] super::codec::CodecError),
+    Codec(super::codec::CodecError),
     #[error("protocol error: {0}")]
-    Protocol(#[from] super::session::ProtocolError),
+    Protocol(super::session::ProtocolError),
     #[error("frame of {0} bytes is over the {max} byte limit", max = super::codec::MAX_FRAME_LEN)]
     TooLarge(usize),
     #[error("no data for {0:?}")]
@@ -128,33 +105,30 @@ pub enum ConnectionError {
     MadeRoom(#[from] MadeRoom),
 }
 
+impl From<io::Error> for ConnectionError {
+    fn from(e: io::Error) -> ConnectionError {
+        ConnectionError::Io(e)
+    }
+}
+
+impl From<super::codec::CodecError> for ConnectionError {
+    fn from(e: super::codec::CodecError) -> ConnectionError {
+        ConnectionError::Codec(e)
+    }
+}
+
+impl From<super::session::ProtocolError> for ConnectionError {
+    fn from(e: super::session::ProtocolError) -> ConnectionError {
+        ConnectionError::Protocol(e)
+    }
+}
+
 /// Spare room for each read of a busy connection, beyond what a frame in progress needs: enough
 /// for the commands of a whole small message in one read.
 const READ_BUSY: usize = 16 * 1024;
 
-/// A milter socket. Reads and writes take turns (the protocol is request/response), so the
-/// stream is not split.
-trait MilterStream: AsyncRead + AsyncWrite + Unpin {
-    /// Called after a read that returned data and got no reply: its ACK must not wait.
-    fn ack_now(&self) {}
-}
-
-impl MilterStream for tokio::net::UnixStream {}
-
-impl MilterStream for tokio::net::TcpStream {
-    fn ack_now(&self) {
-        // Postfix asks for no reply to headers and body chunks (NR_HDR, NR_BODY), so after the
-        // DATA-stage macros nothing goes back to carry an ACK; the kernel delays it 40 ms, and
-        // Postfix's socket (Nagle on) holds its next writes until then: 40 ms per message.
-        // Quick ACKs fix that; Linux turns them off again on its own, so set them after every
-        // read that gets no reply (a reply carries the ACK). Measured: 19 → 340 msg/s for one
-        // SMTP session.
-        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
-    }
-}
-
 /// Runs one connection to its end.
-async fn connection<S: MilterStream>(
+async fn connection<S: Socket>(
     mut stream: S,
     cx: &Services,
     idle: Duration,
@@ -226,7 +200,9 @@ async fn connection<S: MilterStream>(
             stream.write_all(&out).await?;
             out.clear();
         } else if unanswered {
-            stream.ack_now();
+            // Headers and body chunks get no reply (Postfix asks for none: NR_HDR, NR_BODY),
+            // so nothing carries the ACK of their bytes; a reply carries its own.
+            stream.quick_ack();
         }
         unanswered = false;
         for m in accepted.drain(..) {
@@ -259,114 +235,75 @@ async fn connection<S: MilterStream>(
 /// The message being received, spooled for the journal.
 #[derive(Default)]
 struct Capture {
-    spool: Option<Spool>,
+    /// From MAIL on, when archiving is on.
+    spool: Option<Spooling>,
     body_started: bool,
-    /// A spool write failed: the message cannot be stored, so it will not be acknowledged.
-    failed: Option<std::io::Error>,
 }
 
 impl Capture {
     fn observe(&mut self, cmd: &Command, journal: Option<&Journal>, leadspc: bool) {
-        let result = match cmd {
+        match cmd {
             Command::Mail(_) => {
                 *self = Capture {
-                    spool: journal.map(|j| Spool::new(j.dir())),
-                    ..Capture::default()
+                    spool: journal.map(|j| Spooling::new(j.dir())),
+                    body_started: false,
                 };
-                Ok(())
             }
             Command::Header { name, value } => self.write(&header_line(name, value, leadspc)),
             Command::Body(chunk) => self.body(chunk),
             Command::BodyEob => self.body(b""),
-            Command::Abort | Command::QuitNc => {
-                *self = Capture::default();
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            self.failed.get_or_insert(e);
+            Command::Abort | Command::QuitNc => *self = Capture::default(),
+            _ => {}
         }
     }
 
-    fn body(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+    fn body(&mut self, chunk: &[u8]) {
         if !self.body_started {
             // The empty line between header and body, which the milter protocol leaves out.
             self.body_started = true;
-            self.write(b"\r\n")?;
+            self.write(b"\r\n");
         }
         self.write(chunk)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match (&mut self.spool, &self.failed) {
-            (Some(spool), None) => spool.write(bytes),
-            _ => Ok(()),
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(spool) = &mut self.spool {
+            spool.write(bytes);
         }
     }
 
-    fn take(&mut self) -> Result<Option<Spool>, String> {
-        let taken = std::mem::take(self);
-        match taken.failed {
-            Some(e) => Err(format!("spooling the message failed: {e}")),
-            None => Ok(taken.spool),
-        }
+    fn take(&mut self) -> Option<Spooling> {
+        std::mem::take(self).spool
     }
 }
 
-/// How long a message may wait for the journal before the MTA is told to retry. Well inside
-/// Postfix's milter_content_timeout (300 s).
-const STORE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Stores a finished message in the journal before it is acknowledged. Returns whether it is
 /// durable; with archiving off there is nothing to store and the answer is yes.
-async fn store(
-    msg: &Message,
-    spool: Result<Option<Spool>, String>,
-    journal: Option<&Journal>,
-) -> bool {
+async fn store(msg: &Message, spool: Option<Spooling>, journal: Option<&Journal>) -> bool {
     if msg.outcome != MessageOutcome::Accept {
         return false;
     }
     let Some(journal) = journal else { return true };
     let queue_id = msg.queue_id.as_deref().unwrap_or("-");
-    let spool = match spool {
-        Ok(Some(spool)) => spool,
-        Ok(None) => {
-            tracing::error!(queue_id, "no spooled message to store; tempfailing it");
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(queue_id, "{e}; tempfailing the message");
-            return false;
-        }
+    let Some(spool) = spool else {
+        tracing::error!(queue_id, "no spooled message to store; tempfailing it");
+        return false;
     };
-    let size = spool.len();
-    let body = match spool.into_body() {
+    let (size, body) = match spool.into_body() {
         Ok(b) => b,
-        Err(e) => {
-            tracing::error!(
-                queue_id,
-                "reading the spooled message failed: {e}; tempfailing it"
-            );
+        Err(why) => {
+            tracing::error!(queue_id, "{why}; tempfailing the message");
             return false;
         }
     };
-    let entry = Entry::new(Kind::Message, &msg.archive_meta(size, "milter"), body);
-    match tokio::time::timeout(STORE_TIMEOUT, journal.append(entry)).await {
-        Ok(Ok(id)) => {
+    let meta = msg.archive_meta(size, FrontEnd::Milter.as_str());
+    match listen::store(journal, Entry::new(Kind::Message, &meta, body)).await {
+        Ok(id) => {
             tracing::debug!(queue_id, record = %id, "journaled");
             true
         }
-        Ok(Err(e)) => {
-            tracing::error!(queue_id, "journal: {e}; tempfailing the message");
-            false
-        }
-        Err(_) => {
-            tracing::error!(
-                queue_id,
-                "journal did not answer within {STORE_TIMEOUT:?}; tempfailing the message"
-            );
+        Err(e) => {
+            tracing::error!(queue_id, "{e}; tempfailing the message");
             false
         }
     }
@@ -376,11 +313,12 @@ async fn store(
 /// counted when decided (see [`Session::take_refusal`]); the recipients of a message refused as a
 /// whole are not counted again.
 fn record(msg: &Message, replies: &[Reply]) {
-    let outcome = match replies.last() {
-        Some(Reply::Continue | Reply::Accept) => "accepted",
-        Some(Reply::Tempfail) => "tempfailed",
-        Some(Reply::ReplyCode(code)) if code.starts_with('4') => "tempfailed",
-        _ => "rejected",
+    // The last reply is the message's answer; those before it are edits.
+    let answer = match replies.last() {
+        Some(Reply::Continue | Reply::Accept) => Answer::Positive,
+        Some(Reply::Tempfail) => Answer::Transient,
+        Some(Reply::ReplyCode(code)) if code.starts_with('4') => Answer::Transient,
+        _ => Answer::Permanent,
     };
-    crate::runtime::record::message(msg, outcome, "milter");
+    listen::finished(msg, [answer], FrontEnd::Milter);
 }

@@ -31,10 +31,14 @@ use crate::transaction::{Edit, RcptOutcome, Refusal, Transaction};
 /// The milter protocol version handoff speaks (Sendmail 8.14, Postfix 2.6+).
 pub const VERSION: u32 = 6;
 
-/// The actions handoff may ask for: recipient edits and the loop marker header.
+/// The actions handoff may ask for: recipient edits, the loop marker header, and the envelope
+/// sender for SRS. CHGFROM is asked for whatever the policy says: the policy in force is only
+/// known per transaction (a reload may turn `[srs]` on under an open connection), and being
+/// allowed an action changes nothing for Postfix until it is used (Postfix 2.6+ offers it).
 pub const WANTED_ACTIONS: Actions = Actions::ADDHDRS
     .union(Actions::ADDRCPT)
-    .union(Actions::DELRCPT);
+    .union(Actions::DELRCPT)
+    .union(Actions::CHGFROM);
 
 /// The macros handoff reads, asked for per stage in the negotiation reply (with the
 /// SETSYMLIST action), so that Postfix looks up and sends no others: `{auth_authen}` at MAIL
@@ -520,6 +524,7 @@ fn edit_actions(edits: &[Edit]) -> Actions {
             Edit::AddRecipient(_) => Actions::ADDRCPT,
             Edit::RemoveRecipient(_) => Actions::DELRCPT,
             Edit::AddHeader { .. } => Actions::ADDHDRS,
+            Edit::ChangeSender(_) => Actions::CHGFROM,
         }
     })
 }
@@ -529,6 +534,10 @@ fn edit_reply(edit: &Edit, leadspc: bool) -> Reply {
     match edit {
         Edit::RemoveRecipient(raw) => Reply::DelRcpt(raw.clone()),
         Edit::AddRecipient(a) => Reply::AddRcpt(format!("<{a}>")),
+        Edit::ChangeSender(sender) => Reply::ChgFrom {
+            sender: format!("<{sender}>"),
+            args: None,
+        },
         // With HDR_LEADSPC Postfix adds no space after the colon: the value brings its own.
         Edit::AddHeader { name, value } => Reply::AddHeader {
             name: name.clone(),
@@ -1311,5 +1320,87 @@ state = "deleted"
                 }
             }
         }
+    }
+
+    /// A context whose policy has `[srs]` with its secret; `gone@` forwards outside.
+    fn srs_cx() -> Fixed {
+        let text = "[domains]\nlocal = [\"corp.example\"]\n[srs]\ndomain = \"srs.corp.example\"\nsecret_file = \"/unused\"\n[accounts.\"gone@corp.example\"]\nstate = \"departed\"\nsuccessor = \"new@outside.example\"\nkeep_copy = false\n";
+        let mut policy = Policy::from_text("t.toml", text).unwrap();
+        let srs =
+            crate::srs::Srs::new("srs.corp.example", vec![crate::srs::Secret::new("k")]).unwrap();
+        policy.settings.srs.as_mut().unwrap().srs = Some(srs);
+        Fixed(Arc::new(PolicyStore::with_loop_key(policy, loop_key())))
+    }
+
+    /// Milter mode: a forward out of the company changes the sender with CHGFROM, a bounce to
+    /// the SRS address is turned back with DELRCPT + ADDRCPT, a forged one refused; without
+    /// CHGFROM granted, the forward is tempfailed rather than sent unrewritten.
+    #[test]
+    fn srs_changes_the_sender_and_reverses_bounces() {
+        let cx = srs_cx();
+        let day = crate::srs::day_number(cx.today());
+        let srs = cx
+            .snapshot()
+            .policy
+            .settings
+            .srs
+            .clone()
+            .unwrap()
+            .srs
+            .unwrap();
+        let srs0 = srs.forward("Ann@example.net", day).unwrap();
+        let mut s = connected(&cx, false);
+        assert!(s.actions().contains(Actions::CHGFROM));
+        mail(&mut s, &cx, "<Ann@example.net>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        let (_, r) = finish(&mut s, &cx, &[]);
+        assert!(
+            r.contains(&Reply::ChgFrom {
+                sender: format!("<{srs0}>"),
+                args: None
+            }),
+            "{r:?}"
+        );
+        mail(&mut s, &cx, "<>");
+        rcpt(&mut s, &cx, &format!("<{srs0}>"));
+        let (_, r) = finish(&mut s, &cx, &[]);
+        assert_eq!(
+            r,
+            [
+                Reply::DelRcpt(format!("<{srs0}>")),
+                Reply::AddRcpt("<ann@example.net>".into()),
+                Reply::Continue
+            ]
+        );
+        mail(&mut s, &cx, "<>");
+        let forged = srs0.replace("=Ann@", "=Eve@");
+        let r = rcpt(&mut s, &cx, &format!("<{forged}>"));
+        assert!(
+            matches!(&r[..], [Reply::ReplyCode(t)] if t.starts_with("550 5.1.1 ")),
+            "{r:?}"
+        );
+        // An MTA that does not grant CHGFROM.
+        let mut s = Session::new();
+        s.handle(
+            Command::OptNeg {
+                version: 6,
+                actions: Actions::ADDRCPT | Actions::DELRCPT | Actions::ADDHDRS,
+                protocol: all_protocol(),
+            },
+            &cx,
+        )
+        .unwrap();
+        let connect = Command::Connect {
+            hostname: "client.example".into(),
+            family: Family::Inet4,
+            port: 4000,
+            address: "192.0.2.7".into(),
+        };
+        s.handle(connect, &cx).unwrap();
+        mail(&mut s, &cx, "<ann@example.net>");
+        rcpt(&mut s, &cx, "<gone@corp.example>");
+        let (msg, r) = finish(&mut s, &cx, &[]);
+        assert_eq!(msg.outcome, MessageOutcome::CannotRewrite);
+        assert_eq!(r, [Reply::Tempfail]);
     }
 }

@@ -5,13 +5,17 @@
 //! every template exists, no alias or forward chain loops or grows past its bounds. Any problem is
 //! reported with `FILE:LINE:COL`, all problems at once.
 //!
-//! This module reads files (the policy and its includes) and nothing else; the engine that uses a
-//! [`Policy`] lives in [`crate::engine`] and does no I/O at all.
+//! Pure but for `load.rs`, which reads the policy file and its includes and nothing else; the
+//! engine that uses a [`Policy`] lives in [`crate::engine`] and does no I/O at all.
 
 mod compile;
+pub mod departments;
 pub mod diag;
+mod graph;
+mod load;
 mod raw;
 pub mod reply;
+mod settings;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,8 +26,11 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 
 use crate::address::Address;
+
 pub use diag::{Diagnostic, Diagnostics, Origin, SourceFile, Sources};
+pub use load::{LoadError, MAX_FILE_BYTES, load, load_with};
 pub use reply::{ReplyClass, SmtpReply};
+pub use settings::default_index_dir;
 
 /// How deep alias and forward chains may nest, and how many addresses one recipient may expand
 /// to. Postfix's own `virtual_alias_recursion_limit` and `virtual_alias_expansion_limit` default
@@ -166,6 +173,59 @@ impl OriginalSubject {
     }
 }
 
+/// Whether `selector` is a DKIM selector: dot-separated sub-domain labels (RFC 6376 section
+/// 3.1), each of letters, digits and inner hyphens, at most 63 long.
+pub fn is_dkim_selector(selector: &str) -> bool {
+    selector.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    })
+}
+
+/// `[dkim."DOMAIN"] algorithm`: the DKIM signing algorithms handoff writes (RFC 6376, RFC 8463;
+/// rsa-sha1 is historic, RFC 8301).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    Ed25519Sha256,
+    RsaSha256,
+}
+
+impl DkimAlgorithm {
+    pub const NAMES: &str = "ed25519-sha256, rsa-sha256";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Ed25519Sha256 => "ed25519-sha256",
+            DkimAlgorithm::RsaSha256 => "rsa-sha256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DkimAlgorithm> {
+        match s {
+            "ed25519-sha256" => Some(DkimAlgorithm::Ed25519Sha256),
+            "rsa-sha256" => Some(DkimAlgorithm::RsaSha256),
+            _ => None,
+        }
+    }
+}
+
+/// `[dkim."DOMAIN"]`: the key that signs what handoff sends from one domain. The key file is
+/// read by [`load`], not by the pure compiler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimDomain {
+    /// Lookup form (A-labels, lower case), as [`Address::domain`].
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    /// Absolute (relative paths are taken from the policy file's directory).
+    pub key_file: PathBuf,
+    /// Where `key` was written, for the key file's errors.
+    pub origin: Origin,
+}
+
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -212,6 +272,12 @@ pub struct Settings {
     pub relay: SocketAddr,
     pub journal_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `[storage] index`: the archive index, derived from the journal (default: `index` beside
+    /// the journal directory).
+    pub index_dir: PathBuf,
+    /// `[storage] indexer`: whether `serve` keeps the index up to date (default on; off, each
+    /// `archive search` catches it up itself).
+    pub indexer: bool,
     pub archive_enabled: bool,
     pub retention_days: u32,
     /// Mail to or from these addresses is never pruned.
@@ -224,6 +290,28 @@ pub struct Settings {
     /// Whether the per-message log line names addresses (`[log] addresses`, default true). Takes
     /// effect on reload.
     pub log_addresses: bool,
+    /// `[dkim]`: the signing keys of sending domains, by domain. Takes effect on reload.
+    pub dkim: Vec<DkimDomain>,
+    /// `[srs]`; `None`: senders are never rewritten.
+    pub srs: Option<SrsSettings>,
+}
+
+/// `[srs]`: the Sender Rewriting Scheme for forwards that leave the company ([`crate::srs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrsSettings {
+    /// The domain SRS addresses are in (lookup form). Postfix must accept mail for it and route
+    /// it through handoff, which reverses bounces to it.
+    pub domain: String,
+    /// One secret a line; the first signs, all verify.
+    pub secret_file: PathBuf,
+    /// Where `secret_file` is written in the main policy file (a byte offset), for the loader's
+    /// diagnostics.
+    pub secret_file_at: usize,
+    /// Forward targets in these domains (lookup form) do not count as leaving the company.
+    pub exclude_domains: Vec<String>,
+    /// The rewriter with the secrets read from `secret_file`, set by the loader
+    /// ([`load::load`]); `None` for a policy compiled from text alone.
+    pub srs: Option<crate::srs::Srs>,
 }
 
 /// `[autoreply]`: how often departed accounts may answer, and where that is remembered.
@@ -265,6 +353,12 @@ impl Settings {
         }
         if self.state_dir != new.state_dir {
             out.push("storage.state");
+        }
+        if self.index_dir != new.index_dir {
+            out.push("storage.index");
+        }
+        if self.indexer != new.indexer {
+            out.push("storage.indexer");
         }
         if self.archive_enabled != new.archive_enabled {
             out.push("archive.enabled");
@@ -308,10 +402,9 @@ pub struct Policy {
     pub templates: BTreeMap<String, Template>,
     /// The `include` patterns, made absolute, so a watcher can see new files appear.
     pub include_patterns: Vec<PathBuf>,
+    /// The `[dkim]` keys, read by [`load`] (empty from [`Policy::from_text`]).
+    pub dkim: crate::autoreply::dkim::Keys,
     index: Index,
-    /// What each alias and departed account expands to, filled as mail reaches them; the engine
-    /// owns its contents. A reload builds a new policy, so it never outlives the entries.
-    pub(crate) expansions: crate::engine::ExpansionCache,
 }
 
 /// A lookup hit: the node, and the base address when the hit came from stripping `+detail`.
@@ -402,153 +495,14 @@ impl Policy {
     }
 }
 
-/// Why a policy could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read policy file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(Diagnostics),
-}
-
-/// Loads and validates the policy file at `path` and the files it includes.
-pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    load_with(path, &HashMap::new())
-}
-
-/// Loads like [`load`], with the text of some files (the main file or included ones, by the path
-/// the load would read them at) taken from `edited` instead of the disk: the admin commands
-/// validate an edit as a whole before writing it.
-pub fn load_with(path: &Path, edited: &HashMap<PathBuf, String>) -> Result<Policy, LoadError> {
-    let text = match edited.get(path) {
-        Some(t) => t.clone(),
-        None => read(path)?,
-    };
-    // A policy file with nothing in it is far more likely a truncated save or a failed deploy
-    // than an intent to drop every account (disabled mailboxes would start taking mail), so it
-    // is refused; a deliberately minimal policy still names something, e.g. `[domains]`.
-    if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        let d = Diagnostic {
-            path: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            message: "the policy file is empty (a truncated save?); refused so that it cannot drop every account".into(),
-        };
-        return Err(LoadError::Invalid(Diagnostics(vec![d])));
+/// The diagnostics of loading `text` as a policy file, as printed (none if it loads): for the
+/// tests of each compiling stage.
+#[cfg(test)]
+pub(crate) fn test_errors(text: &str) -> Vec<String> {
+    match Policy::from_text("p.toml", text) {
+        Ok(_) => Vec::new(),
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
     }
-    let sources = Sources {
-        files: vec![SourceFile {
-            path: path.to_path_buf(),
-            text,
-        }],
-    };
-    let includes = |base: &Path, pattern: &str| {
-        let mut files = read_includes(base, pattern)?;
-        for f in &mut files {
-            if let Some(t) = edited.get(&f.path) {
-                f.text = t.clone();
-            }
-        }
-        Ok(files)
-    };
-    compile::compile(sources, Some(&includes)).map_err(LoadError::Invalid)
-}
-
-fn read(path: &Path) -> Result<String, LoadError> {
-    read_file(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The largest policy file, main or included, that handoff reads. A policy of 100,000 accounts
-/// (the `policy` bench) is about 15 MB in one file; 64 MiB leaves room for four times that, and
-/// bounds what a mistaken path (a log file, a disk image) costs in memory: every file is held
-/// whole, for diagnostics and for the admin commands' edits.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Reads one policy file: a regular file (after following links) of at most [`MAX_FILE_BYTES`].
-/// Not a device (`/dev/zero` never ends, `/dev/stdin` waits for a terminal), a FIFO (opening one
-/// blocks until a writer comes) or a socket: those are refused from their `stat`, before `open`.
-fn read_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let not_regular = |meta: &std::fs::Metadata| {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        let what = match () {
-            _ if t.is_dir() => "a directory",
-            _ if t.is_char_device() || t.is_block_device() => "a device",
-            _ if t.is_fifo() => "a FIFO",
-            _ if t.is_socket() => "a socket",
-            _ => "not a regular file",
-        };
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{what}; a policy file must be a regular file"),
-        )
-    };
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
-    let file = std::fs::File::open(path)?;
-    // The file that was opened, not the name that was checked.
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
-    let too_large = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
-        )
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    let mut text = String::new();
-    // `take`: a file that grows while it is read is still bounded.
-    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok(text)
-}
-
-/// Expands one `include` pattern, relative to the including file's directory, into the files it
-/// names, in sorted order. A pattern with no wildcard must name an existing file; a wildcard
-/// pattern may match nothing (an empty `accounts.d/` is normal).
-fn read_includes(base: &Path, pattern: &str) -> Result<Vec<SourceFile>, String> {
-    let full = base.join(pattern);
-    let full_str = full.to_string_lossy();
-    let mut out = Vec::new();
-    let paths =
-        glob::glob(&full_str).map_err(|e| format!("bad include pattern `{pattern}`: {e}"))?;
-    for entry in paths {
-        let path = entry
-            .map_err(|e| format!("cannot read include {}: {}", e.path().display(), e.error()))?;
-        if path.is_dir() {
-            continue;
-        }
-        let text =
-            read_file(&path).map_err(|e| format!("cannot read include {}: {e}", path.display()))?;
-        out.push(SourceFile { path, text });
-    }
-    let has_wildcard = pattern.contains(['*', '?', '[']);
-    if out.is_empty() && !has_wildcard {
-        return Err(format!(
-            "include `{pattern}`: no such file ({})",
-            full.display()
-        ));
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
 }
 
 /// The directory that relative paths in a policy file are taken from.

@@ -4,7 +4,7 @@
 //! tree, so a mistake in one entry does not hide the mistakes in the next: `handoff check` reports
 //! them all. Unknown keys are errors (`deny_unknown_fields`): a misspelt `keep_cpy` must not be
 //! silently ignored. Values whose *meaning* needs checking (states, addresses, replies, dates) stay
-//! strings with their spans here and are judged in [`super::compile`].
+//! strings with their spans here and are judged in [`super::settings`] and [`super::graph`].
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,8 @@ pub struct RawLmtp {
 pub struct RawStorage {
     pub journal: Option<SString>,
     pub state: Option<SString>,
+    pub index: Option<SString>,
+    pub indexer: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,13 +84,24 @@ pub struct RawLog {
     pub addresses: Option<bool>,
 }
 
+/// `[dkim."DOMAIN"]`: one sending domain's DKIM key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    pub selector: SString,
+    /// `ed25519-sha256` or `rsa-sha256`; checked in settings.
+    pub algorithm: SString,
+    /// The PEM private key file.
+    pub key: SString,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplate {
     pub subject: SString,
     pub body: SString,
     pub from: Option<SString>,
-    /// `always`, `authenticated` or `never`; checked in compile.
+    /// `always`, `authenticated` or `never`; checked in graph.
     pub original_subject: Option<SString>,
 }
 
@@ -102,10 +115,19 @@ pub struct RawAccount {
     pub forward: Option<Spanned<Vec<SString>>>,
     pub keep_copy: Option<Spanned<bool>>,
     pub autoreply: Option<SString>,
-    /// A TOML date (`2027-05-01`) or a string holding one; checked in compile.
+    /// A TOML date (`2027-05-01`) or a string holding one; checked in graph.
     pub until: Option<Spanned<toml::Value>>,
     pub then: Option<SString>,
     pub reply: Option<SString>,
+}
+
+/// `[srs]`: the Sender Rewriting Scheme for forwards that leave the company.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSrs {
+    pub domain: Option<SString>,
+    pub secret_file: Option<SString>,
+    pub exclude_domains: Option<Vec<SString>>,
 }
 
 /// A named entry (template, alias, account) with the span of its key.
@@ -128,12 +150,14 @@ pub struct RawFile {
     pub archive: Option<(Origin, RawArchive)>,
     pub autoreply: Option<(Origin, RawAutoreply)>,
     pub log: Option<(Origin, RawLog)>,
+    pub srs: Option<(Origin, RawSrs)>,
     pub templates: Vec<Entry<RawTemplate>>,
     pub aliases: Vec<Entry<Vec<SString>>>,
     pub accounts: Vec<Entry<RawAccount>>,
+    pub dkim: Vec<Entry<RawDkim>>,
 }
 
-const TOP_KEYS: &str = "include, listen, relay, lmtp, storage, domains, archive, autoreply, log, templates, aliases, accounts";
+const TOP_KEYS: &str = "include, listen, relay, lmtp, storage, domains, archive, autoreply, log, srs, templates, aliases, accounts, dkim";
 
 /// Parses one file's text. Every problem goes to `errs`; what could be read is returned.
 pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
@@ -170,9 +194,11 @@ pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
             "archive" => raw.archive = read(file, value, errs).map(|v| (origin, v)),
             "autoreply" => raw.autoreply = read(file, value, errs).map(|v| (origin, v)),
             "log" => raw.log = read(file, value, errs).map(|v| (origin, v)),
+            "srs" => raw.srs = read(file, value, errs).map(|v| (origin, v)),
             "templates" => raw.templates = entries(file, "templates", value, errs, read),
             "aliases" => raw.aliases = entries(file, "aliases", value, errs, read_members),
             "accounts" => raw.accounts = entries(file, "accounts", value, errs, read),
+            "dkim" => raw.dkim = entries(file, "dkim", value, errs, read),
             other => errs.error(
                 file,
                 origin.span.start,

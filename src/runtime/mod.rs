@@ -3,8 +3,8 @@
 
 pub mod escape;
 pub mod http;
+pub mod indexer;
 pub mod listen;
-pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod reload;

@@ -1,7 +1,8 @@
 //! The one log line and the counters for each finished message, whichever front end (milter or
 //! LMTP/SMTP) it came through, so operators read and graph both modes the same way.
 
-use crate::runtime::{escape, metrics};
+use crate::metrics;
+use crate::runtime::escape;
 use crate::transaction::{Message, MessageOutcome, Refusal};
 
 /// Logs the decision for one message and counts it. `outcome`: `accepted`, `rejected` or
@@ -12,7 +13,7 @@ pub fn message(msg: &Message, outcome: &'static str, front_end: &'static str) {
     metrics::message(outcome);
     if !matches!(msg.outcome, MessageOutcome::Refuse(_)) {
         for r in &msg.recipients {
-            metrics::recipient(r.resolution.decision(), r.resolution.rule);
+            metrics::recipient(r.resolution.decision().as_str(), r.resolution.rule.as_str());
         }
     }
     let queue_id = msg.queue_id.as_deref().unwrap_or("-");
@@ -108,8 +109,8 @@ pub fn decisions(msg: &Message) -> String {
 /// Counts a refusal when it is decided: a refused recipient by its rule, or a blocked sender.
 pub fn refusal(r: Refusal) {
     match r.rule {
-        Some(rule) => metrics::recipient(r.decision, rule),
-        None => metrics::sender_blocked(),
+        Some(rule) => metrics::recipient(r.decision.as_str(), rule.as_str()),
+        None => metrics::sender_blocked(r.decision.as_str()),
     }
 }
 

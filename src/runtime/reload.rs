@@ -11,8 +11,8 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::metrics;
 use super::store::PolicyStore;
+use crate::metrics;
 use crate::policy::{self, LoadError, Policy};
 
 /// Why a reload was attempted.
@@ -57,16 +57,29 @@ pub fn reload_once(path: &Path, store: &PolicyStore) -> Outcome {
     if policy.sources.digest() == current.digest
         && policy.sources == current.policy.sources
         && loop_key == current.loop_key
+        // A rotated SRS secret file changes no policy text.
+        && policy.settings.srs == current.policy.settings.srs
+        // A replaced DKIM key file under an unchanged policy is a change too.
+        && policy.dkim == current.policy.dkim
     {
         return Outcome::Unchanged;
     }
     let restart_needed = current.policy.settings.restart_needed(&policy.settings);
     let snap = store.replace(policy, loop_key);
-    metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
+    policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     Outcome::Applied {
         generation: snap.generation,
         restart_needed,
     }
+}
+
+/// Publishes the gauges that describe the policy now in force (at start-up and after each
+/// applied reload); the state labels are the policy's own names.
+pub(super) fn policy_in_force(policy: &Policy, generation: u64, loaded_at: jiff::Timestamp) {
+    let by_state = policy
+        .accounts_by_state()
+        .map(|(state, n)| (state.as_str(), n));
+    metrics::policy_in_force(&by_state, policy.aliases.len(), generation, loaded_at);
 }
 
 /// Logs and counts a reload outcome.
@@ -231,6 +244,13 @@ impl PolicyWatcher {
                 self.watch_dir(dir);
             }
         }
+        // The DKIM key files: replacing one reloads the keys.
+        for d in &policy.settings.dkim {
+            filter.files.insert(d.key_file.clone());
+            if let Some(dir) = d.key_file.parent() {
+                self.watch_dir(dir);
+            }
+        }
         for pattern in &policy.include_patterns {
             if let Ok(p) = glob::Pattern::new(&pattern.to_string_lossy()) {
                 filter.patterns.push(p);
@@ -264,5 +284,43 @@ impl PolicyWatcher {
                 dir.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A new secret put first in the SRS secret file (the policy text unchanged) is a change:
+    /// the reload applies it, and the new secret signs while the old one still verifies.
+    #[test]
+    fn a_rotated_srs_secret_is_applied_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("srs.secrets");
+        let write = |text: &str| {
+            std::fs::write(&secret, text).unwrap();
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write("old\n");
+        let path = dir.path().join("policy.toml");
+        let text = "[domains]\nlocal = [\"corp.example\"]\n[storage]\nstate = \"state\"\n[srs]\ndomain = \"srs.corp.example\"\nsecret_file = \"srs.secrets\"\n";
+        std::fs::write(&path, text).unwrap();
+        let store = PolicyStore::new(policy::load(&path).unwrap());
+        let rewriter = |store: &PolicyStore| {
+            let snap = store.snapshot();
+            snap.policy.settings.srs.clone().unwrap().srs.unwrap()
+        };
+        let signed_old = rewriter(&store).forward("a@example.net", 100).unwrap();
+        assert!(matches!(reload_once(&path, &store), Outcome::Unchanged));
+        write("new\nold\n");
+        assert!(matches!(
+            reload_once(&path, &store),
+            Outcome::Applied { .. }
+        ));
+        let now = rewriter(&store);
+        assert_ne!(now.forward("a@example.net", 100).unwrap(), signed_old);
+        assert!(now.reverse(&signed_old, 100).is_ok());
     }
 }

@@ -18,18 +18,18 @@ pub const FILE_NAME: &str = "loop.secret";
 /// The secret could not be read or created.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("loop-marker secret {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("loop-marker secret {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
         "loop-marker secret {}: not at least {} bytes of hex (delete it to have a new one made)",
         path.display(),
         LoopKey::MIN_LEN
     )]
     Invalid { path: PathBuf },
-    #[error("loop-marker secret {}: cannot get random bytes: {source}", path.display())]
+    #[error("loop-marker secret {}: cannot get random bytes: {cause}", path.display())]
     Random {
         path: PathBuf,
-        source: getrandom::Error,
+        cause: getrandom::Error,
     },
 }
 
@@ -37,9 +37,9 @@ pub enum SecretError {
 /// whole then linked into place, so a crash never leaves half a secret) when absent.
 pub fn load(state_dir: &Path) -> Result<LoopKey, SecretError> {
     let path = state_dir.join(FILE_NAME);
-    let io = |source| SecretError::Io {
+    let io = |cause| SecretError::Io {
         path: path.clone(),
-        source,
+        cause,
     };
     match fs::read_to_string(&path) {
         Ok(text) => return parse(&text).ok_or(SecretError::Invalid { path }),
@@ -52,9 +52,9 @@ pub fn load(state_dir: &Path) -> Result<LoopKey, SecretError> {
         .create(state_dir)
         .map_err(io)?;
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|source| SecretError::Random {
+    getrandom::fill(&mut secret).map_err(|cause| SecretError::Random {
         path: path.clone(),
-        source,
+        cause,
     })?;
     // tempfile creates 0600; set it anyway, the umask cannot widen it but say what is meant.
     let mut tmp = tempfile::NamedTempFile::new_in(state_dir).map_err(io)?;
@@ -79,7 +79,7 @@ pub fn read(state_dir: &Path) -> Result<Option<LoopKey>, SecretError> {
     match fs::read_to_string(&path) {
         Ok(text) => parse(&text).map(Some).ok_or(SecretError::Invalid { path }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SecretError::Io { path, source }),
+        Err(cause) => Err(SecretError::Io { path, cause }),
     }
 }
 

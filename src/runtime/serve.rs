@@ -10,14 +10,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::reload::{self, PolicyWatcher, Trigger};
 use super::store::PolicyStore;
-use super::{http, metrics, notify, status};
-use crate::autoreply::{self, AutoReplier};
+use super::{http, notify, status};
+use crate::autoreply::{self, AutoReplier, Suppression};
+use crate::engine::{Decision, Rule};
 use crate::journal::Journal;
 use crate::lmtp;
+use crate::metrics;
 use crate::milter;
 use crate::milter::server::{Limits, Services};
 use crate::policy;
-use crate::runtime::listen::Listener;
+use crate::runtime::listen::{self, Listener};
 
 /// How `serve` runs, beyond what the policy file says.
 #[derive(Debug, Clone)]
@@ -53,12 +55,17 @@ pub async fn run_until(
     let config: PathBuf =
         std::path::absolute(config).with_context(|| format!("bad path {}", config.display()))?;
     let policy = policy::load(&config)?;
-    let handle = metrics::install().context("cannot install the metrics recorder")?;
+    let handle = metrics::install(&metrics::Labels {
+        decisions: &Decision::ALL.map(Decision::as_str),
+        rules: &Rule::ALL.map(Rule::as_str),
+        suppressions: &Suppression::ALL.map(Suppression::as_str),
+    })
+    .context("cannot install the metrics recorder")?;
     let loop_key = super::secret::load(&policy.settings.state_dir)
         .context("cannot read the loop-marker secret")?;
     let store = Arc::new(PolicyStore::with_loop_key(policy, loop_key));
     let snap = store.snapshot();
-    metrics::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
+    reload::policy_in_force(&snap.policy, snap.generation, snap.loaded_at);
     tracing::info!(config = %config.display(), generation = snap.generation, summary = %snap.policy.summary(), "policy loaded");
     let settings = snap.policy.settings.clone();
     if !settings.autoreply.require_authenticated && !snap.policy.templates.is_empty() {
@@ -104,6 +111,22 @@ pub async fn run_until(
             None
         }
     };
+    // The indexer follows what the journal makes durable, off the mail path.
+    match (&journal, settings.indexer) {
+        (Some(j), true) => {
+            let config = super::indexer::Config {
+                journal: settings.journal_dir.clone(),
+                index: settings.index_dir.clone(),
+            };
+            super::indexer::spawn(config, j.durable(), stop.clone())
+                .context("cannot start the archive indexer")?;
+            tracing::info!(index = %settings.index_dir.display(), "archive indexer started");
+        }
+        (Some(_), false) => tracing::info!(
+            "the archive indexer is off ([storage] indexer = false): each archive search catches the index up itself"
+        ),
+        (None, _) => {}
+    }
     // Auto-replies: their memory opens (and a damaged file is refused) before mail is accepted.
     let memory = autoreply::Memory::open(&settings.state_dir, settings.autoreply.store.as_deref())
         .context("cannot open the auto-reply memory")?;
@@ -111,8 +134,14 @@ pub async fn run_until(
     let hook = journal
         .clone()
         .map_or_else(autoreply::no_journal, autoreply::journal_hook);
-    let (autoreply, autoreply_worker) =
-        AutoReplier::new(autoreply::Config::default(), memory, hook);
+    let (autoreply, autoreply_worker) = AutoReplier::new(
+        autoreply::Config {
+            helo: super::listen::host_name(),
+            ..autoreply::Config::default()
+        },
+        memory,
+        hook,
+    );
     let services = Arc::new(Services {
         store: store.clone(),
         journal: journal.clone(),
@@ -146,7 +175,7 @@ pub async fn run_until(
             store: store.clone(),
             journal: journal.clone(),
             next_hop: options.next_hop.clone(),
-            hostname: hostname(),
+            hostname: listen::host_name(),
             spool_dir: std::env::temp_dir(),
             autoreply: services.autoreply.clone(),
         });
@@ -205,19 +234,6 @@ pub async fn run_until(
     tracing::info!("shutting down");
     while tasks.join_next().await.is_some() {}
     Ok(())
-}
-
-/// The host name for greetings (the kernel's), or `handoff`.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        })
-        .unwrap_or_else(|| "handoff".into())
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).

@@ -1,25 +1,18 @@
-//! The running policy: one immutable snapshot at a time, swapped atomically on reload.
+//! The running policy: one immutable [`Snapshot`] at a time, swapped atomically on reload.
 //!
-//! A mail transaction takes one [`Snapshot`] when it starts and uses it to the end, so a reload in
+//! A mail transaction takes one snapshot when it starts and uses it to the end, so a reload in
 //! the middle of a message never mixes two policies in one decision.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::loopmark::LoopKey;
 use crate::policy::Policy;
-
-/// A policy with its generation number (1 for the policy loaded at start-up, +1 per reload).
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub policy: Policy,
-    pub digest: u64,
-    pub loaded_at: jiff::Timestamp,
-    /// Signs and checks the loop markers (read from the state directory by the daemon).
-    pub loop_key: LoopKey,
-}
+/// Where the snapshots this store swaps are defined; named here too for the callers that take
+/// both.
+pub use crate::transaction::Snapshot;
 
 #[derive(Debug)]
 pub struct PolicyStore {
@@ -34,14 +27,7 @@ impl PolicyStore {
     }
 
     pub fn with_loop_key(policy: Policy, loop_key: LoopKey) -> PolicyStore {
-        let digest = policy.sources.digest();
-        let snap = Snapshot {
-            generation: 1,
-            policy,
-            digest,
-            loaded_at: jiff::Timestamp::now(),
-            loop_key,
-        };
+        let snap = Snapshot::new(1, policy, loop_key, jiff::Timestamp::now());
         PolicyStore {
             current: ArcSwap::from_pointee(snap),
         }
@@ -56,28 +42,31 @@ impl PolicyStore {
     /// calls this, so generations never race.
     pub(crate) fn replace(&self, policy: Policy, loop_key: LoopKey) -> Arc<Snapshot> {
         let generation = self.current.load().generation + 1;
-        let digest = policy.sources.digest();
-        let snap = Arc::new(Snapshot {
+        let snap = Arc::new(Snapshot::new(
             generation,
             policy,
-            digest,
-            loaded_at: jiff::Timestamp::now(),
             loop_key,
-        });
+            jiff::Timestamp::now(),
+        ));
         self.current.store(snap.clone());
         snap
     }
 }
 
 /// 256 bits from the operating system; should that fail, 128 bits from std's per-process
-/// random hasher keys (this key signs markers that only this process checks).
+/// random hasher keys, stretched over four hashes (this key signs markers that only this process
+/// checks).
 fn random_key() -> LoopKey {
     let mut secret = [0u8; 32];
-    let key = match getrandom::fill(&mut secret) {
-        Ok(()) => LoopKey::new(&secret),
-        Err(_) => LoopKey::new(crate::autoreply::unique_token().as_bytes()),
-    };
-    key.unwrap_or_else(|| unreachable!("32 bytes is long enough"))
+    if getrandom::fill(&mut secret).is_err() {
+        let keys = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in (0u64..).zip(secret.chunks_exact_mut(8)) {
+            let mut h = keys.build_hasher();
+            h.write_u64(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    LoopKey::new(&secret).unwrap_or_else(|| unreachable!("32 bytes is long enough"))
 }
 
 impl crate::transaction::Context for PolicyStore {

@@ -268,8 +268,27 @@ impl Lab {
             .collect()
     }
 
-    pub fn queue_ids(&self) -> Vec<String> {
-        self.queue().into_iter().map(|m| m.queue_id).collect()
+    /// Polls the queue until `settled` holds for it and returns it; panics with the queue if
+    /// `timeout` passes first. A message that qmgr(8) is moving from `active` to `deferred`
+    /// while showq(8) walks the directories is listed twice, so a test that has just seen
+    /// `status=deferred` in the log waits for the move to finish rather than reading once.
+    pub fn wait_queue(
+        &self,
+        timeout: Duration,
+        settled: impl Fn(&[QueuedMessage]) -> bool,
+    ) -> Vec<QueuedMessage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let queue = self.queue();
+            if settled(&queue) {
+                return queue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lab: the queue did not settle in {timeout:?}: {queue:#?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn queue_len(&self) -> usize {

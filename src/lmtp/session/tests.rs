@@ -712,6 +712,7 @@ fn plan_quadratic(msg: &Message, accepted: &[String]) -> (Vec<String>, Vec<u8>, 
             Edit::AddHeader { name, value } => {
                 prepend.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
             }
+            Edit::ChangeSender(_) => {}
         }
     }
     let mut owners = Vec::with_capacity(accepted.len());
@@ -980,4 +981,78 @@ fn a_utf8_address_without_smtputf8_is_refused() {
         ],
     );
     assert_eq!(got[1..], ["553 5.6.7", "250 2.1.0", "553 5.6.7"]);
+}
+
+/// `[srs]` with its secret, `gone@` forwarding to a successor outside.
+fn srs_cx() -> Fixed {
+    let text = "[domains]\nlocal = [\"corp.example\"]\n[srs]\ndomain = \"srs.corp.example\"\nsecret_file = \"/unused\"\n[accounts.\"gone@corp.example\"]\nstate = \"departed\"\nsuccessor = \"new@outside.example\"\nkeep_copy = false\n";
+    let mut policy = Policy::from_text("t.toml", text).unwrap();
+    let srs = crate::srs::Srs::new("srs.corp.example", vec![crate::srs::Secret::new("k")]).unwrap();
+    policy.settings.srs.as_mut().unwrap().srs = Some(srs);
+    Fixed(Arc::new(PolicyStore::with_loop_key(policy, loop_key())))
+}
+
+/// Content-filter mode: the outgoing MAIL FROM of a forward that leaves the company is the SRS
+/// address; a bounce to it goes out to the original sender; a forged one is refused.
+#[test]
+fn srs_rewrites_the_outgoing_sender_and_reverses_bounces() {
+    let cx = srs_cx();
+    let day = crate::srs::day_number(cx.today());
+    let srs = cx
+        .snapshot()
+        .policy
+        .settings
+        .srs
+        .clone()
+        .unwrap()
+        .srs
+        .unwrap();
+    let srs0 = srs.forward("ann@example.net", day).unwrap();
+    let mut s = session();
+    let d = deliver(
+        &mut s,
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<ann@example.net>",
+            "RCPT TO:<gone@corp.example>",
+            "DATA",
+        ],
+        "Subject: hi\r\n\r\nbody\r\n",
+    );
+    assert_eq!(d.sender, srs0);
+    assert_eq!(d.envelope, ["new@outside.example"]);
+    // Inside: the sender stays.
+    let mut s = session();
+    let d = deliver(
+        &mut s,
+        &cx,
+        &[
+            "LHLO mx",
+            "MAIL FROM:<ann@example.net>",
+            "RCPT TO:<cs@corp.example>",
+            "DATA",
+        ],
+        "Subject: hi\r\n\r\nbody\r\n",
+    );
+    assert_eq!(d.sender, "ann@example.net");
+    // The bounce: null sender kept, the SRS recipient becomes the original sender.
+    let mut s = session();
+    let rcpt = format!("RCPT TO:<{srs0}>");
+    let d = deliver(
+        &mut s,
+        &cx,
+        &["LHLO mx", "MAIL FROM:<>", &rcpt, "DATA"],
+        "Subject: failure\r\n\r\nbody\r\n",
+    );
+    assert_eq!(d.sender, "");
+    assert_eq!(d.envelope, ["ann@example.net"]);
+    let mut s = session();
+    let forged = srs0.replace("=ann@", "=eve@");
+    let got = run(
+        &mut s,
+        &cx,
+        &["LHLO mx", "MAIL FROM:<>", &format!("RCPT TO:<{forged}>")],
+    );
+    assert_eq!(got[2], "550 5.1.1");
 }

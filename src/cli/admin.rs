@@ -1,14 +1,60 @@
-//! The admin commands' edge: arguments in, [`crate::admin`] edits applied, a line per change
-//! printed, and an exit code out (0 done, 1 refused or failed, 2 bad arguments).
+//! The commands that edit the policy file (`depart`, `disable`, `freeze`, `delete`, `restore`,
+//! `import`): arguments in, [`crate::admin`] edits applied, a line per change printed, and an
+//! exit code out (0 done, 1 refused or failed, 2 bad arguments).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use clap::Args;
 
 use crate::address::Address;
 use crate::admin::{self, AccountChange, AdminError, Change, Edit};
-use crate::cli::DepartArgs;
-use crate::policy::{self, State};
-use crate::runtime::status::{self, Status};
+use crate::policy::State;
+
+pub(super) const DEPART_EXAMPLES: &str = "\
+Examples:
+  handoff depart alice@corp.example --successor bob@corp.example
+  handoff depart alice@corp.example --successor bob@corp.example --no-copy --autoreply departed
+  handoff depart alice@corp.example --successor bob@corp.example --until 2027-05-01 --then deleted
+
+The edit is validated with the whole policy (includes too) before the file is replaced; an
+invalid result leaves the file untouched and exits 1. An account in an included file is edited
+in that file; a new one is added to the main policy file. The running daemon reloads the file.";
+
+#[derive(Debug, Args)]
+pub struct DepartArgs {
+    /// The departing account's address
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+    /// Who takes over: mail is forwarded there unless --forward says otherwise
+    #[arg(long, value_name = "ADDRESS")]
+    pub successor: String,
+    /// Forward to these addresses instead of the successor
+    #[arg(long, value_name = "ADDRESS", num_args = 1..)]
+    pub forward: Vec<String>,
+    /// Keep a copy in the departed mailbox (the default)
+    #[arg(long, conflicts_with = "no_copy")]
+    pub keep_copy: bool,
+    /// Forward only; the departed mailbox gets nothing
+    #[arg(long)]
+    pub no_copy: bool,
+    /// Auto-reply to senders with this template (a [templates.NAME] of the policy)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub autoreply: Option<String>,
+    /// From this date on (YYYY-MM-DD), behave as --then
+    #[arg(long, value_name = "DATE", requires = "then")]
+    pub until: Option<jiff::civil::Date>,
+    /// The state from --until on: disabled, frozen, deleted, …
+    #[arg(long, value_name = "STATE", requires = "until", value_parser = parse_state)]
+    pub then: Option<State>,
+}
+
+fn parse_state(s: &str) -> Result<State, String> {
+    State::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of: {}", known.join(", "))
+    })
+}
 
 /// `handoff depart`.
 pub fn depart(config: &Path, args: &DepartArgs) -> ExitCode {
@@ -47,9 +93,16 @@ pub fn depart(config: &Path, args: &DepartArgs) -> ExitCode {
     )
 }
 
+#[derive(Debug, Args)]
+pub struct AddressArg {
+    /// The account's address
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+}
+
 /// `handoff disable|freeze|delete|restore`.
-pub fn set_state(config: &Path, address: &str, state: State) -> ExitCode {
-    let Some(address) = address_arg("ADDRESS", address) else {
+pub fn set_state(config: &Path, arg: &AddressArg, state: State) -> ExitCode {
+    let Some(address) = address_arg("ADDRESS", &arg.address) else {
         return ExitCode::from(2);
     };
     run(
@@ -61,8 +114,23 @@ pub fn set_state(config: &Path, address: &str, state: State) -> ExitCode {
     )
 }
 
+pub(super) const IMPORT_HELP: &str = "\
+CSV columns (header row first, any order; address and state required):
+  address, state, successor, forward, keep_copy, autoreply, until, then
+state is active, departed, disabled, frozen, deleted, or alias (an alias's members go in
+forward). forward holds addresses separated by spaces or semicolons. Every row is checked and the
+whole edited policy validated before anything is written; errors name the CSV line.";
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+}
+
 /// `handoff import --csv FILE`.
-pub fn import(config: &Path, csv: &Path) -> ExitCode {
+pub fn import(config: &Path, args: &ImportArgs) -> ExitCode {
+    let csv = args.csv.as_path();
     let text = match std::fs::read_to_string(csv) {
         Ok(t) => t,
         Err(e) => {
@@ -132,31 +200,6 @@ pub fn import(config: &Path, csv: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `handoff status`: from the running daemon when one answers on the policy's metrics address,
-/// else from disk.
-pub fn status(config: &Path, json: bool) -> ExitCode {
-    let policy = match policy::load(config) {
-        Ok(p) => p,
-        Err(e) => return crate::cli::report_load_error(&e),
-    };
-    let from_daemon = match policy.settings.metrics {
-        Some(addr) => match status::fetch(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("status: {e}; showing what is on disk");
-                None
-            }
-        },
-        None => None,
-    };
-    let s = from_daemon.unwrap_or_else(|| Status::from_disk(config, &policy));
-    match json {
-        true => println!("{}", s.to_json()),
-        false => print!("{}", s.render()),
-    }
-    ExitCode::SUCCESS
 }
 
 fn run(config: &Path, edits: &[Edit]) -> ExitCode {

@@ -1,0 +1,414 @@
+//! `handoff archive import`: existing mail into the archive ([`crate::import`]), one account
+//! with its sources or a CSV of accounts; `--status` shows where each account stands.
+//!
+//! Output: a line per account on stdout when it is done (`ACCOUNT: done: N seen, …`), and the
+//! pieces that failed, on stderr. Progress on stderr: a bar per running account on a terminal,
+//! a line every 5 s otherwise. Exit code 0 when every account is done and nothing failed, 1
+//! otherwise (an account failed, a message could not be archived, a CSV mistake).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::archive::JournalArg;
+use super::progress::{ProgressArg, every};
+use crate::import::run::{Outcome, StatusFile, hostname, status_of};
+use crate::import::source::Format;
+use crate::import::status::{Counts, State, Status};
+use crate::import::{FolderMode, Importer, Job, Options, Source, csv, mbox};
+use crate::journal::search;
+use crate::policy::Policy;
+use crate::runtime::escape::escape;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  handoff archive import --account alice@corp.example /srv/old/alice/Maildir ~/alice.mbox
+  handoff archive import --csv accounts.csv      (columns: account, source, password, host)
+  handoff archive import --status [--csv]
+
+A rerun imports only what is new: the same message bytes are archived once per account.")]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub journal: JournalArg,
+    /// The handoff account the mail belongs to (an account of the policy)
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "status")]
+    pub account: Option<String>,
+    /// Where the account's mail is: .eml files or a directory of them, mbox files, Maildirs
+    #[arg(value_name = "SOURCE", requires = "account")]
+    pub sources: Vec<PathBuf>,
+    /// Accounts to import, one per row (account,source[,password][,host]); with --status: print
+    /// the status as CSV
+    #[arg(long, value_name = "FILE", num_args = 0..=1, conflicts_with = "account")]
+    pub csv: Option<Option<PathBuf>>,
+    /// List every account's import: not started, running, done, failed, with its counts
+    #[arg(long)]
+    pub status: bool,
+    /// What the sources are [default: told from each path]
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: Format,
+    /// How an mbox quotes body lines that start with "From "
+    #[arg(long, value_enum, default_value = "mboxrd")]
+    pub mbox: mbox::Quoting,
+    /// keep: each source folder's name; source: one folder named after the source address
+    #[arg(long, value_enum, default_value = "keep")]
+    pub folders: FolderMode,
+    /// The mailbox's owner at the source (recorded; the folder name with --folders source)
+    #[arg(long, value_name = "ADDRESS", requires = "account")]
+    pub source_account: Option<String>,
+    #[command(flatten)]
+    pub progress: ProgressArg,
+}
+
+/// Whether the command needs the policy (every import: accounts and departments come from it).
+pub fn needs_policy(a: &ImportArgs) -> bool {
+    !a.status
+}
+
+/// Runs the command on the journal at `dir`.
+pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &ImportArgs) -> ExitCode {
+    if a.status {
+        return show_status(dir, a);
+    }
+    let jobs = match jobs(a) {
+        Ok(jobs) => jobs,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("handoff archive import: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(policy) = policy else {
+        eprintln!("handoff archive import: the policy is needed (accounts and departments)");
+        return ExitCode::FAILURE;
+    };
+    let mut importer = match Importer::open(dir, segment_bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("handoff archive import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = Options {
+        folders: a.folders,
+        quoting: a.mbox,
+        host: hostname(),
+        by: search::operator().to_string(),
+    };
+    let file = match StatusFile::open(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("handoff archive import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut status = file.load();
+    for job in &jobs {
+        let e = status.entry(&job.account);
+        e.state = State::NotStarted;
+        e.reason = None;
+        e.counts = Counts::default();
+        e.sources = job.sources.iter().map(Source::describe).collect();
+        e.started = None;
+        e.finished = None;
+    }
+    let mut saver = Saver::new(&file);
+    saver.save(&status, true);
+    let mut all_ok = true;
+    let mut totals = Counts::default();
+    for job in &jobs {
+        {
+            let e = status.entry(&job.account);
+            e.state = State::Running;
+            e.started = Some(jiff::Timestamp::now().to_string());
+        }
+        saver.save(&status, false);
+        let mut shown = Shown::new(&job.account, &a.progress);
+        let result = importer.account(policy, job, &opts, &mut |c: &Counts| {
+            shown.update(c);
+            if saver.due() {
+                status.entry(&job.account).counts = *c;
+                saver.save(&status, true);
+            }
+        });
+        shown.finish();
+        let e = status.entry(&job.account);
+        e.finished = Some(jiff::Timestamp::now().to_string());
+        match result {
+            Ok(Outcome { counts, failures }) => {
+                e.counts = counts;
+                e.state = State::Done;
+                e.reason = summary(&failures);
+                println!("{}: done: {}", job.account, counts_text(&counts));
+                for f in &failures {
+                    eprintln!(
+                        "handoff archive import: {}: failed: {}",
+                        job.account,
+                        escape(f)
+                    );
+                }
+                all_ok &= failures.is_empty();
+                add(&mut totals, &counts);
+            }
+            Err(err) => {
+                e.state = State::Failed;
+                e.reason = Some(err.to_string());
+                println!("{}: failed: {}", job.account, escape(&err.to_string()));
+                all_ok = false;
+            }
+        }
+        saver.save(&status, false);
+    }
+    saver.save(&status, true);
+    if jobs.len() > 1 {
+        eprintln!("{} accounts: {}", jobs.len(), counts_text(&totals));
+    }
+    match all_ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// `--status`: the table, or CSV with `--csv`.
+fn show_status(dir: &Path, a: &ImportArgs) -> ExitCode {
+    let mut status = match status_of(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("handoff archive import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `--status --csv FILE`: the file's accounts no run was given yet are listed too.
+    if let Some(Some(path)) = &a.csv {
+        match csv_jobs(path) {
+            Ok(jobs) => {
+                for j in jobs {
+                    let e = status.entry(&j.account);
+                    if e.sources.is_empty() {
+                        e.sources = j.sources.iter().map(Source::describe).collect();
+                    }
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("handoff archive import: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match a.csv.is_some() {
+        true => print!("{}", status.to_csv()),
+        false => print!("{}", status.to_table()),
+    }
+    let failed = status
+        .accounts
+        .iter()
+        .any(|a| a.state == State::Failed || a.counts.failed > 0);
+    match failed {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    }
+}
+
+/// The accounts to import, from the arguments or the CSV file; the CSV's mistakes all at once.
+fn jobs(a: &ImportArgs) -> Result<Vec<Job>, Vec<String>> {
+    match (&a.account, &a.csv) {
+        (Some(account), _) => {
+            if a.sources.is_empty() {
+                return Err(vec![format!("--account {account}: no source given")]);
+            }
+            Ok(vec![Job {
+                account: account.clone(),
+                sources: a
+                    .sources
+                    .iter()
+                    .map(|p| Source::Path {
+                        path: p.clone(),
+                        format: a.format,
+                    })
+                    .collect(),
+                source_account: a.source_account.clone(),
+            }])
+        }
+        (None, Some(Some(path))) => {
+            let mut jobs = csv_jobs(path)?;
+            for j in &mut jobs {
+                for s in &mut j.sources {
+                    if let Source::Path { format, .. } = s {
+                        *format = a.format;
+                    }
+                }
+            }
+            Ok(jobs)
+        }
+        _ => Err(vec![
+            "give --account ADDRESS with its sources, or --csv FILE (see --help)".to_string(),
+        ]),
+    }
+}
+
+/// The CSV's rows as jobs: rows of one account become one job with each row's source (a path
+/// relative to the CSV file's directory).
+fn csv_jobs(path: &Path) -> Result<Vec<Job>, Vec<String>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: {e}")])?;
+    let rows = csv::parse(&name, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut jobs: Vec<Job> = Vec::new();
+    for row in rows {
+        let account = row.account.to_string();
+        let source = match row.is_imap() {
+            true => Source::Imap {
+                host: row.host.clone(),
+                user: row.source.clone(),
+            },
+            false => Source::Path {
+                path: base.join(&row.source),
+                format: Format::Auto,
+            },
+        };
+        match jobs.iter_mut().find(|j| j.account == account) {
+            Some(j) => j.sources.push(source),
+            None => jobs.push(Job {
+                account,
+                sources: vec![source],
+                source_account: None,
+            }),
+        }
+    }
+    Ok(jobs)
+}
+
+fn counts_text(c: &Counts) -> String {
+    format!(
+        "{} seen, {} imported, {} duplicate, {} failed",
+        c.seen, c.imported, c.duplicate, c.failed
+    )
+}
+
+fn add(t: &mut Counts, c: &Counts) {
+    t.seen += c.seen;
+    t.imported += c.imported;
+    t.duplicate += c.duplicate;
+    t.failed += c.failed;
+}
+
+/// The status's reason for an account whose messages failed: the first, and how many more.
+fn summary(failures: &[String]) -> Option<String> {
+    let first = failures.first()?;
+    Some(match failures.len() {
+        1 => first.clone(),
+        n => format!("{first} (and {} more)", n - 1),
+    })
+}
+
+/// Writes the status file at most once a second while accounts run (1,000 small accounts
+/// must not cost 2,000 rewrites), and whenever told to.
+struct Saver<'a> {
+    file: &'a StatusFile,
+    last: Option<Instant>,
+}
+
+impl<'a> Saver<'a> {
+    fn new(file: &'a StatusFile) -> Saver<'a> {
+        Saver { file, last: None }
+    }
+
+    fn due(&self) -> bool {
+        self.last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+    }
+
+    fn save(&mut self, status: &Status, force: bool) {
+        if !force && !self.due() {
+            return;
+        }
+        self.last = Some(Instant::now());
+        // The status is a view: a failure to write it is said, and the import goes on.
+        if let Err(e) = self.file.save(status) {
+            eprintln!("handoff archive import: warning: cannot write the status: {e}");
+        }
+    }
+}
+
+/// One account's progress on stderr: a bar on a terminal, a line every 5 s otherwise.
+struct Shown {
+    account: String,
+    start: Instant,
+    how: How,
+    last: Counts,
+}
+
+enum How {
+    Off,
+    Bar { bar: ProgressBar, next: Instant },
+    Lines { every: Duration, next: Instant },
+}
+
+impl Shown {
+    fn new(account: &str, arg: &ProgressArg) -> Shown {
+        let start = Instant::now();
+        let how = if arg.quiet {
+            How::Off
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                    // A constant template: it parses.
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(account.to_string());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            How::Bar { bar, next: start }
+        } else {
+            let every = every();
+            How::Lines {
+                every,
+                next: start + every,
+            }
+        };
+        Shown {
+            account: account.to_string(),
+            start,
+            how,
+            last: Counts::default(),
+        }
+    }
+
+    fn update(&mut self, c: &Counts) {
+        self.last = *c;
+        let now = Instant::now();
+        let rate = |c: &Counts| c.seen as f64 / self.start.elapsed().as_secs_f64().max(0.001);
+        match &mut self.how {
+            How::Off => {}
+            How::Bar { bar, next } => {
+                if now >= *next {
+                    *next = now + Duration::from_millis(100);
+                    bar.set_message(format!("{}, {:.0} msg/s", counts_text(c), rate(c)));
+                }
+            }
+            How::Lines { every, next } => {
+                if now >= *next {
+                    *next = now + *every;
+                    eprintln!(
+                        "import {}: {}, {:.0} msg/s",
+                        self.account,
+                        counts_text(c),
+                        rate(c)
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let How::Bar { bar, .. } = self.how {
+            bar.finish_and_clear();
+        }
+    }
+}

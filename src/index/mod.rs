@@ -1,0 +1,571 @@
+//! The archive index: a tantivy index derived from the journal, so that a search answers from
+//! postings instead of decoding every message.
+//!
+//! The journal stays the only source of truth. The index can be deleted at any time and rebuilt
+//! from it; each commit records the journal position it has reached ([`Position`], in the
+//! commit's payload, written atomically with the documents), so whoever builds it resumes from
+//! there after a crash: no record missing, none twice (documents added after the last commit
+//! are discarded with it).
+//!
+//! - [`analysis`]: how text is cut into terms (case-folded words, CJK bigrams), shared with the
+//!   journal's full scan so both find the same messages.
+//! - [`document`]: the schema and the document of one record (pure).
+//! - [`query`]: the scan's filters as a tantivy query (pure).
+//! - [`corpus`]: a generated mail corpus for tests and benchmarks.
+//! - [`verify`]: comparing the index with the journal (`archive verify`).
+//! - This file: the index directory (the I/O edge) and following the journal.
+
+pub mod analysis;
+pub mod corpus;
+pub mod document;
+pub mod query;
+pub mod verify;
+
+use std::path::Path;
+
+use serde::Serialize;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::schema::Value;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+pub use analysis::{TOKENIZER, Words};
+pub use document::{Doc, Fields};
+pub use query::{Search, translate};
+
+use crate::journal::reader::PruneMeta;
+use crate::journal::records::Problem;
+use crate::journal::search::Hit;
+use crate::journal::segment::list_segments;
+use crate::journal::{Kind, RecordId, Records};
+
+/// Where the index has reached in the journal: every record before it is in the index, none
+/// after (the journal's own resumable walk position).
+pub use crate::journal::Position;
+
+/// Memory the writer may buffer before it writes a segment (tantivy's minimum is 15 MB).
+pub const WRITER_HEAP: usize = 64 * 1024 * 1024;
+
+/// The daemon's writer heap: it commits about once a second, so its segments are small and a
+/// larger heap would only raise its memory (tantivy wants at least 15 MB per thread).
+pub const DAEMON_WRITER_HEAP: usize = 16 * 1024 * 1024;
+
+/// Why the index could not be opened, written or searched.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index {dir}: {cause}")]
+    Tantivy {
+        dir: String,
+        cause: tantivy::TantivyError,
+    },
+    #[error("index {dir}: unreadable journal position `{payload}` in the last commit: {reason}")]
+    Payload {
+        dir: String,
+        payload: String,
+        reason: String,
+    },
+    #[error("index {dir}: {cause}")]
+    Io { dir: String, cause: std::io::Error },
+    #[error(
+        "index {index} follows the journal {theirs}, not {ours} (choose --index, or `handoff archive reindex` to rebuild it for this journal)"
+    )]
+    OtherJournal {
+        index: String,
+        theirs: String,
+        ours: String,
+    },
+    #[error("journal {dir}: segment {segment} offset {offset}: {reason}")]
+    Journal {
+        dir: String,
+        segment: u64,
+        offset: u64,
+        reason: String,
+    },
+}
+
+impl IndexError {
+    /// Whether another writer (another process) holds the index's lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Tantivy {
+                cause: tantivy::TantivyError::LockFailure(
+                    tantivy::directory::error::LockError::LockBusy,
+                    _
+                ),
+                ..
+            }
+        )
+    }
+}
+
+/// A page of hits and how many there are in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub total: usize,
+    pub hits: Vec<Hit>,
+}
+
+/// An open index directory.
+pub struct Index {
+    dir: String,
+    index: tantivy::Index,
+    fields: Fields,
+    reader: IndexReader,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// Opens the index in `dir`, creating it (and `dir`, mode 0700: it holds message text)
+    /// when there is none.
+    pub fn open_or_create(dir: &Path) -> Result<Index, IndexError> {
+        let name = dir.display().to_string();
+        let io = |cause| IndexError::Io {
+            dir: name.clone(),
+            cause,
+        };
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(io)?;
+        let tantivy = |cause| IndexError::Tantivy {
+            dir: name.clone(),
+            cause,
+        };
+        let fields = Fields::new();
+        let directory = MmapDirectory::open(dir).map_err(|e| tantivy(e.into()))?;
+        let index =
+            tantivy::Index::open_or_create(directory, fields.schema.clone()).map_err(tantivy)?;
+        index
+            .tokenizers()
+            .register(TOKENIZER, TextAnalyzer::builder(Words).build());
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tantivy)?;
+        Ok(Index {
+            dir: name,
+            index,
+            fields,
+            reader,
+        })
+    }
+
+    fn tantivy(&self, cause: tantivy::TantivyError) -> IndexError {
+        IndexError::Tantivy {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+
+    /// Opens the index of `journal` in `dir` (creating it, 0700), checking or writing which
+    /// journal it follows ([`JOURNAL_FILE`]). Every process that writes the index opens it
+    /// this way: the daemon's indexer, a search catching up, `reindex`.
+    pub fn open_for(journal: &Path, dir: &Path) -> Result<Index, IndexError> {
+        let io = |cause| IndexError::Io {
+            dir: dir.display().to_string(),
+            cause,
+        };
+        let ours = std::fs::canonicalize(journal).map_err(io)?;
+        let ours = ours.display().to_string();
+        match std::fs::read_to_string(dir.join(JOURNAL_FILE)) {
+            Ok(theirs) if theirs.trim_end() != ours => {
+                return Err(IndexError::OtherJournal {
+                    index: dir.display().to_string(),
+                    theirs: theirs.trim_end().to_string(),
+                    ours,
+                });
+            }
+            Ok(_) => return Index::open_or_create(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let index = Index::open_or_create(dir)?;
+        // Written after the index exists: a directory without it is adopted by the next opener.
+        std::fs::write(dir.join(JOURNAL_FILE), format!("{ours}\n")).map_err(io)?;
+        Ok(index)
+    }
+
+    /// The journal position of the last commit (the start of the journal for a new index).
+    pub fn position(&self) -> Result<Position, IndexError> {
+        let metas = self.index.load_metas().map_err(|e| self.tantivy(e))?;
+        match metas.payload {
+            None => Ok(Position::START),
+            Some(p) => serde_json::from_str(&p).map_err(|e| IndexError::Payload {
+                dir: self.dir.clone(),
+                payload: p,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The index's only writer (tantivy locks the directory: a second one is an error).
+    pub fn writer(&self) -> Result<Writer, IndexError> {
+        self.writer_of(None, WRITER_HEAP)
+    }
+
+    /// The daemon's writer: one indexing thread (the cores belong to the mail first) and
+    /// [`DAEMON_WRITER_HEAP`].
+    pub fn daemon_writer(&self) -> Result<Writer, IndexError> {
+        self.writer_of(Some(1), DAEMON_WRITER_HEAP)
+    }
+
+    fn writer_of(&self, threads: Option<usize>, heap: usize) -> Result<Writer, IndexError> {
+        let w = match threads {
+            None => self.index.writer(heap),
+            Some(n) => self.index.writer_with_num_threads(n, heap),
+        }
+        .map_err(|e| self.tantivy(e))?;
+        Ok(Writer {
+            dir: self.dir.clone(),
+            w,
+            fields: self.fields.clone(),
+        })
+    }
+
+    /// Runs a search on the last commit: a page of hits, newest first, and the total. Its time
+    /// goes to [`crate::metrics::INDEX_SEARCH_SECONDS`] of the process that runs it.
+    pub fn search(&self, s: &Search) -> Result<Page, IndexError> {
+        let started = std::time::Instant::now();
+        let page = self.search_inner(s);
+        crate::metrics::index_search(started.elapsed());
+        page
+    }
+
+    fn search_inner(&self, s: &Search) -> Result<Page, IndexError> {
+        self.reader.reload().map_err(|e| self.tantivy(e))?;
+        let searcher = self.reader.searcher();
+        let q = translate(&self.fields, s);
+        let limit = s.limit.min(searcher.num_docs() as usize);
+        let (total, top) = if limit == 0 {
+            let total = searcher.search(&q, &Count).map_err(|e| self.tantivy(e))?;
+            (total, Vec::new())
+        } else {
+            let top = TopDocs::with_limit(limit)
+                .and_offset(s.offset)
+                .order_by_fast_field::<i64>(document::TIME, Order::Desc);
+            searcher
+                .search(&q, &(Count, top))
+                .map_err(|e| self.tantivy(e))?
+        };
+        let mut hits = Vec::with_capacity(top.len());
+        for (_, address) in top {
+            let d: TantivyDocument = searcher.doc(address).map_err(|e| self.tantivy(e))?;
+            hits.push(self.hit(&d));
+        }
+        Ok(Page { total, hits })
+    }
+
+    fn hit(&self, d: &TantivyDocument) -> Hit {
+        let f = &self.fields;
+        let text = |field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let kind = text(f.kind);
+        Hit {
+            id: text(f.id),
+            kind: [Kind::Message, Kind::Created, Kind::Imported]
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .map_or("unknown", Kind::as_str),
+            time: text(f.time_text),
+            from: text(f.sender_text),
+            to: d
+                .get_all(f.final_text)
+                .filter_map(|v| v.as_str())
+                .map(str::to_string)
+                .collect(),
+            subject: text(f.subject_text),
+        }
+    }
+
+    /// Segments in the last commit (each is searched on its own: fewer is faster).
+    pub fn segments(&self) -> Result<usize, IndexError> {
+        self.reader.reload().map_err(|e| self.tantivy(e))?;
+        Ok(self.reader.searcher().segment_readers().len())
+    }
+
+    /// Documents in the last commit.
+    pub fn records(&self) -> Result<u64, IndexError> {
+        self.reader.reload().map_err(|e| self.tantivy(e))?;
+        Ok(self.reader.searcher().num_docs())
+    }
+
+    /// The record id of every document in the last commit, in no order, a record indexed twice
+    /// listed twice (for comparing the index with the journal).
+    pub fn ids(&self) -> Result<Vec<String>, IndexError> {
+        self.reader.reload().map_err(|e| self.tantivy(e))?;
+        let searcher = self.reader.searcher();
+        let docs = searcher
+            .search(
+                &tantivy::query::AllQuery,
+                &tantivy::collector::DocSetCollector,
+            )
+            .map_err(|e| self.tantivy(e))?;
+        let mut ids = Vec::with_capacity(docs.len());
+        for address in docs {
+            let d: TantivyDocument = searcher.doc(address).map_err(|e| self.tantivy(e))?;
+            ids.push(
+                d.get_first(self.fields.id)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        Ok(ids)
+    }
+}
+
+/// Takes the writer lock of the index directory `dir` without opening the index (which may
+/// be damaged): `Some(guard)` holds it until dropped, `None` when another writer (the daemon's
+/// indexer, another process) has it. For a command that replaces the whole directory
+/// (`reindex`) and must not pull it from under a writer.
+pub fn try_lock(dir: &Path) -> Result<Option<tantivy::directory::DirectoryLock>, IndexError> {
+    use tantivy::Directory;
+    use tantivy::directory::error::LockError;
+    let io = |cause: std::io::Error| IndexError::Io {
+        dir: dir.display().to_string(),
+        cause,
+    };
+    let directory =
+        MmapDirectory::open(dir).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    match directory.acquire_lock(&tantivy::directory::INDEX_WRITER_LOCK) {
+        Ok(guard) => Ok(Some(guard)),
+        Err(LockError::LockBusy) => Ok(None),
+        Err(LockError::IoError(cause)) => {
+            Err(io(std::io::Error::new(cause.kind(), cause.to_string())))
+        }
+    }
+}
+
+/// The file in the index directory naming the journal it follows (its canonical path): an
+/// index caught up on another journal would resume at a position that means nothing there.
+pub const JOURNAL_FILE: &str = "handoff-journal";
+
+/// Adds and deletes documents; nothing is visible, or durable, before [`Writer::commit`].
+pub struct Writer {
+    dir: String,
+    w: IndexWriter,
+    fields: Fields,
+}
+
+impl Writer {
+    fn tantivy(&self, cause: tantivy::TantivyError) -> IndexError {
+        IndexError::Tantivy {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+
+    pub fn add(&mut self, docs: &[Doc]) -> Result<(), IndexError> {
+        for doc in docs {
+            self.w
+                .add_document(doc.to_tantivy(&self.fields))
+                .map_err(|e| self.tantivy(e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes one record's document.
+    pub fn delete(&mut self, id: RecordId) {
+        self.w
+            .delete_term(Term::from_field_text(self.fields.id, &id.to_string()));
+    }
+
+    /// Removes every document of a journal segment (what retention removes).
+    pub fn delete_segment(&mut self, segment: u64) {
+        self.w
+            .delete_term(Term::from_field_u64(self.fields.segment, segment));
+    }
+
+    /// Discards everything added and deleted since the last commit (after a failed one), keeping
+    /// the writer and its lock.
+    pub fn rollback(&mut self) -> Result<(), IndexError> {
+        self.w.rollback().map(|_| ()).map_err(|e| self.tantivy(e))
+    }
+
+    /// Ends the writer after the merges it started are done (dropping it abandons them).
+    pub fn finish(self) -> Result<(), IndexError> {
+        let dir = self.dir;
+        self.w
+            .wait_merging_threads()
+            .map_err(|cause| IndexError::Tantivy { dir, cause })
+    }
+
+    /// Makes everything added and deleted durable and visible, together with `reached`: the
+    /// journal position that the index now holds everything before.
+    pub fn commit(&mut self, reached: Position) -> Result<(), IndexError> {
+        // Serializing two integers cannot fail.
+        let payload = serde_json::to_string(&reached).unwrap_or_default();
+        let dir = &self.dir;
+        let tantivy = |cause| IndexError::Tantivy {
+            dir: dir.clone(),
+            cause,
+        };
+        let mut prepared = self.w.prepare_commit().map_err(tantivy)?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(tantivy)?;
+        Ok(())
+    }
+}
+
+/// What [`catch_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Journal records read (of every kind).
+    pub records: u64,
+    /// Documents added.
+    pub indexed: u64,
+    pub reached: Position,
+}
+
+/// Indexes every journal record after the index's position, committing every `batch` records
+/// (each commit storing the position reached) and at the end. A prune record removes the
+/// documents of the segments it names.
+pub fn catch_up(
+    journal: &Path,
+    index: &Index,
+    writer: &mut Writer,
+    batch: u64,
+) -> Result<Progress, IndexError> {
+    catch_up_to(journal, index, writer, batch, None)
+}
+
+/// [`catch_up`], reading no record that starts at or after `until` (when given): the daemon's
+/// indexer stops at what the journal has made durable, since a record after it may still be
+/// cut back by a failed batch and its place reused by another.
+pub fn catch_up_to(
+    journal: &Path,
+    index: &Index,
+    writer: &mut Writer,
+    batch: u64,
+    until: Option<Position>,
+) -> Result<Progress, IndexError> {
+    let mut progress = Progress {
+        reached: index.position()?,
+        ..Progress::default()
+    };
+    let mut docs = Vec::new();
+    let mut committed = progress.reached;
+    let reached = each_record(
+        journal,
+        progress.reached,
+        until,
+        |id, kind, meta, body, next| {
+            progress.records += 1;
+            if let Some(doc) = body.and_then(|b| Doc::new(id, kind, meta, &b)) {
+                docs.push(doc);
+            }
+            // Retention appends a prune record before it removes segments: their documents leave
+            // the index in the commit that passes the record, whenever the indexer gets there.
+            if kind == Kind::Prune
+                && let Ok(prune) = serde_json::from_slice::<PruneMeta>(meta)
+            {
+                writer.add(&docs)?;
+                progress.indexed += docs.len() as u64;
+                docs.clear();
+                for removed in prune.removed {
+                    writer.delete_segment(removed.segment);
+                }
+            }
+            if progress.records.is_multiple_of(batch) {
+                writer.add(&docs)?;
+                progress.indexed += docs.len() as u64;
+                docs.clear();
+                writer.commit(next)?;
+                committed = next;
+            }
+            Ok(())
+        },
+    )?;
+    // Nothing new since the last commit: no commit (each is an fsync).
+    if reached != committed {
+        writer.add(&docs)?;
+        progress.indexed += docs.len() as u64;
+        writer.commit(reached)?;
+    }
+    progress.reached = reached;
+    Ok(progress)
+}
+
+/// The journal adapter: calls `f(id, kind, meta, body, next)` for each record from `from` on,
+/// in order (`body` only for messages; `next` is the position after the record), and returns
+/// the position after the last. A record that does not read back in the last segment is a
+/// write in progress: reading stops before it. Anywhere else it is damage, and an error.
+fn each_record(
+    dir: &Path,
+    from: Position,
+    until: Option<Position>,
+    mut f: impl FnMut(RecordId, Kind, &[u8], Option<Vec<u8>>, Position) -> Result<(), IndexError>,
+) -> Result<Position, IndexError> {
+    let name = dir.display().to_string();
+    let fail = |segment, offset, reason: String| IndexError::Journal {
+        dir: name.clone(),
+        segment,
+        offset,
+        reason,
+    };
+    let last = list_segments(dir)
+        .map_err(|e| fail(from.segment, 0, e.to_string()))?
+        .last()
+        .copied();
+    let mut walk = Records::from(dir, from);
+    let mut reached = from;
+    while let Some(info) = walk.next() {
+        let info = match info {
+            Ok(info) => info,
+            Err(e) if Some(e.segment) == last && !matches!(e.problem, Problem::Open(_)) => {
+                return Ok(reached);
+            }
+            // Past what is durable: a write in progress, wherever it is.
+            Err(e)
+                if until.is_some_and(|u| {
+                    Position {
+                        segment: e.segment,
+                        offset: e.offset,
+                    } >= u
+                }) =>
+            {
+                return Ok(reached);
+            }
+            Err(e) => return Err(fail(e.segment, e.offset, e.reason())),
+        };
+        let start = Position {
+            segment: info.id.segment,
+            offset: info.id.offset,
+        };
+        if until.is_some_and(|u| start >= u) {
+            return Ok(reached);
+        }
+        reached = Position::after(&info);
+        let body = match info.header.kind {
+            Kind::Message | Kind::Created | Kind::Imported => {
+                let segment = walk
+                    .segment()
+                    .ok_or_else(|| fail(reached.segment, reached.offset, "no segment".into()))?;
+                Some(
+                    segment
+                        .body(&info)
+                        .map_err(|e| fail(reached.segment, reached.offset, e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
+        f(info.id, info.header.kind, &info.meta, body, reached)?;
+    }
+    Ok(reached)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! The daemon's indexer: keeps the archive index ([`crate::index`]) up to date with what the
+//! journal has made durable, on a thread of its own, so that a message is searchable a second
+//! or so after Postfix heard its answer.
+//!
+//! It never touches the mail path: the journal's writer only publishes its durable position
+//! ([`crate::journal::Durable`], after each fsynced batch) and never waits for the index. It
+//! reads no further than that position, so no record that a failed batch could still cut back
+//! (and whose place the next batch would reuse) reaches the index.
+//!
+//! When the index cannot be opened or written (disk full, a damaged index, a directory it may
+//! not write, `archive reindex` holding it), mail flows on and `/readyz` stays ready: the
+//! failure is logged once per episode, counted ([`crate::metrics::INDEX_ERRORS`]), and retried
+//! with backoff; recovery is logged too. The index is derived: whatever it misses, the next
+//! pass reads from the journal (its position is in its last commit).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::index::{self, Index, IndexError, Writer};
+use crate::journal::{self, Durable, Position};
+use crate::metrics;
+
+/// At most one pass (and one index commit, with its fsyncs) per interval: under load each
+/// pass takes all that became durable meanwhile. Also how often the lag gauges are refreshed.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Retry delays after a failure: doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// Journal records between two commits in a long pass (the first after a start with a
+/// backlog): what a crash in it would make the next pass read again.
+const BATCH: u64 = 10_000;
+
+/// Where the indexer reads and writes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub journal: PathBuf,
+    pub index: PathBuf,
+}
+
+/// Starts the indexer's thread. It stops when `stop` turns true (work since its last commit is
+/// discarded, as after a crash: the next start reads it again).
+pub fn spawn(
+    config: Config,
+    durable: watch::Receiver<Durable>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::current();
+    metrics::index_started();
+    std::thread::Builder::new()
+        .name("handoff-indexer".into())
+        .spawn(move || {
+            let mut indexer = Indexer::new(config);
+            indexer.run(&runtime, durable, stop);
+        })
+}
+
+struct Indexer {
+    config: Config,
+    /// The open index, its writer and the directory's inode when it was opened.
+    open: Option<(Index, Writer, u64)>,
+    /// The error of the failure episode under way (logged once, when it began).
+    failing: Option<Instant>,
+    backoff: Duration,
+    /// Where the index has reached in the journal (unknown before the first pass).
+    reached: Option<Position>,
+    /// The journal's record count (since it opened) when the last pass began: the records
+    /// counted after it may not be in the index yet.
+    reached_records: u64,
+    /// Since when a durable record has waited for the index.
+    behind_since: Option<SystemTime>,
+}
+
+impl Indexer {
+    fn new(config: Config) -> Indexer {
+        Indexer {
+            config,
+            open: None,
+            failing: None,
+            backoff: BACKOFF.0,
+            reached: None,
+            reached_records: 0,
+            behind_since: None,
+        }
+    }
+
+    fn run(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        mut durable: watch::Receiver<Durable>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // The first pass runs at once: it reads whatever the journal holds beyond the index's
+        // last commit (a backlog after a crash, a deleted index).
+        let mut next = Instant::now();
+        let mut idle = false;
+        loop {
+            // A long backoff is slept an interval at a time, so the lag gauges keep growing.
+            let wait = next.saturating_duration_since(Instant::now());
+            let early = wait > INTERVAL;
+            let wait = wait.min(INTERVAL);
+            let go_on = runtime.block_on(async {
+                if *stop.borrow() {
+                    return false;
+                }
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = stop.changed() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                // Caught up: sleep until this daemon's journal writer makes something durable,
+                // or an interval (another writer, `archive prune` or an import, tells nobody).
+                if idle && !early {
+                    tokio::select! {
+                        _ = stop.changed() => return false,
+                        _ = durable.changed() => {}
+                        _ = tokio::time::sleep(INTERVAL) => {}
+                    }
+                }
+                true
+            });
+            if !go_on {
+                return;
+            }
+            if early {
+                self.publish_lag(&durable.borrow(), false);
+                continue;
+            }
+            let now = *durable.borrow_and_update();
+            // Read under the writers' lock: every record before it is durable, whoever wrote it.
+            let end = journal::writer::durable_end(&self.config.journal);
+            if let Ok(end) = &end
+                && self.failing.is_none()
+                && self.reached.is_some_and(|r| r >= *end)
+            {
+                idle = true;
+                self.publish_lag(&now, true);
+                continue;
+            }
+            idle = false;
+            if self.behind_since.is_none() {
+                self.behind_since = Some(now.at);
+            }
+            let started = Instant::now();
+            let pass_began = SystemTime::now();
+            match end.map_err(|e| IndexError::Journal {
+                dir: self.config.journal.display().to_string(),
+                segment: 0,
+                offset: 0,
+                reason: e.to_string(),
+            }) {
+                Ok(end) => match self.pass(end) {
+                    Ok(progress) => {
+                        metrics::index_outcome(true);
+                        metrics::index_added(progress.indexed);
+                        if let Some(since) = self.failing.take() {
+                            tracing::info!(
+                                index = %self.config.index.display(),
+                                failed_for_s = since.elapsed().as_secs(),
+                                reached = %progress.reached,
+                                "archive index: writable again, caught up with the journal"
+                            );
+                        }
+                        self.backoff = BACKOFF.0;
+                        self.reached = Some(progress.reached);
+                        self.reached_records = now.records;
+                        let latest = *durable.borrow();
+                        let caught_up = latest.records == now.records;
+                        // What became durable during the pass has waited at most since it began.
+                        self.behind_since = (!caught_up).then_some(pass_began);
+                        self.publish_lag(&latest, caught_up);
+                        next = started + INTERVAL;
+                        continue;
+                    }
+                    Err(e) => self.failed(e),
+                },
+                Err(e) => self.failed(e),
+            }
+            self.publish_lag(&durable.borrow(), false);
+            next = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// One failed attempt: counted, logged when it begins an episode.
+    fn failed(&mut self, e: IndexError) {
+        metrics::index_outcome(false);
+        // Back to the last commit, keeping the writer's lock (a search then waits for this
+        // indexer, or says how far behind it is, rather than racing it for the lock); a
+        // writer that cannot roll back is dropped and opened again at the next attempt.
+        if let Some((_, writer, _)) = &mut self.open
+            && writer.rollback().is_err()
+        {
+            self.open = None;
+        }
+        match self.failing {
+            None => {
+                tracing::error!(
+                    index = %self.config.index.display(),
+                    retry_in_s = self.backoff.as_secs(),
+                    "archive index: {e}; new messages are not searchable until it works again \
+                     (mail is not affected; retrying)"
+                );
+                self.failing = Some(Instant::now());
+            }
+            Some(_) => tracing::debug!("archive index: still failing: {e}"),
+        }
+    }
+
+    /// One pass: opens the index (and its writer) if need be, indexes up to `until`, commits.
+    fn pass(&mut self, until: Position) -> Result<index::Progress, IndexError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = &self.config.index;
+        let inode = || std::fs::metadata(dir).map(|m| m.ino()).ok();
+        // Replaced (`archive reindex` swapped in a new one) or removed (an operator deleted it
+        // to have it rebuilt): writing on would go to a directory nobody reads.
+        if let Some((_, _, opened)) = &self.open
+            && inode() != Some(*opened)
+        {
+            tracing::info!(index = %dir.display(), "archive index: the directory was replaced or removed; reopening it");
+            self.open = None;
+        }
+        let (index, writer, _) = match &mut self.open {
+            Some(open) => open,
+            None => {
+                let index = Index::open_for(&self.config.journal, dir)?;
+                let writer = index.daemon_writer()?;
+                let opened = inode().unwrap_or_default();
+                self.open.insert((index, writer, opened))
+            }
+        };
+        index::catch_up_to(&self.config.journal, index, writer, BATCH, Some(until))
+    }
+
+    fn publish_lag(&mut self, latest: &Durable, caught_up: bool) {
+        if caught_up {
+            self.behind_since = None;
+            metrics::index_lag(0, 0.0);
+            return;
+        }
+        let records = latest.records.saturating_sub(self.reached_records);
+        let seconds = self
+            .behind_since
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::index_lag(records, seconds);
+    }
+}
