@@ -356,7 +356,7 @@ fn archive_verify_compares_the_index_with_the_journal() {
         let mut w = held.writer().unwrap();
         w.delete(ids[2]);
         w.add(&[again]).unwrap();
-        w.commit(at).unwrap();
+        w.commit(at, None).unwrap();
     }
     let (code, out, err) = a.run(&["verify"]);
     assert_eq!(code, 3, "{out}{err}");

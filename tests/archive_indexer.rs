@@ -385,3 +385,36 @@ fn a_message_accepted_by_postfix_is_searchable_within_seconds() {
         "searchable within 3 s: {delays:?}"
     );
 }
+
+/// The journal replaced while handoff was stopped (an operator moved a damaged journal aside
+/// and started again): the index's position points into records it never saw, so the daemon's
+/// indexer starts over instead of indexing on from there; the new mail is found, the old is not,
+/// and `verify` agrees.
+#[test]
+fn a_journal_replaced_while_handoff_was_stopped_gets_its_index_rebuilt() {
+    let (mut d, _sink) = daemon("");
+    for i in 0..5 {
+        assert!(send_lmtp(lmtp_addr(&d), &format!("old{i}")).unwrap());
+    }
+    let journal = d.path("journal");
+    let index = d.path("index");
+    wait_for(Duration::from_secs(30), "the old mail indexed", || {
+        (indexed(&index).len() == 5).then_some(())
+    });
+    d.kill();
+    std::fs::rename(&journal, d.path("journal-old")).unwrap();
+    d.spawn(&[]);
+    assert!(send_lmtp(lmtp_addr(&d), "fresh").unwrap());
+    let now = journaled(&journal);
+    assert_eq!(now.len(), 1);
+    wait_for(Duration::from_secs(30), "the index rebuilt", || {
+        (indexed(&index) == now).then_some(())
+    });
+    let (code, ids, err) = search(&d, &["--text", "fresh"]);
+    assert_eq!((code, ids), (0, now.clone()), "{err}");
+    let (code, ids, err) = search(&d, &["--text", "old0"]);
+    assert_eq!((code, ids.len()), (0, 0), "{err}");
+    assert!(d.log_text().contains("does not follow"), "{}", d.log_text());
+    let (code, out, err) = d.cli(&["archive", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -102,6 +102,7 @@ pub(super) fn search(
     let end = journal_end(journal)?;
     match index.writer() {
         Ok(mut writer) => {
+            index.check_follows(journal)?;
             index::catch_up_to(journal, &index, &mut writer, BATCH, Some(end))?;
         }
         Err(e) if e.is_locked() => {
@@ -308,5 +309,6 @@ pub(super) fn follow(journal: &Path, dir: &Path) -> Result<Option<Progress>, Unu
     let Ok(mut writer) = index.writer() else {
         return Ok(None);
     };
+    index.check_follows(journal)?;
     Ok(Some(index::catch_up(journal, &index, &mut writer, BATCH)?))
 }

@@ -34,10 +34,11 @@ pub use analysis::{TOKENIZER, Words};
 pub use document::{Doc, Fields};
 pub use query::{Search, translate};
 
+use crate::journal::format::Hash;
 use crate::journal::reader::PruneMeta;
 use crate::journal::records::Problem;
 use crate::journal::search::Hit;
-use crate::journal::segment::list_segments;
+use crate::journal::segment::{list_segments, stored_hash_before};
 use crate::journal::{Kind, RecordId, Records};
 
 /// Where the index has reached in the journal: every record before it is in the index, none
@@ -67,6 +68,10 @@ pub enum IndexError {
     },
     #[error("index {dir}: {cause}")]
     Io { dir: String, cause: std::io::Error },
+    #[error(
+        "index {dir} does not follow the journal's records (the journal was replaced or restored since the index was built); `handoff archive reindex` rebuilds it"
+    )]
+    Diverged { dir: String },
     #[error(
         "index {index} follows the journal {theirs}, not {ours} (choose --index, or `handoff archive reindex` to rebuild it for this journal)"
     )]
@@ -196,13 +201,44 @@ impl Index {
 
     /// The journal position of the last commit (the start of the journal for a new index).
     pub fn position(&self) -> Result<Position, IndexError> {
+        Ok(self.mark()?.at)
+    }
+
+    /// The last commit's mark: its journal position and the hash of the record that ends there
+    /// (`None` before the first commit that passed a record, and in indexes written before
+    /// marks carried it).
+    fn mark(&self) -> Result<Mark, IndexError> {
         let metas = self.index.load_metas().map_err(|e| self.tantivy(e))?;
         match metas.payload {
-            None => Ok(Position::START),
+            None => Ok(Mark::default()),
             Some(p) => serde_json::from_str(&p).map_err(|e| IndexError::Payload {
                 dir: self.dir.clone(),
                 payload: p,
                 reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether this index follows the history of `journal` it was built from: the journal
+    /// still holds, just before the index's position, the hash of the record the index last
+    /// passed. Not so when the journal was replaced under a stopped daemon (a damaged segment
+    /// moved aside, a backup restored): the position then points into other records, and
+    /// indexing on from it would skip or garble them. A segment that is gone (pruned) or a
+    /// mark without a hash cannot be checked, and counts as followed.
+    pub fn follows(&self, journal: &Path) -> Result<bool, IndexError> {
+        let mark = self.mark()?;
+        let Some(hash) = mark.hash else {
+            return Ok(true);
+        };
+        journal_has(journal, mark.at, &hash)
+    }
+
+    /// [`Index::follows`], as an error naming the way out when it does not.
+    pub fn check_follows(&self, journal: &Path) -> Result<(), IndexError> {
+        match self.follows(journal)? {
+            true => Ok(()),
+            false => Err(IndexError::Diverged {
+                dir: self.dir.clone(),
             }),
         }
     }
@@ -389,6 +425,13 @@ impl Writer {
             .delete_term(Term::from_field_u64(self.fields.segment, segment));
     }
 
+    /// Empties the index, durably: it then starts over from the journal's first record (when
+    /// it no longer [`Index::follows`] the journal).
+    pub fn reset(&mut self) -> Result<(), IndexError> {
+        self.w.delete_all_documents().map_err(|e| self.tantivy(e))?;
+        self.commit(Position::START, None)
+    }
+
     /// Discards everything added and deleted since the last commit (after a failed one), keeping
     /// the writer and its lock.
     pub fn rollback(&mut self) -> Result<(), IndexError> {
@@ -405,9 +448,13 @@ impl Writer {
 
     /// Makes everything added and deleted durable and visible, together with `reached`: the
     /// journal position that the index now holds everything before.
-    pub fn commit(&mut self, reached: Position) -> Result<(), IndexError> {
-        // Serializing two integers cannot fail.
-        let payload = serde_json::to_string(&reached).unwrap_or_default();
+    pub fn commit(&mut self, reached: Position, hash: Option<&Hash>) -> Result<(), IndexError> {
+        let mark = Mark {
+            at: reached,
+            hash: hash.map(hex::encode),
+        };
+        // Serializing two integers and a string cannot fail.
+        let payload = serde_json::to_string(&mark).unwrap_or_default();
         let dir = &self.dir;
         let tantivy = |cause| IndexError::Tantivy {
             dir: dir.clone(),
@@ -418,6 +465,17 @@ impl Writer {
         prepared.commit().map_err(tantivy)?;
         Ok(())
     }
+}
+
+/// What a commit's payload holds: the journal position the index holds everything before,
+/// and the hash of the record that ends there (hex), which ties the position to one history
+/// of the journal ([`Index::follows`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Mark {
+    #[serde(flatten)]
+    at: Position,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
 }
 
 /// What [`catch_up`] did.
@@ -458,11 +516,13 @@ pub fn catch_up_to(
     };
     let mut docs = Vec::new();
     let mut committed = progress.reached;
+    let mut last_hash = None;
     let reached = each_record(
         journal,
         progress.reached,
         until,
-        |id, kind, meta, body, next| {
+        |id, kind, meta, body, next, hash| {
+            last_hash = Some(*hash);
             progress.records += 1;
             if let Some(doc) = body.and_then(|b| Doc::new(id, kind, meta, &b)) {
                 docs.push(doc);
@@ -483,7 +543,7 @@ pub fn catch_up_to(
                 writer.add(&docs)?;
                 progress.indexed += docs.len() as u64;
                 docs.clear();
-                writer.commit(next)?;
+                writer.commit(next, Some(hash))?;
                 committed = next;
             }
             Ok(())
@@ -493,21 +553,22 @@ pub fn catch_up_to(
     if reached != committed {
         writer.add(&docs)?;
         progress.indexed += docs.len() as u64;
-        writer.commit(reached)?;
+        writer.commit(reached, last_hash.as_ref())?;
     }
     progress.reached = reached;
     Ok(progress)
 }
 
-/// The journal adapter: calls `f(id, kind, meta, body, next)` for each record from `from` on,
-/// in order (`body` only for messages; `next` is the position after the record), and returns
+/// The journal adapter: calls `f(id, kind, meta, body, next, hash)` for each record from `from`
+/// on, in order (`body` only for messages; `next` is the position after the record, `hash` the
+/// record's own), and returns
 /// the position after the last. A record that does not read back in the last segment is a
 /// write in progress: reading stops before it. Anywhere else it is damage, and an error.
 fn each_record(
     dir: &Path,
     from: Position,
     until: Option<Position>,
-    mut f: impl FnMut(RecordId, Kind, &[u8], Option<Vec<u8>>, Position) -> Result<(), IndexError>,
+    mut f: impl FnMut(RecordId, Kind, &[u8], Option<Vec<u8>>, Position, &Hash) -> Result<(), IndexError>,
 ) -> Result<Position, IndexError> {
     let name = dir.display().to_string();
     let fail = |segment, offset, reason: String| IndexError::Journal {
@@ -562,9 +623,32 @@ fn each_record(
             }
             _ => None,
         };
-        f(info.id, info.header.kind, &info.meta, body, reached)?;
+        f(
+            info.id,
+            info.header.kind,
+            &info.meta,
+            body,
+            reached,
+            &info.hash,
+        )?;
     }
     Ok(reached)
+}
+
+/// Whether the journal in `journal` holds `hash` (hex) just before `at`.
+fn journal_has(journal: &Path, at: Position, hash: &str) -> Result<bool, IndexError> {
+    let Ok(expected) = hex::decode(hash) else {
+        return Ok(false);
+    };
+    match stored_hash_before(journal, at) {
+        Ok(Some(stored)) => Ok(stored[..] == expected[..]),
+        Ok(None) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(cause) => Err(IndexError::Io {
+            dir: journal.display().to_string(),
+            cause,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ fn deleting_by_id_and_by_segment() {
     let reached = index.position().unwrap();
     w.delete(written[3]);
     w.delete_segment(written[0].segment);
-    w.commit(reached).unwrap();
+    w.commit(reached, None).unwrap();
     let after = ids(&index.search(&Search::all(Query::default())).unwrap().hits);
     let expected: BTreeSet<String> = before
         .hits

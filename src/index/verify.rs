@@ -596,7 +596,7 @@ mod tests {
         let meta = serde_json::to_vec(&MessageMeta::default()).unwrap();
         docs.push(Doc::new(stranger, Kind::Message, &meta, b"").unwrap());
         w.add(&docs).unwrap();
-        w.commit(at).unwrap();
+        w.commit(at, None).unwrap();
         drop(w);
         let r = compare(&journal, &index);
         assert!(r.differs());
@@ -635,7 +635,7 @@ mod tests {
             segment: ids[5].segment,
             offset: ids[5].offset + 1,
         };
-        w.commit(wrong).unwrap();
+        w.commit(wrong, None).unwrap();
         drop(w);
         let r = compare(&journal, &index);
         assert_eq!(
@@ -649,7 +649,7 @@ mod tests {
             offset: 0,
         };
         let mut w = i.writer().unwrap();
-        w.commit(far).unwrap();
+        w.commit(far, None).unwrap();
         drop(w);
         let r = compare(&journal, &index);
         assert!(r.bad_position.unwrap().contains("past the journal's end"));

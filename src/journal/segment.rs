@@ -5,6 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::format::{HASH_LEN, HEADER_LEN, Hash, Header, HeaderError};
+use super::records::Position;
 
 /// `seg-0000000001.hj`: zero-padded so that names sort in segment order.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -178,6 +179,24 @@ pub fn stored_last_hash(mut file: File) -> io::Result<Option<Hash>> {
         return Ok(None);
     }
     file.seek(SeekFrom::Start(len - HASH_LEN as u64))?;
+    let mut hash = [0u8; HASH_LEN];
+    file.read_exact(&mut hash)?;
+    Ok(Some(hash))
+}
+
+/// The hash stored just before `at` in its segment of the journal in `dir`: the hash of the
+/// record that ends there, if one does (`None` when the segment is shorter than `at`). A
+/// segment that is not there is a `NotFound` error.
+pub fn stored_hash_before(dir: &Path, at: Position) -> io::Result<Option<Hash>> {
+    let mut file = File::open(segment_path(dir, at.segment))?;
+    let len = file.metadata()?.len();
+    let Some(start) = at.offset.checked_sub(HASH_LEN as u64) else {
+        return Ok(None);
+    };
+    if at.offset > len {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(start))?;
     let mut hash = [0u8; HASH_LEN];
     file.read_exact(&mut hash)?;
     Ok(Some(hash))

@@ -225,7 +225,18 @@ impl Indexer {
             Some(open) => open,
             None => {
                 let index = Index::open_for(&self.config.journal, dir)?;
-                let writer = index.daemon_writer()?;
+                let mut writer = index.daemon_writer()?;
+                // The index is derived: when the journal it was built from was replaced while
+                // handoff was stopped, it starts over rather than index from a position that
+                // no longer means anything.
+                if !index.follows(&self.config.journal)? {
+                    tracing::warn!(
+                        index = %dir.display(),
+                        "archive index: it does not follow the journal's records (the journal \
+                         was replaced or restored since it was built); rebuilding it"
+                    );
+                    writer.reset()?;
+                }
                 let opened = inode().unwrap_or_default();
                 self.open.insert((index, writer, opened))
             }
