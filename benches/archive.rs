@@ -30,8 +30,9 @@ use handoff::journal::search::{self, Parts, Query};
 use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry};
 
-/// Journal records between two commits of the build, as `archive reindex` commits.
-const BATCH: u64 = 10_000;
+/// Journal records between two commits of the build: as `archive reindex`, one commit at the
+/// end.
+const BATCH: u64 = u64::MAX;
 /// Messages per journal append (one fsync each).
 const APPEND: u64 = 1_000;
 /// Hits a search shows, as `archive search` without `--limit`.
@@ -416,7 +417,7 @@ fn main() {
         let t = Instant::now();
         let cpu = cpu_time();
         let index = Index::open_or_create(&index_dir).unwrap();
-        let mut w = index.writer().unwrap();
+        let mut w = index.rebuild_writer().unwrap();
         let progress = index::catch_up(&journal, &index, &mut w, BATCH).unwrap();
         let indexed = t.elapsed();
         w.finish().unwrap();

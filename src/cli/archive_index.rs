@@ -243,10 +243,11 @@ pub(super) fn rebuild(journal: &Path, dir: &Path) -> Result<Rebuilt, Unusable> {
         false => None,
     };
     let index = open(journal, &new)?;
-    let mut writer = index.writer()?;
+    let mut writer = index.rebuild_writer()?;
     let progress = index::catch_up(journal, &index, &mut writer, rebuild_batch())?;
-    // Waits for the writer's threads: every file of the last commit is written.
-    drop(writer);
+    // Waits for the writer's threads and for the merges that the commit started: every file
+    // of the last commit is written, and the index is not left in hundreds of segments.
+    writer.finish()?;
     drop(index);
     // Released before the swap: tantivy removes a lock's file by path, which after the renames
     // would be the new index's. A daemon that takes the old one meanwhile notices the swap
@@ -284,9 +285,13 @@ pub(super) fn follows_other(journal: &Path, dir: &Path) -> Option<String> {
     (theirs != ours.display().to_string()).then(|| theirs.to_string())
 }
 
-/// Test knob: records between two commits of `reindex` ([`BATCH`] unless set), so that a test
-/// can kill a rebuild after its first commit without a journal of 10,000 messages. Not meant
-/// for operators.
+/// Records between two commits of `reindex`: one commit, at the end. The rebuild writes into
+/// `DIR.new`, which a crash throws away whatever it holds, so intermediate commits would buy
+/// nothing but segments to write and merge.
+const REBUILD_BATCH: u64 = u64::MAX;
+
+/// Test knob: records between two commits of `reindex` ([`REBUILD_BATCH`] unless set), so
+/// that a test can kill a rebuild after its first commit. Not meant for operators.
 const BATCH_ENV: &str = "HANDOFF_INDEX_BATCH";
 
 fn rebuild_batch() -> u64 {
@@ -294,7 +299,7 @@ fn rebuild_batch() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(BATCH)
+        .unwrap_or(REBUILD_BATCH)
 }
 
 /// Brings the existing index of `journal` in `dir` up to the journal's end, for `archive

@@ -48,6 +48,12 @@ pub use crate::journal::Position;
 /// Memory the writer may buffer before it writes a segment (tantivy's minimum is 15 MB).
 pub const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
+/// The heap of a rebuild's writer. A rebuild commits once, at the end, so its segments are
+/// as large as the heap lets them be: fewer segments to write and to merge (at 100,000
+/// messages 8 % less CPU than [`WRITER_HEAP`] with a commit every 10,000 records, for about
+/// 170 MiB more RSS).
+pub const REBUILD_WRITER_HEAP: usize = 256 * 1024 * 1024;
+
 /// The daemon's writer heap: it commits about once a second, so its segments are small and a
 /// larger heap would only raise its memory (tantivy wants at least 15 MB per thread).
 pub const DAEMON_WRITER_HEAP: usize = 16 * 1024 * 1024;
@@ -243,18 +249,32 @@ impl Index {
         }
     }
 
-    /// The index's only writer (tantivy locks the directory: a second one is an error).
+    /// The index's only writer (tantivy locks the directory: a second one is an error). It
+    /// uses every core: tantivy's indexing threads, and as many threads decoding messages.
     pub fn writer(&self) -> Result<Writer, IndexError> {
-        self.writer_of(None, WRITER_HEAP)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.writer_of(None, WRITER_HEAP, cores)
     }
 
-    /// The daemon's writer: one indexing thread (the cores belong to the mail first) and
-    /// [`DAEMON_WRITER_HEAP`].
+    /// The daemon's writer: one indexing thread, and messages decoded on the caller's thread
+    /// (the cores belong to the mail first), and [`DAEMON_WRITER_HEAP`].
     pub fn daemon_writer(&self) -> Result<Writer, IndexError> {
-        self.writer_of(Some(1), DAEMON_WRITER_HEAP)
+        self.writer_of(Some(1), DAEMON_WRITER_HEAP, 1)
     }
 
-    fn writer_of(&self, threads: Option<usize>, heap: usize) -> Result<Writer, IndexError> {
+    /// The writer of a rebuild (`archive reindex`, into a directory nobody searches yet):
+    /// every core, and [`REBUILD_WRITER_HEAP`].
+    pub fn rebuild_writer(&self) -> Result<Writer, IndexError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.writer_of(None, REBUILD_WRITER_HEAP, cores)
+    }
+
+    fn writer_of(
+        &self,
+        threads: Option<usize>,
+        heap: usize,
+        decoders: usize,
+    ) -> Result<Writer, IndexError> {
         let w = match threads {
             None => self.index.writer(heap),
             Some(n) => self.index.writer_with_num_threads(n, heap),
@@ -264,6 +284,7 @@ impl Index {
             dir: self.dir.clone(),
             w,
             fields: self.fields.clone(),
+            decoders,
         })
     }
 
@@ -394,6 +415,8 @@ pub struct Writer {
     dir: String,
     w: IndexWriter,
     fields: Fields,
+    /// Threads that decode messages while catching up (1: the caller's own).
+    decoders: usize,
 }
 
 impl Writer {
@@ -503,6 +526,10 @@ pub fn catch_up(
 /// [`catch_up`], reading no record that starts at or after `until` (when given): the daemon's
 /// indexer stops at what the journal has made durable, since a record after it may still be
 /// cut back by a failed batch and its place reused by another.
+///
+/// With a writer that may use every core ([`Index::writer`]) the messages are decoded on
+/// several threads (one per core) while tantivy indexes on its own; the records still reach the
+/// index, and its commits, in journal order.
 pub fn catch_up_to(
     journal: &Path,
     index: &Index,
@@ -514,49 +541,201 @@ pub fn catch_up_to(
         reached: index.position()?,
         ..Progress::default()
     };
-    let mut docs = Vec::new();
-    let mut committed = progress.reached;
+    let from = progress.reached;
+    let mut committed = from;
     let mut last_hash = None;
-    let reached = each_record(
-        journal,
-        progress.reached,
-        until,
-        |id, kind, meta, body, next, hash| {
-            last_hash = Some(*hash);
-            progress.records += 1;
-            if let Some(doc) = body.and_then(|b| Doc::new(id, kind, meta, &b)) {
-                docs.push(doc);
-            }
-            // Retention appends a prune record before it removes segments: their documents leave
-            // the index in the commit that passes the record, whenever the indexer gets there.
-            if kind == Kind::Prune
-                && let Ok(prune) = serde_json::from_slice::<PruneMeta>(meta)
-            {
-                writer.add(&docs)?;
-                progress.indexed += docs.len() as u64;
-                docs.clear();
-                for removed in prune.removed {
-                    writer.delete_segment(removed.segment);
-                }
-            }
-            if progress.records.is_multiple_of(batch) {
-                writer.add(&docs)?;
-                progress.indexed += docs.len() as u64;
-                docs.clear();
-                writer.commit(next, Some(hash))?;
-                committed = next;
-            }
-            Ok(())
-        },
-    )?;
+    let fields = writer.fields.clone();
+    let decoders = writer.decoders;
+    let mut take = |r: Decoded| -> Result<(), IndexError> {
+        progress.records += 1;
+        last_hash = Some(r.hash);
+        if let Some(doc) = r.doc {
+            writer.w.add_document(doc).map_err(|e| writer.tantivy(e))?;
+            progress.indexed += 1;
+        }
+        // Retention appends a prune record before it removes segments: their documents leave
+        // the index in the commit that passes the record, whenever the indexer gets there.
+        for segment in r.pruned {
+            writer.delete_segment(segment);
+        }
+        if progress.records.is_multiple_of(batch) {
+            writer.commit(r.next, Some(&r.hash))?;
+            committed = r.next;
+        }
+        Ok(())
+    };
+    let reached = match decoders {
+        0 | 1 => each_record(journal, from, until, |id, kind, meta, body, next, hash| {
+            take(decode(&fields, id, kind, meta, body.as_deref(), next, hash))
+        })?,
+        n => decode_in_parallel(journal, from, until, &fields, n, &mut take)?,
+    };
     // Nothing new since the last commit: no commit (each is an fsync).
     if reached != committed {
-        writer.add(&docs)?;
-        progress.indexed += docs.len() as u64;
         writer.commit(reached, last_hash.as_ref())?;
     }
     progress.reached = reached;
     Ok(progress)
+}
+
+/// One journal record as the index takes it: its document (messages), the journal segments
+/// whose documents it removes (prune records), the position after it and its hash.
+struct Decoded {
+    doc: Option<TantivyDocument>,
+    pruned: Vec<u64>,
+    next: Position,
+    hash: Hash,
+}
+
+fn decode(
+    fields: &Fields,
+    id: RecordId,
+    kind: Kind,
+    meta: &[u8],
+    body: Option<&[u8]>,
+    next: Position,
+    hash: &Hash,
+) -> Decoded {
+    let pruned = match kind {
+        Kind::Prune => serde_json::from_slice::<PruneMeta>(meta)
+            .map(|p| p.removed.into_iter().map(|r| r.segment).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Decoded {
+        doc: body
+            .and_then(|b| Doc::new(id, kind, meta, b))
+            .map(|d| d.to_tantivy(fields)),
+        pruned,
+        next,
+        hash: *hash,
+    }
+}
+
+/// A record as read from the journal, before decoding.
+struct Raw {
+    id: RecordId,
+    kind: Kind,
+    meta: Vec<u8>,
+    body: Option<Vec<u8>>,
+    next: Position,
+    hash: Hash,
+}
+
+/// Records handed to a decoder at once: enough that the channels cost nothing per record.
+const CHUNK_RECORDS: usize = 64;
+/// ... and at most about this many bytes of them (a few large messages are one chunk), so that
+/// what is in flight (two chunks per decoder each way) stays bounded whatever the mail.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Walks the journal on one thread, decodes chunks of records on `decoders` threads (chunk `k`
+/// on thread `k % decoders`) and hands every record to `take` on the caller's thread in
+/// journal order. Returns what [`each_record`] returns; a decoder that panics panics here,
+/// before anything after its chunk is taken.
+fn decode_in_parallel(
+    journal: &Path,
+    from: Position,
+    until: Option<Position>,
+    fields: &Fields,
+    decoders: usize,
+    take: &mut dyn FnMut(Decoded) -> Result<(), IndexError>,
+) -> Result<Position, IndexError> {
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    std::thread::scope(|s| {
+        let mut inputs: Vec<SyncSender<Vec<Raw>>> = Vec::with_capacity(decoders);
+        let mut outputs: Vec<Receiver<Vec<Decoded>>> = Vec::with_capacity(decoders);
+        let mut workers = Vec::with_capacity(decoders);
+        for _ in 0..decoders {
+            let (tx, rx) = sync_channel::<Vec<Raw>>(2);
+            let (done_tx, done_rx) = sync_channel::<Vec<Decoded>>(2);
+            inputs.push(tx);
+            outputs.push(done_rx);
+            workers.push(s.spawn(move || {
+                for chunk in rx {
+                    let decoded = chunk
+                        .into_iter()
+                        .map(|r| {
+                            decode(
+                                fields,
+                                r.id,
+                                r.kind,
+                                &r.meta,
+                                r.body.as_deref(),
+                                r.next,
+                                &r.hash,
+                            )
+                        })
+                        .collect();
+                    if done_tx.send(decoded).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let walker = s.spawn(move || {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            let mut sent = 0usize;
+            // A send fails only when the taker has stopped (an error): the walk stops too.
+            let mut stopped = false;
+            let reached = each_record(journal, from, until, |id, kind, meta, body, next, hash| {
+                bytes += meta.len() + body.as_ref().map_or(0, Vec::len);
+                chunk.push(Raw {
+                    id,
+                    kind,
+                    meta: meta.to_vec(),
+                    body,
+                    next,
+                    hash: *hash,
+                });
+                if chunk.len() >= CHUNK_RECORDS || bytes >= CHUNK_BYTES {
+                    bytes = 0;
+                    if inputs[sent % decoders]
+                        .send(std::mem::take(&mut chunk))
+                        .is_err()
+                    {
+                        stopped = true;
+                        return Err(IndexError::Journal {
+                            dir: journal.display().to_string(),
+                            segment: next.segment,
+                            offset: next.offset,
+                            reason: "indexing stopped".into(),
+                        });
+                    }
+                    sent += 1;
+                }
+                Ok(())
+            });
+            if !chunk.is_empty() && !stopped && inputs[sent % decoders].send(chunk).is_ok() {
+                sent += 1;
+            }
+            (reached, sent)
+        });
+        // Chunk `k` comes back from decoder `k % decoders`; when the walk is over, every
+        // decoder's channel closes after its last chunk.
+        let mut taken = 0usize;
+        while let Ok(chunk) = outputs[taken % decoders].recv() {
+            for r in chunk {
+                take(r)?;
+            }
+            taken += 1;
+        }
+        drop(outputs);
+        for w in workers {
+            if let Err(panic) = w.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        let (reached, sent) = match walker.join() {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let reached = reached?;
+        // Every chunk sent was taken (a decoder that stopped early panicked, above): nothing
+        // after a chunk that was not indexed may be committed.
+        assert_eq!(sent, taken, "every decoded chunk is indexed");
+        Ok(reached)
+    })
 }
 
 /// The journal adapter: calls `f(id, kind, meta, body, next, hash)` for each record from `from`
