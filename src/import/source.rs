@@ -251,14 +251,16 @@ pub fn maildirpp_folder(name: &str) -> Option<String> {
 }
 
 /// What a message is copied into as it is read: the spool, the hash, the first bytes.
-struct Capture {
+#[derive(Debug)]
+pub struct Capture {
     spool: Spool,
     hash: Sha256,
-    head: Vec<u8>,
+    /// The first [`HEAD`] bytes.
+    pub head: Vec<u8>,
 }
 
 impl Capture {
-    fn new(spool_dir: &Path) -> Capture {
+    pub fn new(spool_dir: &Path) -> Capture {
         Capture {
             spool: Spool::new(spool_dir),
             hash: Sha256::new(),
@@ -266,7 +268,7 @@ impl Capture {
         }
     }
 
-    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+    pub fn write(&mut self, b: &[u8]) -> io::Result<()> {
         if self.head.len() < HEAD {
             let n = b.len().min(HEAD - self.head.len());
             self.head.extend_from_slice(&b[..n]);
@@ -275,7 +277,7 @@ impl Capture {
         self.spool.write(b)
     }
 
-    fn found(
+    pub fn found(
         self,
         folder: &str,
         path: &Path,
