@@ -1,18 +1,321 @@
-//! `handoff archive import` from IMAP and `handoff archive restore` to IMAP, against a private
-//! Dovecot (tests/support/dovecot.rs) over TLS with a test CA.
+//! `handoff archive import` from IMAP (and the harness under it), against a private Dovecot
+//! (tests/support/dovecot.rs) over TLS with a test CA: several users with nested folders, an
+//! 8-bit subject, a message without Date, a large message; import, rerun (nothing new), new
+//! mail (only it), a changed UIDVALIDITY (read again, nothing archived twice), a wrong password
+//! (that account fails, the others finish, the status says why); `archive search` finds the
+//! mail by account, folder, department, text and time; `verify` passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
 
 use crate::support::Dovecot;
+
+const POLICY: &str = r#"
+[domains]
+local = ["corp.example"]
+
+[accounts."alice@corp.example"]
+state = "active"
+department = "sales/emea"
+
+[accounts."bob@corp.example"]
+state = "active"
+department = "support"
+
+[accounts."carol@corp.example"]
+state = "active"
+department = "support"
+"#;
+
+/// Passwords in the CSV; the wrong one must never show.
+const CAROL_WRONG: &str = "zq-not-carols-password";
+
+struct Run {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    ca: PathBuf,
+}
+
+impl Run {
+    fn new(d: &Dovecot) -> Run {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        std::fs::write(root.join("policy.toml"), POLICY).unwrap();
+        Run {
+            _tmp: tmp,
+            root,
+            ca: d.ca_file(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// `handoff --config POLICY archive ARGS --journal J`: (exit code, stdout, stderr).
+    fn archive(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .arg("--config")
+            .arg(self.path("policy.toml"))
+            .arg("archive")
+            .args(args)
+            .arg("--journal")
+            .arg(self.path("journal"))
+            .env("USER", "importer")
+            .env_remove("SUDO_USER")
+            .env_remove("HANDOFF_IMAP_PASSWORD")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn import_csv(&self, csv: &Path) -> (i32, String, String) {
+        let ca = self.ca.to_str().unwrap().to_string();
+        self.archive(&[
+            "import",
+            "--quiet",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--ca-file",
+            &ca,
+        ])
+    }
+
+    fn search(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["search", "--json", "--limit", "100000"];
+        a.extend_from_slice(args);
+        let (code, out, err) = self.archive(&a);
+        assert_eq!(code, 0, "search {args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+/// The counts an import printed for an account: (seen, imported, duplicate, failed).
+fn counts(out: &str, account: &str) -> (u64, u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{account}: done: ")))
+        .unwrap_or_else(|| panic!("no done line for {account} in {out}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let k = n.len();
+    (n[k - 4], n[k - 3], n[k - 2], n[k - 1])
+}
+
+fn msg(subject: &str, date: Option<&str>, body: &str) -> Vec<u8> {
+    let date = date.map_or(String::new(), |d| format!("Date: {d}\r\n"));
+    format!(
+        "From: x@example.net\r\nTo: team@example.net\r\n{date}Subject: {subject}\r\n\
+Message-ID: <{subject}@example.net>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
 
 #[test]
 fn the_private_dovecot_stores_and_returns_messages_byte_for_byte() {
     let d = Dovecot::start(&[("alice", "pw-alice")]);
-    let msg: &[u8] = b"From: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n";
+    let m: &[u8] = b"From: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n";
     d.append(
         "alice",
         "Projects/Alpha",
-        &[(msg, Some("2024-03-01T08:09:10Z"))],
+        &[(m, Some("2024-03-01T08:09:10Z"))],
     );
     let got = d.messages("alice", "Projects/Alpha");
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1, msg);
+    assert_eq!(got[0].1, m);
+}
+
+#[test]
+fn imap_import_reruns_incrementally_survives_a_new_uidvalidity_and_fails_one_account_alone() {
+    let mut d = Dovecot::start(&[
+        ("alice", "pw-alice"),
+        ("bob", "pw-bob"),
+        ("carol", "pw-carol"),
+    ]);
+    let _ = &mut d;
+    let plain = msg(
+        "zqinboxone",
+        Some("Mon, 2 Mar 2026 09:00:00 +0000"),
+        "hello",
+    );
+    // An 8-bit subject: raw UTF-8 in the header, as many clients send it.
+    let eightbit = "From: x@example.net\r\nDate: Tue, 3 Mar 2026 09:00:00 +0000\r\n\
+Subject: zqeightbit Grüße aus Köln\r\n\r\nbody\r\n"
+        .as_bytes()
+        .to_vec();
+    let nodate = msg("zqnodate", None, "no date here");
+    let nested = msg(
+        "zqnested",
+        Some("Wed, 4 Mar 2026 09:00:00 +0000"),
+        "quarterly zqforecast",
+    );
+    let umlaut = msg("zqdraft", Some("Thu, 5 Mar 2026 09:00:00 +0000"), "draft");
+    d.append("alice", "INBOX", &[(&plain, None), (&eightbit, None)]);
+    d.append("alice", "INBOX", &[(&nodate, Some("2023-05-06T07:08:09Z"))]);
+    d.append("alice", "Projects/Alpha/2026", &[(&nested, None)]);
+    // A folder name outside ASCII: modified UTF-7 on the wire.
+    d.append("alice", "Entwürfe", &[(&umlaut, None)]);
+    // bob: a large message (6 MiB, spooled, never whole in memory) and a small one.
+    let mut large = msg("zqlarge", Some("Fri, 6 Mar 2026 09:00:00 +0000"), "");
+    large.truncate(large.len() - 2);
+    for i in 0..(6 * 1024 * 1024 / 64) {
+        large.extend_from_slice(format!("{i:062}\r\n").as_bytes());
+    }
+    let bobs = msg(
+        "zqbobsmall",
+        Some("Sat, 7 Mar 2026 09:00:00 +0000"),
+        "small",
+    );
+    d.append("bob", "INBOX", &[(&large, None), (&bobs, None)]);
+    d.append("carol", "INBOX", &[(&msg("zqcarol", None, "x"), None)]);
+
+    let run = Run::new(&d);
+    let host = d.host();
+    let csv = run.path("accounts.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "account,source,password,host\n\
+alice@corp.example,alice,pw-alice,{host}\n\
+bob@corp.example,bob,pw-bob,{host}\n\
+carol@corp.example,carol,{CAROL_WRONG},{host}\n"
+        ),
+    )
+    .unwrap();
+
+    let (code, out, err) = run.import_csv(&csv);
+    assert_eq!(code, 1, "carol failed: the exit code says so\n{out}{err}");
+    assert_eq!(
+        counts(&out, "alice@corp.example"),
+        (5, 5, 0, 0),
+        "{out}{err}"
+    );
+    assert_eq!(counts(&out, "bob@corp.example"), (2, 2, 0, 0), "{out}{err}");
+    assert!(
+        out.contains("carol@corp.example: failed: ") && out.contains("login as `carol` refused"),
+        "{out}"
+    );
+    assert!(!out.contains(CAROL_WRONG) && !err.contains(CAROL_WRONG));
+
+    // The status says who failed and why, without the password.
+    let (code, status, _) = run.archive(&["import", "--status", "--csv"]);
+    assert_eq!(code, 1);
+    assert!(!status.contains(CAROL_WRONG), "{status}");
+    let carol = status.lines().find(|l| l.contains("carol@")).unwrap();
+    assert!(
+        carol.contains("failed") && carol.contains("refused"),
+        "{carol}"
+    );
+    let alice = status.lines().find(|l| l.contains("alice@")).unwrap();
+    assert!(alice.contains("done"), "{alice}");
+
+    // Search by account, folder, department, text and time.
+    assert_eq!(run.search(&["--account", "alice@corp.example"]).len(), 5);
+    assert_eq!(run.search(&["--department", "support"]).len(), 2);
+    let hits = run.search(&["--folder", "Projects/Alpha/2026"]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(run.search(&["--folder", "Entwürfe"]).len(), 1);
+    assert_eq!(
+        run.search(&["--folder", "INBOX", "--account", "alice@corp.example"])
+            .len(),
+        3
+    );
+    assert_eq!(run.search(&["--text", "zqforecast"]).len(), 1);
+    assert_eq!(run.search(&["--text", "Köln"]).len(), 1);
+    assert_eq!(run.search(&["--text", "zqlarge"]).len(), 1);
+    // The message without Date is filed at its INTERNALDATE.
+    let hit = &run.search(&["--text", "zqnodate"])[0];
+    assert_eq!(hit["time"], "2023-05-06T07:08:09Z", "{hit}");
+    assert_eq!(
+        run.search(&[
+            "--since",
+            "2026-03-04",
+            "--until",
+            "2026-03-05",
+            "--account",
+            "alice@corp.example"
+        ])
+        .len(),
+        2
+    );
+    // The large message is archived byte for byte.
+    let id: handoff::journal::RecordId = run.search(&["--text", "zqlarge"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(handoff::journal::search::message_bytes(&run.path("journal"), id).unwrap() == large);
+    // Nothing was marked seen at the source (BODY.PEEK, EXAMINE): Dovecot's Maildir keeps
+    // flags in the file names (`:2,S`).
+    let seen = walk(&d.dir().join("mail/alice"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(":2,S"))
+        .count();
+    assert_eq!(seen, 0);
+
+    // A rerun with carol's password fixed: nothing new for alice and bob, carol's one.
+    std::fs::write(
+        &csv,
+        std::fs::read_to_string(&csv)
+            .unwrap()
+            .replace(CAROL_WRONG, "pw-carol"),
+    )
+    .unwrap();
+    let (code, out, err) = run.import_csv(&csv);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(counts(&out, "alice@corp.example"), (0, 0, 0, 0), "{out}");
+    assert_eq!(counts(&out, "bob@corp.example"), (0, 0, 0, 0), "{out}");
+    assert_eq!(counts(&out, "carol@corp.example"), (1, 1, 0, 0), "{out}");
+
+    // New mail: only it is read.
+    let late = msg(
+        "zqlatecomer",
+        Some("Sun, 8 Mar 2026 09:00:00 +0000"),
+        "late",
+    );
+    d.append("alice", "Projects/Alpha/2026", &[(&late, None)]);
+    let (code, out, err) = run.import_csv(&csv);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(counts(&out, "alice@corp.example"), (1, 1, 0, 0), "{out}");
+
+    // A new UIDVALIDITY (the folder deleted and made again with the same mail): the folder is
+    // read again whole, and nothing is archived twice.
+    d.recreate("alice", "Projects/Alpha/2026");
+    d.append(
+        "alice",
+        "Projects/Alpha/2026",
+        &[(&nested, None), (&late, None)],
+    );
+    let (code, out, err) = run.import_csv(&csv);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(counts(&out, "alice@corp.example"), (2, 0, 2, 0), "{out}");
+    assert_eq!(run.search(&["--account", "alice@corp.example"]).len(), 6);
+    // And the run after that reads nothing.
+    let (_, out, _) = run.import_csv(&csv);
+    assert_eq!(counts(&out, "alice@corp.example"), (0, 0, 0, 0), "{out}");
+
+    let (code, out, err) = run.archive(&["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -43,6 +43,9 @@ pub enum ImapError {
     },
     #[error("{server}: bad response: {text}")]
     Protocol { server: String, text: String },
+    /// The caller's callback asked to stop (its own error is what it reports).
+    #[error("stopped")]
+    Stopped,
     #[error("CA file {path}: {cause}")]
     CaFile { path: String, cause: String },
 }
@@ -344,10 +347,11 @@ impl Client {
     }
 
     /// APPENDs `body` (read from `reader`, `len` bytes) to a mailbox with `date` as its
-    /// INTERNALDATE and the `\Seen` flag; the new UID when the server says (UIDPLUS).
+    /// INTERNALDATE, `\Seen` when `seen`; the new UID when the server says (UIDPLUS).
     pub fn append(
         &mut self,
         raw: &str,
+        seen: bool,
         date: Option<jiff::Timestamp>,
         len: u64,
         reader: &mut dyn Read,
@@ -359,7 +363,8 @@ impl Client {
         };
         self.tag += 1;
         let tag = format!("h{}", self.tag);
-        let head = format!("{tag} APPEND {arg} (\\Seen){date} {{{len}}}\r\n");
+        let flags = if seen { "(\\Seen)" } else { "()" };
+        let head = format!("{tag} APPEND {arg} {flags}{date} {{{len}}}\r\n");
         self.write(head.as_bytes())?;
         self.flush()?;
         self.continuation(&tag)?;
@@ -469,7 +474,7 @@ impl Client {
                     self.write(format!("{tag} ").as_bytes())?;
                     first = false;
                 }
-                self.write(rest[..at].as_bytes())?;
+                self.write(&rest.as_bytes()[..at])?;
                 self.write(b"\r\n")?;
                 self.flush()?;
                 self.continuation(&tag)?;

@@ -39,6 +39,7 @@ pub enum Kind {
     Eml,
     Mbox,
     Maildir,
+    Imap,
 }
 
 impl Kind {
@@ -47,6 +48,7 @@ impl Kind {
             Kind::Eml => "eml",
             Kind::Mbox => "mbox",
             Kind::Maildir => "maildir",
+            Kind::Imap => "imap",
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct Found {
     pub sha256: [u8; 32],
     /// The message's first [`HEAD`] bytes.
     pub head: Vec<u8>,
+    /// IMAP: the mailbox's UIDVALIDITY and the message's UID.
+    pub uid: Option<(u32, u32)>,
 }
 
 /// What a source yields: a message, or a piece of it that is no message, with why.
@@ -142,6 +146,11 @@ pub fn each<E: From<io::Error>>(
             }
             Ok(())
         }
+        Kind::Imap => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an IMAP source is read by import::remote",
+        )
+        .into()),
         Kind::Maildir => {
             let mut files = Vec::new();
             maildir_files(path, "INBOX", true, &mut files)?;
@@ -292,6 +301,7 @@ impl Capture {
             sha256: self.hash.finalize().into(),
             head: self.head,
             body: self.spool.into_body()?,
+            uid: None,
         })
     }
 }

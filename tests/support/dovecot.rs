@@ -135,7 +135,7 @@ impl Dovecot {
         }
         for (body, date) in messages {
             let date = date.map(|d| d.parse::<jiff::Timestamp>().unwrap());
-            c.append(&raw, date, body.len() as u64, &mut &body[..])
+            c.append(&raw, false, date, body.len() as u64, &mut &body[..])
                 .unwrap();
         }
         c.logout();
@@ -299,15 +299,15 @@ service stats {{
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
-        if thread::panicking() || std::env::var_os(KEEP_ENV).is_some() {
-            if let Some(t) = self.tempdir.take() {
-                let kept = t.keep();
-                eprintln!(
-                    "dovecot kept at {}; log tail:\n{}",
-                    kept.display(),
-                    self.log_tail()
-                );
-            }
+        if (thread::panicking() || std::env::var_os(KEEP_ENV).is_some())
+            && let Some(t) = self.tempdir.take()
+        {
+            let kept = t.keep();
+            eprintln!(
+                "dovecot kept at {}; log tail:\n{}",
+                kept.display(),
+                self.log_tail()
+            );
         }
     }
 }
