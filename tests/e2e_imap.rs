@@ -319,3 +319,113 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `archive restore`: alice's archived mail appended to bob's `Archive/alice` byte for byte,
+/// with the archive time as INTERNALDATE; a rerun appends nothing; the restore is audited
+/// before it happens; a wrong password fails without showing it.
+#[test]
+fn archive_restore_appends_byte_identical_messages_once() {
+    let d = Dovecot::start(&[("alice", "pw-alice"), ("bob", "pw-bob")]);
+    let eightbit = "From: x@example.net\r\nDate: Tue, 3 Mar 2026 09:00:00 +0000\r\n\
+Subject: zqeightbit Grüße\r\n\r\nbody\r\n"
+        .as_bytes()
+        .to_vec();
+    let nodate = msg("zqnodate", None, "no date here");
+    let nested = msg("zqnested", Some("Wed, 4 Mar 2026 09:00:00 +0000"), "nested");
+    d.append("alice", "INBOX", &[(&eightbit, None)]);
+    d.append("alice", "INBOX", &[(&nodate, Some("2023-05-06T07:08:09Z"))]);
+    d.append("alice", "Projects/Alpha", &[(&nested, None)]);
+
+    let run = Run::new(&d);
+    let host = d.host();
+    let pw = run.path("alice.pw");
+    std::fs::write(&pw, "pw-alice\n").unwrap();
+    let ca = d.ca_file();
+    let source = format!("imaps://alice@{host}");
+    let (code, out, err) = run.archive(&[
+        "import",
+        "--quiet",
+        "--account",
+        "alice@corp.example",
+        &source,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(counts(&out, "alice@corp.example"), (3, 3, 0, 0), "{out}");
+
+    let bob_pw = run.path("bob.pw");
+    std::fs::write(&bob_pw, "pw-bob\n").unwrap();
+    let restore = |pw: &Path| {
+        run.archive(&[
+            "restore",
+            "--account",
+            "alice@corp.example",
+            "--host",
+            &host,
+            "--user",
+            "bob",
+            "--into",
+            "Archive/alice",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = restore(&bob_pw);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 appended, 0 already there"), "{out}");
+
+    // Byte for byte: the folder holds exactly the archived messages.
+    let mut archived: Vec<Vec<u8>> = run
+        .search(&["--account", "alice@corp.example"])
+        .iter()
+        .map(|h| {
+            let id: handoff::journal::RecordId = h["id"].as_str().unwrap().parse().unwrap();
+            handoff::journal::search::message_bytes(&run.path("journal"), id).unwrap()
+        })
+        .collect();
+    let mut restored: Vec<Vec<u8>> = d
+        .messages("bob", "Archive/alice")
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    archived.sort();
+    restored.sort();
+    assert_eq!(restored.len(), 3);
+    assert!(
+        restored == archived,
+        "the restored bytes differ from the archive"
+    );
+    assert!(archived.contains(&eightbit) && archived.contains(&nodate));
+
+    // A rerun appends nothing.
+    let (code, out, err) = restore(&bob_pw);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 appended, 3 already there"), "{out}");
+    assert_eq!(d.messages("bob", "Archive/alice").len(), 3);
+
+    // A wrong password: refused, and not shown.
+    let wrong = run.path("wrong.pw");
+    std::fs::write(&wrong, "zq-wrong-password\n").unwrap();
+    let (code, out, err) = restore(&wrong);
+    assert_eq!(code, 1);
+    assert!(err.contains("login as `bob` refused"), "{err}");
+    assert!(!out.contains("zq-wrong") && !err.contains("zq-wrong"));
+
+    // Audited: three restores (the refused one too: it was recorded before it ran).
+    let (code, out, err) = run.archive(&["audit", "--command", "restore", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let trail: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(trail.len(), 3, "{out}");
+    assert!(
+        out.contains("Archive/alice") && !out.contains("pw-bob"),
+        "{out}"
+    );
+
+    let (code, out, err) = run.archive(&["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
