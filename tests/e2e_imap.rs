@@ -40,9 +40,13 @@ struct Run {
 
 impl Run {
     fn new(d: &Dovecot) -> Run {
+        Run::with_policy(d, POLICY)
+    }
+
+    fn with_policy(d: &Dovecot, policy: &str) -> Run {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        std::fs::write(root.join("policy.toml"), POLICY).unwrap();
+        std::fs::write(root.join("policy.toml"), policy).unwrap();
         Run {
             _tmp: tmp,
             root,
@@ -428,4 +432,65 @@ Subject: zqeightbit Grüße\r\n\r\nbody\r\n"
 
     let (code, out, err) = run.archive(&["verify"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// 1,000 CSV rows against 1,000 Dovecot users with small mailboxes: every account is done
+/// with its two messages, and the status CSV has 1,000 rows.
+#[test]
+fn imap_import_of_a_thousand_dovecot_users_from_a_csv() {
+    const USERS: usize = 1000;
+    let users: Vec<(String, String)> = (0..USERS)
+        .map(|i| (format!("u{i}"), format!("pw-{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    let d = Dovecot::start(&refs);
+    for (u, _) in &users {
+        let a = format!("From: x@example.net\r\nSubject: hello {u}\r\n\r\nfirst\r\n");
+        let b = format!("From: y@example.net\r\nSubject: again {u}\r\n\r\nsecond\r\n");
+        d.deliver(u, &[a.as_bytes(), b.as_bytes()]);
+    }
+    d.own_mail();
+
+    let mut policy = String::from("[domains]\nlocal = [\"corp.example\"]\n");
+    let mut csv = String::from("account,source,password,host\n");
+    for (i, (u, p)) in users.iter().enumerate() {
+        policy.push_str(&format!(
+            "[accounts.\"{u}@corp.example\"]\nstate = \"active\"\ndepartment = \"d{}\"\n",
+            i % 7
+        ));
+        csv.push_str(&format!("{u}@corp.example,{u},{p},{}\n", d.host()));
+    }
+    let run = Run::with_policy(&d, &policy);
+    std::fs::write(run.path("accounts.csv"), csv).unwrap();
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = run.import_csv(&run.path("accounts.csv"));
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.ends_with(": done: 2 seen, 2 imported, 0 duplicate, 0 failed"))
+            .count(),
+        USERS,
+        "{out}"
+    );
+    eprintln!(
+        "{USERS} IMAP accounts imported in {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let (code, out, err) = run.archive(&["import", "--status", "--csv"]);
+    assert_eq!(code, 0, "{err}");
+    let mut rows = ::csv::Reader::from_reader(out.as_bytes());
+    let rows: Vec<::csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), USERS);
+    assert!(
+        rows.iter().all(|r| &r[1] == "done" && &r[3] == "2"),
+        "{out}"
+    );
+    assert!(!out.contains("pw-"));
+    assert_eq!(run.search(&["--department", "d3"]).len(), 2 * 143);
 }

@@ -141,6 +141,29 @@ impl Dovecot {
         c.logout();
     }
 
+    /// Writes messages straight into `user`'s Maildir INBOX (`cur/`, as seen by no client):
+    /// for many users at once without a login each. Call [`Dovecot::own_mail`] after.
+    pub fn deliver(&self, user: &str, messages: &[&[u8]]) {
+        let md = self.root.join("mail").join(user);
+        for d in ["cur", "new", "tmp"] {
+            fs::create_dir_all(md.join(d)).unwrap();
+        }
+        for (i, m) in messages.iter().enumerate() {
+            fs::write(md.join(format!("cur/{i}.handoff-test:2,")), m).unwrap();
+        }
+    }
+
+    /// Gives every Maildir to the `dovecot` user (mail written by [`Dovecot::deliver`]).
+    pub fn own_mail(&self) {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg("dovecot:dovecot")
+            .arg(self.root.join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Every message of `user`'s `mailbox`: (UID, bytes), by UID.
     pub fn messages(&self, user: &str, mailbox: &str) -> Vec<(u32, Vec<u8>)> {
         let mut c = self.client(user);
