@@ -263,21 +263,14 @@ impl Client {
         Ok(sel)
     }
 
-    /// The UIDs of the open mailbox from `first` on, ascending (UID SEARCH).
+    /// The UIDs of the open mailbox from `first` on, ascending. Asked as `UID FETCH first:*
+    /// (UID)`, one short response per message, not as a SEARCH, whose one response line
+    /// grows with the mailbox.
     pub fn uids_from(&mut self, first: u32) -> Result<Vec<u32>, ImapError> {
         let mut uids = Vec::new();
-        self.command(&format!("UID SEARCH UID {first}:*"), |_, u| {
-            if let [Token::Atom(star), Token::Atom(word), rest @ ..] = u.tokens.as_slice()
-                && star == "*"
-                && word.eq_ignore_ascii_case("SEARCH")
-            {
-                for t in rest {
-                    if let Token::Atom(n) = t
-                        && let Ok(n) = n.parse::<u32>()
-                    {
-                        uids.push(n);
-                    }
-                }
+        self.command(&format!("UID FETCH {first}:* (UID)"), |_, u| {
+            if let Some(uid) = proto::fetch(&u.tokens).and_then(|f| f.uid) {
+                uids.push(uid);
             }
             Ok(())
         })?;
