@@ -35,6 +35,7 @@ pub mod csvtable;
 pub mod engine;
 pub mod explain;
 pub mod fsops;
+pub mod imap;
 pub mod import;
 pub mod index;
 pub mod journal;

@@ -30,6 +30,7 @@ const PURE: &[&str] = &[
     "src/import/mbox.rs",
     "src/import/message.rs",
     "src/import/csv.rs",
+    "src/imap/proto.rs",
     "src/csvtable.rs",
 ];
 

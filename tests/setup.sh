@@ -7,10 +7,12 @@
 #   redis-server       the shared auto-reply memory
 #   systemd            systemd-analyze, to verify deploy/systemd/handoff.service
 #   strace             fault injection: makes the running daemon's fdatasync fail (tests/faults.rs)
+#   dovecot-imapd      the IMAP server of the import and restore tests (a private instance per
+#                      test, tests/support/dovecot.rs; the system one is never started)
 # and, from crates.io, cargo-deb (builds the Debian package the deployment test installs).
 set -euo pipefail
 
-packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace)
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace dovecot-imapd)
 
 # The newest cargo-deb known to build with the project's Rust (1.95).
 cargo_deb_version=3.8.0
@@ -41,5 +43,9 @@ fi
 # The tests run private Postfix instances; the system one is not needed.
 if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then
 	postfix stop >/dev/null 2>&1 || true
+fi
+# Nor the system Dovecot (its package starts it where it can): tests bring their own.
+if [ -f /run/dovecot/master.pid ] && command -v doveadm >/dev/null; then
+	doveadm stop >/dev/null 2>&1 || true
 fi
 echo "tests/setup.sh: ${#packages[@]} packages and cargo-deb present"

@@ -18,6 +18,7 @@ mod deploy;
 mod dkim;
 mod e2e_autoreply;
 mod e2e_idn;
+mod e2e_imap;
 mod e2e_journal;
 mod e2e_milter;
 mod engine_cases;

@@ -44,6 +44,9 @@ pub enum ArchiveCommand {
     /// Bring existing mail (.eml, mbox, Maildir) into the archive, per account (recorded in the
     /// audit trail); --status shows where each account stands
     Import(super::import::ImportArgs),
+    /// Append archived messages (a search's hits, or --id) byte for byte to a mailbox on an IMAP
+    /// server, e.g. a successor's (recorded in the audit trail; a rerun appends nothing)
+    Restore(Box<super::restore::RestoreArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +233,7 @@ pub fn run(config: PathBuf, cmd: &ArchiveCommand) -> ExitCode {
         ArchiveCommand::Prune(a) => (&a.journal, true),
         ArchiveCommand::Audit(a) => (&a.journal, true),
         ArchiveCommand::Import(a) => (&a.journal, true),
+        ArchiveCommand::Restore(a) => (&a.journal, true),
     };
     let need_policy = match cmd {
         ArchiveCommand::Prune(_) => true,
@@ -244,6 +248,12 @@ pub fn run(config: PathBuf, cmd: &ArchiveCommand) -> ExitCode {
         ArchiveCommand::Prune(a) => prune_cmd(&t, a),
         ArchiveCommand::Audit(a) => audit_cmd(&t, a),
         ArchiveCommand::Import(a) => Ok(super::import::run(
+            &t.dir,
+            t.segment_bytes,
+            t.policy.as_ref(),
+            a,
+        )),
+        ArchiveCommand::Restore(a) => Ok(super::restore::run(
             &t.dir,
             t.segment_bytes,
             t.policy.as_ref(),

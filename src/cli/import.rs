@@ -27,8 +27,15 @@ use crate::runtime::escape::escape;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   handoff archive import --account alice@corp.example /srv/old/alice/Maildir ~/alice.mbox
+  handoff archive import --account alice@corp.example imaps://alice@imap.corp.example \
+      --password-file alice.pw
   handoff archive import --csv accounts.csv      (columns: account, source, password, host)
   handoff archive import --status [--csv]
+
+IMAP (over TLS only): a SOURCE `imaps://USER@HOST[:PORT]`, or a CSV row with a host or a
+password (its source is the IMAP user). The password comes from the CSV's password column,
+else --password-file, else the environment variable HANDOFF_IMAP_PASSWORD; never from an
+argument.
 
 A rerun imports only what is new: the same message bytes are archived once per account.")]
 pub struct ImportArgs {
@@ -37,7 +44,8 @@ pub struct ImportArgs {
     /// The handoff account the mail belongs to (an account of the policy)
     #[arg(long, value_name = "ADDRESS", conflicts_with = "status")]
     pub account: Option<String>,
-    /// Where the account's mail is: .eml files or a directory of them, mbox files, Maildirs
+    /// Where the account's mail is: .eml files or a directory of them, mbox files, Maildirs,
+    /// or an IMAP mailbox `imaps://USER@HOST[:PORT]`
     #[arg(value_name = "SOURCE", requires = "account")]
     pub sources: Vec<PathBuf>,
     /// Accounts to import, one per row (account,source[,password][,host]); with --status: print
@@ -59,9 +67,22 @@ pub struct ImportArgs {
     /// The mailbox's owner at the source (recorded; the folder name with --folders source)
     #[arg(long, value_name = "ADDRESS", requires = "account")]
     pub source_account: Option<String>,
+    /// IMAP: a file whose first line is the password of sources without one of their own
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// IMAP: trust the PEM certificates in FILE (a private CA) instead of the system's
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// IMAP: read only this folder (`/`-separated levels; repeat for more) [default: every
+    /// folder]
+    #[arg(long = "imap-folder", value_name = "NAME")]
+    pub imap_folders: Vec<String>,
     #[command(flatten)]
     pub progress: ProgressArg,
 }
+
+/// Where an IMAP source without a password of its own finds one.
+const PASSWORD_ENV: &str = "HANDOFF_IMAP_PASSWORD";
 
 /// Whether the command needs the policy (every import: accounts and departments come from it).
 pub fn needs_policy(a: &ImportArgs) -> bool {
@@ -93,11 +114,21 @@ pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &ImportAr
             return ExitCode::FAILURE;
         }
     };
+    let password = match password(a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("handoff archive import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = Options {
         folders: a.folders,
         quoting: a.mbox,
         host: hostname(),
         by: search::operator().to_string(),
+        password,
+        ca_file: a.ca_file.clone(),
+        imap_folders: a.imap_folders.clone(),
     };
     let file = match StatusFile::open(dir) {
         Ok(f) => f,
@@ -139,7 +170,9 @@ pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &ImportAr
         let e = status.entry(&job.account);
         e.finished = Some(jiff::Timestamp::now().to_string());
         match result {
-            Ok(Outcome { counts, failures }) => {
+            Ok(Outcome {
+                counts, failures, ..
+            }) => {
                 e.counts = counts;
                 e.state = State::Done;
                 e.reason = summary(&failures);
@@ -227,11 +260,9 @@ fn jobs(a: &ImportArgs) -> Result<Vec<Job>, Vec<String>> {
                 sources: a
                     .sources
                     .iter()
-                    .map(|p| Source::Path {
-                        path: p.clone(),
-                        format: a.format,
-                    })
-                    .collect(),
+                    .map(|p| arg_source(p, a.format))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| vec![e])?,
                 source_account: a.source_account.clone(),
             }])
         }
@@ -266,6 +297,7 @@ fn csv_jobs(path: &Path) -> Result<Vec<Job>, Vec<String>> {
             true => Source::Imap {
                 host: row.host.clone(),
                 user: row.source.clone(),
+                password: row.password.clone(),
             },
             false => Source::Path {
                 path: base.join(&row.source),
@@ -282,6 +314,70 @@ fn csv_jobs(path: &Path) -> Result<Vec<Job>, Vec<String>> {
         }
     }
     Ok(jobs)
+}
+
+/// A SOURCE argument: `imaps://USER@HOST[:PORT]` is an IMAP mailbox, anything else a path.
+fn arg_source(p: &Path, format: Format) -> Result<Source, String> {
+    let Some(text) = p.to_str() else {
+        return Ok(Source::Path {
+            path: p.to_path_buf(),
+            format,
+        });
+    };
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("imap://") {
+        return Err(format!(
+            "{text}: IMAP is read over TLS only: write imaps://"
+        ));
+    }
+    let Some(rest) = text
+        .get("imaps://".len()..)
+        .filter(|_| lower.starts_with("imaps://"))
+    else {
+        return Ok(Source::Path {
+            path: p.to_path_buf(),
+            format,
+        });
+    };
+    let rest = rest.trim_end_matches('/');
+    let Some((user, host)) = rest.rsplit_once('@') else {
+        return Err(format!("{text}: write imaps://USER@HOST[:PORT]"));
+    };
+    if user.contains(':') {
+        return Err(
+            "an imaps:// source with a password: give it with --password-file or HANDOFF_IMAP_PASSWORD, never as an argument"
+                .to_string(),
+        );
+    }
+    if user.is_empty() || host.is_empty() {
+        return Err(format!("{text}: write imaps://USER@HOST[:PORT]"));
+    }
+    crate::imap::Server::parse(host).map_err(|e| format!("{text}: {e}"))?;
+    Ok(Source::Imap {
+        host: Some(host.to_string()),
+        user: user.to_string(),
+        password: None,
+    })
+}
+
+/// The run's IMAP password: the first line of --password-file, else HANDOFF_IMAP_PASSWORD.
+fn password(a: &ImportArgs) -> Result<Option<crate::imap::Secret>, String> {
+    if let Some(path) = &a.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+        let line = text.lines().next().unwrap_or("");
+        if line.is_empty() {
+            return Err(format!(
+                "--password-file {}: the first line is empty",
+                path.display()
+            ));
+        }
+        return Ok(Some(crate::imap::Secret::new(line)));
+    }
+    Ok(std::env::var(PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(crate::imap::Secret::new))
 }
 
 fn counts_text(c: &Counts) -> String {

@@ -17,6 +17,7 @@ pub mod explain;
 pub mod generate;
 pub mod import;
 pub mod progress;
+pub mod restore;
 pub mod serve;
 pub mod status;
 

@@ -2,13 +2,14 @@
 //! line out, or every mistake at once, each naming its line (as `handoff import --csv` does).
 //!
 //! The first row names the columns, in any order: `account` (the handoff account the mail
-//! belongs to) and `source` (a path; an IMAP user later) are required, `password` and `host`
-//! optional. A row with a `host` or a `password` is an IMAP row. The password is not kept:
-//! only whether there was one.
+//! belongs to) and `source` (a path, or the IMAP user) are required, `password` and `host`
+//! (`host` or `host:port`) optional. A row with a `host` or a `password` is an IMAP row. The
+//! password is kept as a [`Secret`]: it never prints.
 
 use std::collections::HashMap;
 
 use crate::address::Address;
+use crate::imap::Secret;
 
 /// One row of the accounts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,14 +19,14 @@ pub struct Row {
     pub account: Address,
     pub source: String,
     pub host: Option<String>,
-    /// Whether the row gave a password (the password itself is dropped at once).
-    pub password: bool,
+    /// The IMAP password, when the row gives one.
+    pub password: Option<Secret>,
 }
 
 impl Row {
     /// Whether the row needs IMAP (a host or a password).
     pub fn is_imap(&self) -> bool {
-        self.host.is_some() || self.password
+        self.host.is_some() || self.password.is_some()
     }
 }
 
@@ -68,7 +69,7 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Row>, Vec<String>> {
                     account,
                     source: source.to_string(),
                     host: Some(host.to_string()).filter(|h| !h.is_empty()),
-                    password: !password.is_empty(),
+                    password: Some(password).filter(|p| !p.is_empty()).map(Secret::new),
                 });
                 Vec::new()
             }

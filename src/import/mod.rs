@@ -10,12 +10,14 @@
 //! - [`run`]: the importer: accounts from the policy, the seen-set from the journal, batches,
 //!   the audit record, the status file.
 //!
-//! A [`Source`] is where one account's mail is; files today, IMAP later (it slots in as another
-//! variant with its own reader yielding [`source::Item`]s).
+//! - [`remote`]: reading an IMAP mailbox ([`crate::imap`]), every folder or a chosen set.
+//!
+//! A [`Source`] is where one account's mail is: files, or a mailbox on an IMAP server.
 
 pub mod csv;
 pub mod mbox;
 pub mod message;
+pub mod remote;
 pub mod run;
 pub mod source;
 pub mod status;
@@ -32,8 +34,14 @@ pub enum Source {
         path: PathBuf,
         format: source::Format,
     },
-    /// A mailbox on an IMAP server: not available yet (a row with a host or a password).
-    Imap { host: Option<String>, user: String },
+    /// A mailbox on an IMAP server (`imaps://user@host:port`, or a CSV row with a host or a
+    /// password). Without a password of its own, the run's (`--password-file`,
+    /// `HANDOFF_IMAP_PASSWORD`) is used.
+    Imap {
+        host: Option<String>,
+        user: String,
+        password: Option<crate::imap::Secret>,
+    },
 }
 
 impl Source {
@@ -41,7 +49,7 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Path { path, .. } => path.display().to_string(),
-            Source::Imap { host, user } => match host {
+            Source::Imap { host, user, .. } => match host {
                 Some(h) => format!("imap://{user}@{h}"),
                 None => format!("imap://{user}"),
             },
@@ -67,10 +75,13 @@ pub enum ImportError {
     NotAnAccount(String),
     #[error("{path}: {cause}")]
     Source { path: String, cause: std::io::Error },
-    #[error(
-        "{0}: IMAP import is not available yet (a row with a host or a password is an IMAP row)"
-    )]
-    Imap(String),
+    #[error("{source_name}: {cause}")]
+    Imap {
+        source_name: String,
+        cause: crate::imap::ImapError,
+    },
+    #[error("{0}")]
+    ImapSetup(String),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("journal {dir}: another import is running on this journal")]

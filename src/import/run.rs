@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::message::{facts, header_end};
+use super::remote::{self, Mailbox};
 use super::source::{self, Found, Item};
 use super::status::{Counts, Status};
 use super::{FolderMode, ImportError, Source};
@@ -49,6 +50,12 @@ pub struct Options {
     pub host: String,
     /// Who runs the import ([`crate::journal::search::operator`]).
     pub by: String,
+    /// IMAP: the password of sources that have none of their own.
+    pub password: Option<crate::imap::Secret>,
+    /// IMAP: PEM certificates to trust instead of the system's (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// IMAP: the folders to read (every folder when empty).
+    pub imap_folders: Vec<String>,
 }
 
 /// One account's import: the account and where its mail is.
@@ -66,6 +73,8 @@ pub struct Outcome {
     pub counts: Counts,
     /// The pieces that failed: `path: reason`.
     pub failures: Vec<String>,
+    /// IMAP: where each folder's import stands now, by source.
+    pub marks: Vec<(String, remote::Mark)>,
 }
 
 /// An open import on a journal directory.
@@ -76,6 +85,8 @@ pub struct Importer {
     _lock: File,
     /// SHA-256 of every message archived per account (the account's lookup form).
     seen: HashMap<String, HashSet<[u8; 32]>>,
+    /// IMAP folder marks: (account's lookup form, source) → wire name → (UIDVALIDITY, UID).
+    marks: Marks,
     pending: Vec<Entry>,
     pending_bytes: u64,
 }
@@ -108,12 +119,13 @@ impl Importer {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let (writer, _) = Writer::open(dir, segment_bytes)?;
-        let seen = seen_set(dir)?;
+        let (seen, marks) = seen_set(dir)?;
         Ok(Importer {
             dir: handle,
             writer,
             _lock: lock,
             seen,
+            marks,
             pending: Vec::new(),
             pending_bytes: 0,
         })
@@ -156,11 +168,26 @@ impl Importer {
                 "imported": out.counts.imported,
                 "duplicate": out.counts.duplicate,
                 "failed": out.counts.failed,
+                // Read back by the next run: where each IMAP folder stands.
+                "imap": out.marks.iter().map(|(source, m)| serde_json::json!({
+                    "source": source,
+                    "mailbox": m.mailbox,
+                    "uidvalidity": m.uidvalidity,
+                    "uid": m.uid,
+                })).collect::<Vec<_>>(),
             }),
             hits: out.counts.imported as usize,
         };
         self.pending
             .push(Entry::new(Kind::Audit, &meta, Body::Bytes(Vec::new())));
+        let account_key = key(&job.account);
+        for (source, m) in &out.marks {
+            // Recorded in the audit entry above; kept for this run's later jobs too.
+            self.marks
+                .entry((account_key.clone(), source.clone()))
+                .or_default()
+                .insert(m.mailbox.clone(), (m.uidvalidity, m.uid));
+        }
         let flushed = self.flush();
         result?;
         flushed?;
@@ -184,51 +211,65 @@ impl Importer {
         let departments: Vec<String> = account.department.iter().cloned().collect();
         let now = jiff::Timestamp::now();
         for src in &job.sources {
+            let shown = src.describe();
+            let before = out.counts.seen;
             let (path, format) = match src {
                 Source::Path { path, format } => (path, *format),
-                Source::Imap { .. } => return Err(ImportError::Imap(src.describe())),
+                Source::Imap {
+                    host,
+                    user,
+                    password,
+                } => {
+                    let origin = Origin {
+                        kind: source::Kind::Imap,
+                        host: host.clone().unwrap_or_default(),
+                        source_account: job.source_account.clone().or(Some(user.clone())),
+                        folder: match opts.folders {
+                            FolderMode::Keep => None,
+                            FolderMode::Source => {
+                                Some(job.source_account.clone().unwrap_or(user.clone()))
+                            }
+                        },
+                    };
+                    let password = password.as_ref().or(opts.password.as_ref());
+                    let marks = self.imap(
+                        &key(&name),
+                        host.as_deref(),
+                        user,
+                        password,
+                        &shown,
+                        opts,
+                        |me, item| {
+                            me.take(item, &name, &departments, opts, &origin, now, out)?;
+                            progress(&out.counts);
+                            Ok(())
+                        },
+                    )?;
+                    out.marks
+                        .extend(marks.into_iter().map(|m| (shown.clone(), m)));
+                    continue;
+                }
             };
-            let shown = src.describe();
             let fail = |cause| ImportError::Source {
                 path: shown.clone(),
                 cause,
             };
             let kind = source::detect(path, format).map_err(fail)?;
-            let single_folder = match opts.folders {
-                FolderMode::Keep => None,
-                FolderMode::Source => Some(job.source_account.clone().unwrap_or(name.clone())),
+            let origin = Origin {
+                kind,
+                host: opts.host.clone(),
+                source_account: job.source_account.clone(),
+                folder: match opts.folders {
+                    FolderMode::Keep => None,
+                    FolderMode::Source => Some(job.source_account.clone().unwrap_or(name.clone())),
+                },
             };
             let spool_dir = self.dir.path().to_path_buf();
-            let before = out.counts.seen;
-            let mut each = |item: Item| -> Result<(), ImportError> {
-                out.counts.seen += 1;
-                match item {
-                    Item::Failed { path, reason } => {
-                        out.counts.failed += 1;
-                        out.failures.push(format!("{path}: {reason}"));
-                    }
-                    Item::Message(found) => {
-                        let fresh = self
-                            .seen
-                            .entry(key(&name))
-                            .or_default()
-                            .insert(found.sha256);
-                        if fresh {
-                            let folder = single_folder.clone();
-                            let entry =
-                                imported(found, &name, &departments, job, opts, kind, folder, now);
-                            self.push(entry)?;
-                            out.counts.imported += 1;
-                        } else {
-                            out.counts.duplicate += 1;
-                        }
-                    }
-                }
+            source::each(path, kind, opts.quoting, &spool_dir, &mut |item| {
+                self.take(item, &name, &departments, opts, &origin, now, out)
+                    .map_err(SourceOrImport::Import)?;
                 progress(&out.counts);
                 Ok(())
-            };
-            source::each(path, kind, opts.quoting, &spool_dir, &mut |item| {
-                each(item).map_err(SourceOrImport::Import)
             })
             .map_err(|e| match e {
                 SourceOrImport::Io(cause) => fail(cause),
@@ -241,6 +282,84 @@ impl Importer {
                     "{shown}: no message found (a {} source; --format to say what it is)",
                     kind.as_str()
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one IMAP source, handing each item to `f`; the folders' new marks.
+    #[allow(clippy::too_many_arguments)]
+    fn imap(
+        &mut self,
+        account_key: &str,
+        host: Option<&str>,
+        user: &str,
+        password: Option<&crate::imap::Secret>,
+        shown: &str,
+        opts: &Options,
+        mut f: impl FnMut(&mut Importer, Item) -> Result<(), ImportError>,
+    ) -> Result<Vec<remote::Mark>, ImportError> {
+        let setup = |what: String| ImportError::ImapSetup(format!("{shown}: {what}"));
+        let host = host.ok_or_else(|| setup("no host (the CSV's host column)".into()))?;
+        let server = crate::imap::Server::parse(host).map_err(setup)?;
+        let password = password.ok_or_else(|| {
+            setup(
+                "no password (the CSV's password column, --password-file or HANDOFF_IMAP_PASSWORD)"
+                    .into(),
+            )
+        })?;
+        let marks = self
+            .marks
+            .get(&(account_key.to_string(), shown.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let mailbox = Mailbox {
+            connect: crate::imap::Connect {
+                server,
+                ca_file: opts.ca_file.clone(),
+            },
+            user,
+            password,
+            folders: &opts.imap_folders,
+            marks: &marks,
+        };
+        let spool_dir = self.dir.path().to_path_buf();
+        remote::each(&mailbox, shown, &spool_dir, &mut |item| f(self, item)).map_err(|e| match e {
+            remote::Error::Imap(cause) => ImportError::Imap {
+                source_name: shown.to_string(),
+                cause,
+            },
+            remote::Error::Import(e) => e,
+        })
+    }
+
+    /// Counts one item of a source and appends it when it is new for the account.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        item: Item,
+        name: &str,
+        departments: &[String],
+        opts: &Options,
+        origin: &Origin,
+        now: jiff::Timestamp,
+        out: &mut Outcome,
+    ) -> Result<(), ImportError> {
+        out.counts.seen += 1;
+        match item {
+            Item::Failed { path, reason } => {
+                out.counts.failed += 1;
+                out.failures.push(format!("{path}: {reason}"));
+            }
+            Item::Message(found) => {
+                let fresh = self.seen.entry(key(name)).or_default().insert(found.sha256);
+                if fresh {
+                    let entry = imported(found, name, departments, opts, origin, now);
+                    self.push(entry)?;
+                    out.counts.imported += 1;
+                } else {
+                    out.counts.duplicate += 1;
+                }
             }
         }
         Ok(())
@@ -354,16 +473,29 @@ fn key(account: &str) -> String {
     crate::index::document::address_key(account)
 }
 
+/// Where a source's messages come from, for their provenance.
+struct Origin {
+    kind: source::Kind,
+    /// This machine, or the IMAP server.
+    host: String,
+    source_account: Option<String>,
+    /// The one folder of `--folders source`.
+    folder: Option<String>,
+}
+
+/// SHA-256 of every message archived, per account (its lookup form).
+type Seen = HashMap<String, HashSet<[u8; 32]>>;
+
+/// IMAP folder marks, as [`Importer`] keeps them.
+type Marks = HashMap<(String, String), HashMap<String, (u32, u32)>>;
+
 /// The imported record of one message.
-#[allow(clippy::too_many_arguments)]
 fn imported(
     found: Found,
     account: &str,
     departments: &[String],
-    job: &Job,
     opts: &Options,
-    kind: source::Kind,
-    folder: Option<String>,
+    origin: &Origin,
     now: jiff::Timestamp,
 ) -> Entry {
     let head = &found.head[..header_end(&found.head)];
@@ -384,15 +516,17 @@ fn imported(
             ..MessageMeta::default()
         },
         import: Provenance {
-            source: kind.as_str().into(),
-            host: opts.host.clone(),
-            source_account: job.source_account.clone(),
-            folder: folder.unwrap_or(found.folder),
+            source: origin.kind.as_str().into(),
+            host: origin.host.clone(),
+            source_account: origin.source_account.clone(),
+            folder: origin.folder.clone().unwrap_or(found.folder),
             path: found.path.display().to_string(),
             offset: found.offset,
             sha256: hex::encode(found.sha256),
             date_fallback: f.date_fallback.map(str::to_string),
             by: opts.by.clone(),
+            uidvalidity: found.uid.map(|(v, _)| v),
+            uid: found.uid.map(|(_, u)| u),
         },
     };
     Entry::new(Kind::Imported, &meta, found.body)
@@ -411,9 +545,32 @@ struct SeenProvenance {
     sha256: String,
 }
 
-/// Every (account, SHA-256) the journal's imported records hold.
-fn seen_set(dir: &Path) -> Result<HashMap<String, HashSet<[u8; 32]>>, ImportError> {
-    let mut seen: HashMap<String, HashSet<[u8; 32]>> = HashMap::new();
+/// What the marks read of an import's audit record.
+#[derive(serde::Deserialize)]
+struct MarkAudit {
+    command: String,
+    query: MarkQuery,
+}
+
+#[derive(serde::Deserialize)]
+struct MarkQuery {
+    account: String,
+    #[serde(default)]
+    imap: Vec<SourceMark>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceMark {
+    source: String,
+    #[serde(flatten)]
+    mark: remote::Mark,
+}
+
+/// Every (account, SHA-256) the journal's imported records hold, and where each IMAP folder
+/// stood after the last run that read it (import audit records, the last one winning).
+fn seen_set(dir: &Path) -> Result<(Seen, Marks), ImportError> {
+    let mut seen = Seen::new();
+    let mut marks = Marks::new();
     for info in records(dir) {
         let info = info.map_err(|e| match e.problem {
             Problem::Open(cause) => ImportError::Io {
@@ -422,6 +579,19 @@ fn seen_set(dir: &Path) -> Result<HashMap<String, HashSet<[u8; 32]>>, ImportErro
             },
             _ => ImportError::Journal(e.into()),
         })?;
+        if info.header.kind == Kind::Audit {
+            if let Ok(a) = serde_json::from_slice::<MarkAudit>(&info.meta)
+                && a.command == "import"
+            {
+                for m in a.query.imap {
+                    marks
+                        .entry((key(&a.query.account), m.source))
+                        .or_default()
+                        .insert(m.mark.mailbox, (m.mark.uidvalidity, m.mark.uid));
+                }
+            }
+            continue;
+        }
         if info.header.kind != Kind::Imported {
             continue;
         }
@@ -436,7 +606,7 @@ fn seen_set(dir: &Path) -> Result<HashMap<String, HashSet<[u8; 32]>>, ImportErro
             seen.entry(key(a)).or_default().insert(hash);
         }
     }
-    Ok(seen)
+    Ok((seen, marks))
 }
 
 /// This machine's name, for the provenance.

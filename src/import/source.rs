@@ -39,6 +39,7 @@ pub enum Kind {
     Eml,
     Mbox,
     Maildir,
+    Imap,
 }
 
 impl Kind {
@@ -47,6 +48,7 @@ impl Kind {
             Kind::Eml => "eml",
             Kind::Mbox => "mbox",
             Kind::Maildir => "maildir",
+            Kind::Imap => "imap",
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct Found {
     pub sha256: [u8; 32],
     /// The message's first [`HEAD`] bytes.
     pub head: Vec<u8>,
+    /// IMAP: the mailbox's UIDVALIDITY and the message's UID.
+    pub uid: Option<(u32, u32)>,
 }
 
 /// What a source yields: a message, or a piece of it that is no message, with why.
@@ -142,6 +146,11 @@ pub fn each<E: From<io::Error>>(
             }
             Ok(())
         }
+        Kind::Imap => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an IMAP source is read by import::remote",
+        )
+        .into()),
         Kind::Maildir => {
             let mut files = Vec::new();
             maildir_files(path, "INBOX", true, &mut files)?;
@@ -251,14 +260,16 @@ pub fn maildirpp_folder(name: &str) -> Option<String> {
 }
 
 /// What a message is copied into as it is read: the spool, the hash, the first bytes.
-struct Capture {
+#[derive(Debug)]
+pub struct Capture {
     spool: Spool,
     hash: Sha256,
-    head: Vec<u8>,
+    /// The first [`HEAD`] bytes.
+    pub head: Vec<u8>,
 }
 
 impl Capture {
-    fn new(spool_dir: &Path) -> Capture {
+    pub fn new(spool_dir: &Path) -> Capture {
         Capture {
             spool: Spool::new(spool_dir),
             hash: Sha256::new(),
@@ -266,7 +277,7 @@ impl Capture {
         }
     }
 
-    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+    pub fn write(&mut self, b: &[u8]) -> io::Result<()> {
         if self.head.len() < HEAD {
             let n = b.len().min(HEAD - self.head.len());
             self.head.extend_from_slice(&b[..n]);
@@ -275,7 +286,7 @@ impl Capture {
         self.spool.write(b)
     }
 
-    fn found(
+    pub fn found(
         self,
         folder: &str,
         path: &Path,
@@ -290,6 +301,7 @@ impl Capture {
             sha256: self.hash.finalize().into(),
             head: self.head,
             body: self.spool.into_body()?,
+            uid: None,
         })
     }
 }

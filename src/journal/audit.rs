@@ -22,7 +22,9 @@ use super::segment::RecordInfo;
 
 /// The commands that leave an audit record, as `--command` accepts them. `search --export`
 /// records `search+export`, which both `search` and `export` select.
-pub const COMMANDS: &[&str] = &["search", "export", "prune", "audit", "reindex", "import"];
+pub const COMMANDS: &[&str] = &[
+    "search", "export", "prune", "audit", "reindex", "import", "restore",
+];
 
 /// One access to the archive, as the journal recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -122,16 +122,17 @@ pub struct ImportedMeta {
 /// Where an imported message came from, and how its time was chosen.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `eml`, `mbox` or `maildir` (`imap` later).
+    /// `eml`, `mbox`, `maildir` or `imap`.
     pub source: String,
-    /// The machine the files were read on (the IMAP server later).
+    /// The machine the files were read on, or the IMAP server (`host:port`).
     pub host: String,
-    /// The mailbox's owner at the source, when it was named (the IMAP user later).
+    /// The mailbox's owner at the source, when it was named; the IMAP user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_account: Option<String>,
     /// The folder the message is filed under in the archive (`archive search --folder`).
     pub folder: String,
-    /// The file the message was read from.
+    /// The file the message was read from; for IMAP, the message's URL (RFC 5092:
+    /// `imap://user@host:port/MAILBOX;UIDVALIDITY=v/;UID=u`).
     pub path: String,
     /// Where the message starts in an mbox file (its `From ` line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +146,11 @@ pub struct Provenance {
     pub date_fallback: Option<String>,
     /// Who ran the import (as the audit trail names people).
     pub by: String,
+    /// IMAP: the mailbox's UIDVALIDITY and the message's UID in it (RFC 3501 section 2.3.1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uidvalidity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 /// The message facts of a record that holds a message, and its folder (imported records

@@ -45,6 +45,18 @@ impl Body {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A reader of the body's bytes, from the start (`archive restore` appends them).
+    pub fn into_reader(self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        use std::io::{Read, Seek};
+        match self {
+            Body::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b))),
+            Body::File { mut file, len } => {
+                file.seek(std::io::SeekFrom::Start(0))?;
+                Ok(Box::new(file.take(len)))
+            }
+        }
+    }
 }
 
 /// One record to append.

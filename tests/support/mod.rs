@@ -12,11 +12,13 @@
 #![allow(dead_code, unused_imports)]
 
 mod config;
+mod dovecot;
 mod lab;
 mod sink;
 mod smtp;
 
 pub use config::{LabConfig, master_cf_entries, parse_main_cf};
+pub use dovecot::Dovecot;
 pub use lab::{LAB_HOSTNAME, Lab, QueuedMessage, QueuedRecipient};
 pub use sink::{Delivered, Sink, SinkMode};
 pub use smtp::{
