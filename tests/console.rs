@@ -213,6 +213,8 @@ pub struct Client {
     port: u16,
     pub cookie: Option<String>,
     rt: tokio::runtime::Runtime,
+    /// HTTPS, trusting this connector's roots, to `localhost`.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Client {
@@ -224,6 +226,31 @@ impl Client {
                 .enable_all()
                 .build()
                 .unwrap(),
+            tls: None,
+        }
+    }
+
+    /// A client that speaks HTTPS, trusting only the certificate in PEM file `ca`.
+    pub fn https(port: u16, ca: &std::path::Path) -> Client {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Client {
+            tls: Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            ))),
+            ..Client::new(port)
         }
     }
 
@@ -254,16 +281,31 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(form.unwrap_or_default())))
             .unwrap();
+        let tls = self.tls.clone();
         let resp = self.rt.block_on(async move {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let resp = sender.send_request(req).await.unwrap();
+            let resp = match tls {
+                None => {
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.unwrap()
+                }
+                Some(connector) => {
+                    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                    let stream = connector.connect(name, stream).await.unwrap();
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.unwrap()
+                }
+            };
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.unwrap().to_bytes().to_vec();
             Resp {
@@ -624,6 +666,98 @@ fn console_searches_shows_a_hostile_message_inert_and_downloads_it_byte_for_byte
             .iter()
             .any(|a| a.1 == "console+download" && a.2["id"] == id.as_str())
     );
+}
+
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (openssl):
+/// (CA certificate, server certificate, server key) paths.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (tests/setup.sh installs it)");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "cert.pem",
+    ]);
+    [p("ca.pem"), p("cert.pem"), p("key.pem")]
+}
+
+#[test]
+fn console_serves_https_with_the_configured_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = certificates(certs.path());
+    let k = Console::start_with(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let mut c = Client::https(k.port, &ca);
+    let r = c.login("admin", PASSWORD);
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"));
+    assert!(c.get("/").text().contains("Archive summary"));
+    // Plain HTTP gets no page.
+    let (status, body) = crate::daemon::http_get(k.port, "/login");
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains("csrf"));
 }
 
 #[test]
