@@ -17,7 +17,7 @@ use handoff::journal::{Body, Entry, Kind};
 
 use crate::daemon::{Daemon, free_port, wait_for};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 /// RFC 2047 for `<script>alert(1)</script>`: the subject decodes to markup.
 const HOSTILE_SUBJECT: &str = "=?utf-8?b?PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==?=";

@@ -7,11 +7,12 @@
 #   redis-server       the shared auto-reply memory
 #   systemd            systemd-analyze, to verify deploy/systemd/handoff.service
 #   strace             fault injection: makes the running daemon's fdatasync fail (tests/faults.rs)
+#   chromium, chromium-driver   the archive console's browser tests (WebDriver; tests/console_browser.rs)
 #   openssl            self-signed certificates for the archive console's HTTPS test (tests/console.rs)
 # and, from crates.io, cargo-deb (builds the Debian package the deployment test installs).
 set -euo pipefail
 
-packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace openssl)
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace openssl chromium chromium-driver)
 
 # The newest cargo-deb known to build with the project's Rust (1.95).
 cargo_deb_version=3.8.0

@@ -15,6 +15,7 @@ mod archive_index;
 mod archive_indexer;
 mod big_alias;
 mod console;
+mod console_browser;
 mod deploy;
 mod dkim;
 mod e2e_autoreply;
