@@ -807,3 +807,57 @@ fn console_refuses_to_start_off_loopback_without_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn console_auditor_filters_and_downloads_the_audit_log() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let salary = k.ids["salary"].clone();
+    assert_eq!(
+        admin.get(&format!("/message/{salary}")).status,
+        StatusCode::OK
+    );
+    let mut auditor = k.login("auditor");
+    let r = auditor.get("/audit?user=console:admin&command=console&keyword=view");
+    assert_eq!(r.status, StatusCode::OK);
+    let t = r.text();
+    assert!(t.contains(&salary) && t.contains("console+view"), "{t}");
+    assert!(!t.contains("console+search"), "the keyword filters: {t}");
+    let r = auditor.get("/audit?user=console:admin&format=csv");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let csv = r.text();
+    assert!(
+        csv.starts_with("id,time,user,action,hits,details\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("console:admin,console+view,1,"), "{csv}");
+    assert_eq!(
+        auditor.get("/audit?format=pdf").status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        auditor.get("/audit?since=yesterday").status,
+        StatusCode::BAD_REQUEST
+    );
+    // Reading the log is recorded too; an admin cannot download it.
+    assert_eq!(admin.get("/audit?format=csv").status, StatusCode::FORBIDDEN);
+    let audit = k.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "console:auditor" && a.1 == "console+audit-download")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "console:auditor" && a.1 == "console+audit")
+    );
+}

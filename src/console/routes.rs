@@ -1081,6 +1081,8 @@ struct AuditParams {
     until: Option<String>,
     command: Option<String>,
     keyword: Option<String>,
+    /// `csv`: the same entries as a CSV download.
+    format: Option<String>,
 }
 
 async fn audit_page(
@@ -1139,12 +1141,34 @@ async fn audit_page(
                 || e.query.to_string().to_lowercase().contains(k)
         });
     }
+    let csv = match p.format.as_deref() {
+        None | Some("") | Some("html") => false,
+        Some("csv") => true,
+        Some(_) => return bad_request(Some(&a), "`format` is html or csv", false),
+    };
     let q = serde_json::json!({ "filter": filter, "keyword": keyword });
+    let action = if csv { "audit-download" } else { "audit" };
     if let Err(e) = c
-        .audit(&a.name, Some(a.role), source, "audit", q, entries.len())
+        .audit(&a.name, Some(a.role), source, action, q, entries.len())
         .await
     {
         return unaudited(e);
+    }
+    if csv {
+        return match audit_csv(&entries) {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"handoff-audit.csv\"",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => internal(format!("audit CSV: {e}")),
+        };
     }
     let v = |o: &Option<String>| esc(o.as_deref().unwrap_or(""));
     let mut body = format!(
@@ -1172,7 +1196,49 @@ async fn audit_page(
         );
     }
     body.push_str("</table>");
+    let mut qs = String::new();
+    for (k, v) in [
+        ("user", &p.user),
+        ("command", &p.command),
+        ("keyword", &p.keyword),
+        ("since", &p.since),
+        ("until", &p.until),
+    ] {
+        if let Some(v) = nonempty(v) {
+            let _ = write!(qs, "{k}={}&", url_param(&v));
+        }
+    }
+    let _ = write!(
+        body,
+        "<p><a id=\"csv\" href=\"/audit?{}format=csv\">Download as CSV</a> (oldest first)</p>",
+        esc(&qs)
+    );
     Html(html::page("Audit log", Some(&a.viewer()), &body)).into_response()
+}
+
+/// The audit entries as CSV, oldest first. A cell that a spreadsheet would take for a formula
+/// (`=`, `+`, `-`, `@`, tab, CR at its start: OWASP's CSV injection advice) gets a leading `'`:
+/// the user names and queries are what people typed.
+fn audit_csv(entries: &[crate::journal::audit::AuditEntry]) -> Result<Vec<u8>, csv::Error> {
+    let cell = |s: &str| -> String {
+        match s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            true => format!("'{s}"),
+            false => s.to_string(),
+        }
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["id", "time", "user", "action", "hits", "details"])?;
+    for e in entries {
+        w.write_record([
+            e.id.clone(),
+            cell(&e.time),
+            cell(&e.user),
+            cell(&e.command),
+            e.hits.to_string(),
+            cell(&e.query.to_string()),
+        ])?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 #[cfg(test)]
@@ -1199,6 +1265,42 @@ mod tests {
             assert!(!clean.contains(gone), "{gone} in {clean}");
         }
         assert!(clean.contains("Hi") && clean.contains("link"), "{clean}");
+    }
+
+    #[test]
+    fn the_audit_csv_defuses_formulas() {
+        let e = |user: &str| crate::journal::audit::AuditEntry {
+            id: "1-0".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            user: user.into(),
+            command: "console+login-failed".into(),
+            query: serde_json::json!({ "source": "127.0.0.1" }),
+            hits: 0,
+        };
+        let out = String::from_utf8(
+            audit_csv(&[e("console:=HYPERLINK(\"x\")"), e("console:bob")]).unwrap(),
+        )
+        .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "id,time,user,action,hits,details");
+        assert!(
+            lines[1].starts_with(
+                "1-0,2026-01-01T00:00:00Z,\"console:=HYPERLINK(\"\"x\"\")\",console+login-failed,0,"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            audit_csv(&[e("=cmd")])
+                .map(|b| String::from_utf8(b).unwrap())
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .nth(2)
+                .unwrap(),
+            "'=cmd"
+        );
     }
 
     #[test]
