@@ -819,6 +819,8 @@ fn console_auditor_filters_and_downloads_the_audit_log() {
         StatusCode::OK
     );
     let mut auditor = k.login("auditor");
+    let r = auditor.get("/login");
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/audit"));
     let r = auditor.get("/audit?user=console:admin&command=console&keyword=view");
     assert_eq!(r.status, StatusCode::OK);
     let t = r.text();

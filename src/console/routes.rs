@@ -263,8 +263,13 @@ async fn login_form(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
     if let Some(sid) = session_id(&headers)
         && let Some(s) = lock(&c.sessions).get(&sid, now)
     {
-        if s.user.is_some() {
-            return Redirect::to("/").into_response();
+        if let Some(name) = &s.user {
+            // Each role's home: an auditor sent to the summary would only meet a 403.
+            let home = match c.users().users.get(name).map(|u| u.role) {
+                Some(Role::Auditor) => "/audit",
+                _ => "/",
+            };
+            return Redirect::to(home).into_response();
         }
         return Html(html::login(&s.csrf, None)).into_response();
     }
