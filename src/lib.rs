@@ -31,6 +31,7 @@ pub mod address;
 pub mod admin;
 pub mod autoreply;
 pub mod cli;
+pub mod console;
 pub mod csvtable;
 pub mod engine;
 pub mod explain;

@@ -9,10 +9,13 @@
 #   strace             fault injection: makes the running daemon's fdatasync fail (tests/faults.rs)
 #   dovecot-imapd      the IMAP server of the import and restore tests (a private instance per
 #                      test, tests/support/dovecot.rs; the system one is never started)
+#   chromium, chromium-driver   the archive console's browser tests (WebDriver; tests/console_browser.rs)
+#   openssl            test certificates: the archive console's HTTPS test (tests/console.rs) and
+#                      the private Dovecot's test CA
 # and, from crates.io, cargo-deb (builds the Debian package the deployment test installs).
 set -euo pipefail
 
-packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace dovecot-imapd)
+packages=(postfix sasl2-bin libsasl2-modules miltertest swaks redis-server systemd strace dovecot-imapd openssl chromium chromium-driver)
 
 # The newest cargo-deb known to build with the project's Rust (1.95).
 cargo_deb_version=3.8.0

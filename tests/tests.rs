@@ -14,6 +14,8 @@ mod archive_import;
 mod archive_index;
 mod archive_indexer;
 mod big_alias;
+mod console;
+mod console_browser;
 mod deploy;
 mod dkim;
 mod e2e_autoreply;

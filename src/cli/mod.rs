@@ -12,6 +12,7 @@ pub mod archive;
 mod archive_index;
 pub mod check;
 mod common;
+pub mod console;
 pub mod dkim;
 pub mod explain;
 pub mod generate;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Show the policy generation and the journal's size and last record (from the running
     /// daemon, else from disk)
     Status(status::StatusArgs),
+    /// The archive console's users: add, passwd, remove, list
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
     /// DKIM keys for what handoff sends (auto-replies)
     #[command(subcommand)]
     Dkim(dkim::DkimCommand),
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Status(ref args) => status::run(&config(), args),
         Command::Generate(ref cmd) => generate::run(cmd, command()),
         Command::Dkim(ref cmd) => dkim::run(cmd),
+        Command::Console(ref cmd) => console::run(config(), cmd),
     }
 }
 

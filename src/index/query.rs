@@ -25,6 +25,9 @@ pub struct Search {
     /// Hits returned, newest first, after skipping `offset`.
     pub limit: usize,
     pub offset: usize,
+    /// Only mail of these departments or their sub-departments (a console user's scope), on
+    /// top of every other filter; empty: no limit.
+    pub scope: Vec<String>,
 }
 
 impl Search {
@@ -36,6 +39,7 @@ impl Search {
             kind: None,
             limit: usize::MAX,
             offset: 0,
+            scope: Vec::new(),
         }
     }
 }
@@ -67,6 +71,14 @@ pub fn translate(f: &Fields, s: &Search) -> Box<dyn Query> {
             false => f.department,
         };
         must.push(term(field, &normal_department(d)));
+    }
+    if !s.scope.is_empty() {
+        must.push(Box::new(BooleanQuery::union(
+            s.scope
+                .iter()
+                .map(|d| term(f.department, &normal_department(d)))
+                .collect(),
+        )));
     }
     if let Some(folder) = &q.folder {
         must.push(term(f.folder, &folder_key(folder)));

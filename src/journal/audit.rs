@@ -22,8 +22,10 @@ use super::segment::RecordInfo;
 
 /// The commands that leave an audit record, as `--command` accepts them. `search --export`
 /// records `search+export`, which both `search` and `export` select.
+/// The archive console's actions are recorded as `console+ACTION` (`console+login`,
+/// `console+search`, `console+denied`, …): `console` selects them all.
 pub const COMMANDS: &[&str] = &[
-    "search", "export", "prune", "audit", "reindex", "import", "restore",
+    "search", "export", "prune", "audit", "reindex", "import", "restore", "console",
 ];
 
 /// One access to the archive, as the journal recorded it.

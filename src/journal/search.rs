@@ -458,6 +458,23 @@ pub fn message_bytes(dir: &Path, id: RecordId) -> Result<Vec<u8>, SearchError> {
     Ok(segment.body(&info)?)
 }
 
+/// A message record whose place the hash chain vouches for: its kind, its meta (JSON) and the
+/// message bytes (exactly what `export` writes). For the archive console's message view.
+pub fn message_record(dir: &Path, id: RecordId) -> Result<(Kind, Vec<u8>, Vec<u8>), SearchError> {
+    if !reachable(dir, &[id], &mut Silent)?
+        .records
+        .contains_key(&id)
+    {
+        return Err(SearchError::NoSuchRecord(id));
+    }
+    let (info, mut segment) = record_at(dir, id)?;
+    if !info.header.kind.holds_message() {
+        return Err(SearchError::NotAMessage(id));
+    }
+    let body = segment.body(&info)?;
+    Ok((info.header.kind, info.meta, body))
+}
+
 /// The record at `id` (a place [`reachable`] vouched for), and its segment to read its body.
 fn record_at(dir: &Path, id: RecordId) -> Result<(RecordInfo, SegmentRecords), SearchError> {
     let file =

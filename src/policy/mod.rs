@@ -294,6 +294,25 @@ pub struct Settings {
     pub dkim: Vec<DkimDomain>,
     /// `[srs]`; `None`: senders are never rewritten.
     pub srs: Option<SrsSettings>,
+    /// `[console]`; `None` (no `listen`): the archive console is off.
+    pub console: Option<ConsoleSettings>,
+}
+
+/// `[console]`: where the archive console listens and who may use it ([`crate::console`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    pub listen: std::net::SocketAddr,
+    /// The users file (mode 0600): names, roles, argon2id hashes, department scopes.
+    pub users: PathBuf,
+    /// Every user must have a second factor (TOTP).
+    pub require_totp: bool,
+    /// The certificate chain and private key (PEM) the console serves HTTPS with; required
+    /// unless `listen` is a loopback address.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A session ends after this long without a request.
+    pub idle: std::time::Duration,
+    /// A session ends this long after the login, however busy.
+    pub max_age: std::time::Duration,
 }
 
 /// `[srs]`: the Sender Rewriting Scheme for forwards that leave the company ([`crate::srs`]).
@@ -368,6 +387,9 @@ impl Settings {
         }
         if self.autoreply.store != new.autoreply.store {
             out.push("autoreply.store");
+        }
+        if self.console != new.console {
+            out.push("console");
         }
         out
     }

@@ -130,6 +130,20 @@ pub struct RawSrs {
     pub exclude_domains: Option<Vec<SString>>,
 }
 
+/// `[console]`: the archive console (a web page and JSON API for archive administrators and
+/// auditors). Its users are in a file of their own (`users`), never in the policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub listen: Option<SString>,
+    pub users: Option<SString>,
+    pub require_totp: Option<Spanned<bool>>,
+    pub tls_cert: Option<SString>,
+    pub tls_key: Option<SString>,
+    pub idle_minutes: Option<Spanned<i64>>,
+    pub max_hours: Option<Spanned<i64>>,
+}
+
 /// A named entry (template, alias, account) with the span of its key.
 #[derive(Debug)]
 pub struct Entry<T> {
@@ -151,13 +165,14 @@ pub struct RawFile {
     pub autoreply: Option<(Origin, RawAutoreply)>,
     pub log: Option<(Origin, RawLog)>,
     pub srs: Option<(Origin, RawSrs)>,
+    pub console: Option<(Origin, RawConsole)>,
     pub templates: Vec<Entry<RawTemplate>>,
     pub aliases: Vec<Entry<Vec<SString>>>,
     pub accounts: Vec<Entry<RawAccount>>,
     pub dkim: Vec<Entry<RawDkim>>,
 }
 
-const TOP_KEYS: &str = "include, listen, relay, lmtp, storage, domains, archive, autoreply, log, srs, templates, aliases, accounts, dkim";
+const TOP_KEYS: &str = "include, listen, relay, lmtp, storage, domains, archive, autoreply, log, srs, console, templates, aliases, accounts, dkim";
 
 /// Parses one file's text. Every problem goes to `errs`; what could be read is returned.
 pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
@@ -195,6 +210,7 @@ pub fn parse_file(file: FileId, text: &str, errs: &mut Collector) -> RawFile {
             "autoreply" => raw.autoreply = read(file, value, errs).map(|v| (origin, v)),
             "log" => raw.log = read(file, value, errs).map(|v| (origin, v)),
             "srs" => raw.srs = read(file, value, errs).map(|v| (origin, v)),
+            "console" => raw.console = read(file, value, errs).map(|v| (origin, v)),
             "templates" => raw.templates = entries(file, "templates", value, errs, read),
             "aliases" => raw.aliases = entries(file, "aliases", value, errs, read_members),
             "accounts" => raw.accounts = entries(file, "accounts", value, errs, read),

@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::diag::{Collector, FileId};
 use super::raw::{self, RawFile, SString};
 use super::{
-    AutoreplySettings, DkimAlgorithm, DkimDomain, ListenAddr, LmtpSettings, NextHop, Settings,
-    SrsSettings,
+    AutoreplySettings, ConsoleSettings, DkimAlgorithm, DkimDomain, ListenAddr, LmtpSettings,
+    NextHop, Settings, SrsSettings,
 };
 use crate::address::Address;
 
@@ -234,7 +234,110 @@ pub(super) fn settings(main_path: &Path, raw: &RawFile, errs: &mut Collector) ->
             .unwrap_or(true),
         srs,
         dkim: dkim_settings(raw, &base, errs),
+        console: raw
+            .console
+            .as_ref()
+            .and_then(|(origin, c)| console_settings(origin.span.start, c, &base, errs)),
     }
+}
+
+/// Default session timeouts: OWASP's session management cheat sheet suggests 15-30 minutes idle
+/// for high-value applications and an absolute limit of a working day.
+const DEFAULT_CONSOLE_IDLE_MINUTES: i64 = 15;
+const DEFAULT_CONSOLE_MAX_HOURS: i64 = 8;
+
+/// `[console]`, validated. Absent `listen` means the console is off (the other keys are still
+/// checked). Anything but a loopback address needs TLS: the console carries passwords and the
+/// archive's mail.
+fn console_settings(
+    at: usize,
+    raw: &raw::RawConsole,
+    base: &Path,
+    errs: &mut Collector,
+) -> Option<ConsoleSettings> {
+    let f = FileId(0);
+    let path = |s: &SString| {
+        let p = PathBuf::from(s.get_ref());
+        if p.is_relative() { base.join(p) } else { p }
+    };
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|s| match socket_addr(s.get_ref()) {
+            Ok(a) => Some((a, s.span().start)),
+            Err(e) => {
+                errs.error(f, s.span().start, format!("`console.listen`: {e}"));
+                None
+            }
+        });
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(c), Some(k)) => Some((path(c), path(k))),
+        (None, None) => None,
+        (Some(s), None) | (None, Some(s)) => {
+            errs.error(
+                f,
+                s.span().start,
+                "`console.tls_cert` and `console.tls_key` go together: the certificate chain and its private key (PEM)",
+            );
+            None
+        }
+    };
+    let minutes =
+        |v: Option<&Spanned<i64>>, default: i64, max: i64, name: &str, errs: &mut Collector| {
+            let Some(v) = v else { return default };
+            let n = *v.get_ref();
+            if !(1..=max).contains(&n) {
+                errs.error(
+                    f,
+                    v.span().start,
+                    format!("`{name}` is {n}; it must be between 1 and {max}"),
+                );
+                return default;
+            }
+            n
+        };
+    let idle = minutes(
+        raw.idle_minutes.as_ref(),
+        DEFAULT_CONSOLE_IDLE_MINUTES,
+        24 * 60,
+        "console.idle_minutes",
+        errs,
+    );
+    let max_hours = minutes(
+        raw.max_hours.as_ref(),
+        DEFAULT_CONSOLE_MAX_HOURS,
+        7 * 24,
+        "console.max_hours",
+        errs,
+    );
+    let Some(users) = raw.users.as_ref() else {
+        errs.error(
+            f,
+            at,
+            "`[console]` needs `users`, the file of console users (`handoff console user add` writes it)",
+        );
+        return None;
+    };
+    let (listen, listen_at) = listen?;
+    if !listen.ip().is_loopback() && tls.is_none() {
+        errs.error(
+            f,
+            listen_at,
+            format!(
+                "`console.listen` = {listen} is not a loopback address: the console needs TLS there \
+                 (`tls_cert` and `tls_key`)"
+            ),
+        );
+        return None;
+    }
+    Some(ConsoleSettings {
+        listen,
+        users: path(users),
+        require_totp: raw.require_totp.as_ref().is_some_and(|r| *r.get_ref()),
+        tls,
+        idle: std::time::Duration::from_secs(idle as u64 * 60),
+        max_age: std::time::Duration::from_secs(max_hours as u64 * 3600),
+    })
 }
 
 /// `[dkim."DOMAIN"]` entries, checked but for the key files (read by `load`). The domain is
@@ -739,6 +842,68 @@ mod tests {
             errs[0].starts_with("p.toml:2:12: lmtp.next_hop"),
             "{}",
             errs[0]
+        );
+    }
+
+    #[test]
+    fn console_settings_need_users_and_tls_off_loopback() {
+        let p = Policy::from_text(
+            "/etc/handoff/h.toml",
+            "[console]\nlisten = \"127.0.0.1:8443\"\nusers = \"console-users.toml\"\n",
+        )
+        .unwrap();
+        let c = p.settings.console.unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.users, PathBuf::from("/etc/handoff/console-users.toml"));
+        assert!(!c.require_totp && c.tls.is_none());
+        assert_eq!(c.idle.as_secs(), 15 * 60);
+        assert_eq!(c.max_age.as_secs(), 8 * 3600);
+        let p = Policy::from_text(
+            "/e/h.toml",
+            "[console]\nlisten = \"[::]:443\"\nusers = \"/u\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nidle_minutes = 5\n",
+        )
+        .unwrap();
+        let c = p.settings.console.unwrap();
+        assert_eq!(c.tls, Some(("/e/c.pem".into(), "/e/k.pem".into())));
+        assert_eq!(c.idle.as_secs(), 300);
+        // No listen: off.
+        let p = Policy::from_text("/e/h.toml", "[console]\nusers = \"/u\"\n").unwrap();
+        assert!(p.settings.console.is_none());
+        assert!(
+            Policy::from_text("/e/h.toml", "")
+                .unwrap()
+                .settings
+                .console
+                .is_none()
+        );
+
+        let errs = errors("[console]\nlisten = \"0.0.0.0:8443\"\nusers = \"/u\"\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "p.toml:2:10: `console.listen` = 0.0.0.0:8443 is not a loopback address"
+            ),
+            "{}",
+            errs[0]
+        );
+        let errs = errors(
+            "[console]\nlisten = \"nowhere\"\ntls_key = \"k\"\nidle_minutes = 0\nmax_hours = 1000\n",
+        );
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("p.toml:2:10: `console.listen`")),
+            "{errs:#?}"
+        );
+        assert!(errs.iter().any(|e| e.contains("go together")), "{errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains("needs `users`")),
+            "{errs:#?}"
+        );
+        let errs = errors("[console]\npassword = \"x\"\n");
+        assert!(
+            errs.len() == 1 && errs[0].contains("unknown field `password`"),
+            "{errs:#?}"
         );
     }
 

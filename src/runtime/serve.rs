@@ -187,6 +187,19 @@ pub async fn run_until(
         ));
     }
 
+    if let Some(console) = settings.console.clone() {
+        let served = crate::console::start(
+            console,
+            journal.clone(),
+            settings.index_dir.clone(),
+            store.clone(),
+            stop.clone(),
+        )
+        .await
+        .context("cannot start the archive console")?;
+        tasks.spawn(served);
+    }
+
     if let Some(addr) = settings.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

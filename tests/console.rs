@@ -1,0 +1,865 @@
+//! The archive console over HTTP, against the real `handoff serve` on 127.0.0.1 (hyper's
+//! client): login, sessions and their cookie, CSRF, lockout, security headers, every route
+//! refusing the wrong role (audited), department scopes, search, a hostile message rendered
+//! inert, the .eml download byte-identical to `archive export`, TLS required off loopback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, StatusCode};
+
+use handoff::journal::record::MessageMeta;
+use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
+use handoff::journal::{Body, Entry, Kind};
+
+use crate::daemon::{Daemon, free_port, wait_for};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// RFC 2047 for `<script>alert(1)</script>`: the subject decodes to markup.
+const HOSTILE_SUBJECT: &str = "=?utf-8?b?PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==?=";
+
+/// (day of January 2026, department, subject, body): one message each.
+fn messages(pixel: u16) -> Vec<(u32, &'static str, String)> {
+    let plain = |s: &str| {
+        format!("From: a@example.net\r\nTo: b@corp.example\r\nSubject: {s}\r\n\r\nbody of {s}\r\n")
+    };
+    vec![
+        (2, "sales", plain("invoice quarterly")),
+        (3, "sales/emea", plain("invoice emea")),
+        (4, "hr", plain("salary review")),
+        (
+            5,
+            "sales",
+            format!(
+                "From: a@example.net\r\nTo: b@corp.example\r\nSubject: {HOSTILE_SUBJECT}\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html\r\n\r\n\
+                 <p id=\"inmail\">hello<script>document.title='pwned'</script>\
+                 <img src=\"http://127.0.0.1:{pixel}/pixel.gif\"></p>\r\n--XX\r\n\
+                 Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"../\\\"<b>evil.txt\"\r\n\r\nx\r\n--XX--\r\n"
+            ),
+        ),
+    ]
+}
+
+/// A daemon with the console on a free loopback port, a journal of [`messages`], and three
+/// users: `admin` (all mail), `sales` (the sales department), `auditor`.
+pub struct Console {
+    pub d: Daemon,
+    pub port: u16,
+    /// Record ids by subject word: `invoice quarterly` → id.
+    pub ids: BTreeMap<String, String>,
+    pub pixel: u16,
+}
+
+impl Console {
+    pub fn start() -> Console {
+        Console::start_with("")
+    }
+
+    pub fn start_with(extra: &str) -> Console {
+        let port = free_port();
+        let pixel = free_port();
+        let policy = format!(
+            "[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users.toml\"\n{extra}"
+        );
+        let mut d = Daemon::prepare(&policy, None, None);
+        let journal = d.journal_dir();
+        let (mut w, _) = Writer::open(&journal, DEFAULT_SEGMENT_BYTES).unwrap();
+        let mut ids = BTreeMap::new();
+        for (i, (day, dept, body)) in messages(pixel).into_iter().enumerate() {
+            let meta = MessageMeta {
+                time: format!("2026-01-{day:02}T10:00:00Z"),
+                accounts: vec!["b@corp.example".into()],
+                departments: vec![dept.to_string()],
+                ..crate::support::message_meta("a@example.net")
+            };
+            let mut e = [Entry::new(
+                Kind::Message,
+                &meta,
+                Body::Bytes(body.into_bytes()),
+            )];
+            let id = w.append(&mut e).unwrap().0[0].to_string();
+            ids.insert(
+                ["quarterly", "emea", "salary", "hostile"][i].to_string(),
+                id,
+            );
+        }
+        drop(w);
+        for (name, role, dept) in [
+            ("admin", "archive_admin", None),
+            ("sales", "archive_admin", Some("sales")),
+            ("auditor", "auditor", None),
+        ] {
+            let mut args = vec![
+                "console",
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ];
+            if let Some(dep) = dept {
+                args.extend(["--department", dep]);
+            }
+            let out = cli_with_stdin(&d, &args, &format!("{PASSWORD}\n"));
+            assert_eq!(out.0, 0, "{out:?}");
+        }
+        d.spawn(&[]);
+        let c = Console {
+            d,
+            port,
+            ids,
+            pixel,
+        };
+        wait_for(Duration::from_secs(10), "the console to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        c
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.port)
+    }
+
+    /// A client logged in as `user` (after the indexer has indexed every message).
+    pub fn login(&self, user: &str) -> Client {
+        let mut c = self.client();
+        let r = c.login(user, PASSWORD);
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+        c
+    }
+
+    /// The audit trail's console records: (user, command, query) as `archive audit --json`.
+    pub fn audit(&self) -> Vec<(String, String, serde_json::Value)> {
+        let (code, out, err) = self
+            .d
+            .cli(&["archive", "audit", "--json", "--command", "console"]);
+        assert_eq!(code, 0, "{err}");
+        let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        v.into_iter()
+            .map(|e| {
+                (
+                    e["user"].as_str().unwrap().to_string(),
+                    e["command"].as_str().unwrap().to_string(),
+                    e["query"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn cli_with_stdin(d: &Daemon, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(args)
+        .arg("--config")
+        .arg(d.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `name="csrf" value="…"` of the page's first form.
+    pub fn csrf(&self) -> String {
+        let t = self.text();
+        let at = t
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a CSRF token")
+            + 19;
+        t[at..at + 64].to_string()
+    }
+}
+
+/// An HTTP/1.1 client (hyper) that keeps the console's session cookie, like a browser.
+pub struct Client {
+    port: u16,
+    pub cookie: Option<String>,
+    rt: tokio::runtime::Runtime,
+    /// HTTPS, trusting this connector's roots, to `localhost`.
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Client {
+    pub fn new(port: u16) -> Client {
+        Client {
+            port,
+            cookie: None,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            tls: None,
+        }
+    }
+
+    /// A client that speaks HTTPS, trusting only the certificate in PEM file `ca`.
+    pub fn https(port: u16, ca: &std::path::Path) -> Client {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Client {
+            tls: Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            ))),
+            ..Client::new(port)
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.send(Method::GET, path, None)
+    }
+
+    pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Resp {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", handoff::console::html::url_param(v)))
+            .collect();
+        self.send(Method::POST, path, Some(body.join("&")))
+    }
+
+    pub fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Resp {
+        let port = self.port;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("127.0.0.1:{port}"));
+        if let Some(c) = &self.cookie {
+            req = req.header(header::COOKIE, format!("handoff_console={c}"));
+        }
+        if form.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .unwrap();
+        let tls = self.tls.clone();
+        let resp = self.rt.block_on(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let resp = match tls {
+                None => {
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.unwrap()
+                }
+                Some(connector) => {
+                    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                    let stream = connector.connect(name, stream).await.unwrap();
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.unwrap()
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes().to_vec();
+            Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        });
+        if let Some(set) = resp
+            .headers
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let value = set
+                .strip_prefix("handoff_console=")
+                .and_then(|v| v.split(';').next())
+                .unwrap_or("");
+            self.cookie = (!value.is_empty()).then(|| value.to_string());
+        }
+        resp
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) -> Resp {
+        let form = self.get("/login");
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = form.csrf();
+        self.post(
+            "/login",
+            &[("csrf", &csrf), ("user", user), ("password", password)],
+        )
+    }
+}
+
+const JANUARY: &str = "since=2026-01-01&until=2026-01-31";
+
+/// The ids the API search finds, after waiting for the daemon's indexer to index all 4.
+fn wait_indexed(c: &mut Client) {
+    wait_for(Duration::from_secs(20), "the indexer", || {
+        let r = c.get(&format!("/api/search?{JANUARY}"));
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        (v["total"] == 4).then_some(())
+    });
+}
+
+#[test]
+fn console_login_session_cookie_csrf_and_headers() {
+    let k = Console::start();
+    let mut c = k.client();
+    // Not logged in: pages send to the login, the API answers 401.
+    let r = c.get("/search");
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    assert_eq!(c.get("/api/search").status, StatusCode::UNAUTHORIZED);
+
+    let form = c.get("/login");
+    let set = form.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{flag} missing: {set}");
+    }
+    let h = &form.headers;
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("script-src"),
+        "no script source at all: {csp}"
+    );
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    let anonymous = c.cookie.clone().unwrap();
+    let csrf = form.csrf();
+
+    // No or a wrong CSRF token: refused, whatever the password.
+    let r = c.post("/login", &[("user", "admin"), ("password", PASSWORD)]);
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let r = c.post(
+        "/login",
+        &[
+            ("csrf", &"0".repeat(64)),
+            ("user", "admin"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A wrong password.
+    let r = c.post(
+        "/login",
+        &[
+            ("csrf", &csrf),
+            ("user", "admin"),
+            ("password", "wrong password!!"),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.text().contains("Wrong user name or password"));
+    // The right one: a new session id (the one from before the login is worth nothing).
+    let r = c.post(
+        "/login",
+        &[("csrf", &csrf), ("user", "admin"), ("password", PASSWORD)],
+    );
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"));
+    let session = c.cookie.clone().unwrap();
+    assert_ne!(session, anonymous);
+    let r = c.get("/");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("Archive summary"), "{}", r.text());
+    let mut fixated = k.client();
+    fixated.cookie = Some(anonymous);
+    assert_eq!(fixated.get("/").status, StatusCode::SEE_OTHER);
+
+    // Logout needs the session's CSRF token.
+    let page_csrf = r.csrf();
+    let r = c.post("/logout", &[("csrf", &"f".repeat(64))]);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(c.get("/").status, StatusCode::OK, "still logged in");
+    let r = c.post("/logout", &[("csrf", &page_csrf)]);
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    let mut old = k.client();
+    old.cookie = Some(session);
+    assert_eq!(
+        old.get("/").status,
+        StatusCode::SEE_OTHER,
+        "the session ended"
+    );
+
+    // All of it audited, failures included.
+    let audit = k.audit();
+    let commands: Vec<&str> = audit.iter().map(|a| a.1.as_str()).collect();
+    for want in [
+        "console+denied",
+        "console+login-failed",
+        "console+login",
+        "console+summary",
+        "console+logout",
+    ] {
+        assert!(commands.contains(&want), "{want} not in {commands:?}");
+    }
+    let failed = audit
+        .iter()
+        .find(|a| a.1 == "console+login-failed")
+        .unwrap();
+    assert_eq!(failed.0, "console:admin");
+    assert_eq!(failed.2["source"], "127.0.0.1");
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains("wrong password"),
+        "no password in the journal"
+    );
+}
+
+#[test]
+fn console_locks_a_name_out_after_repeated_failures() {
+    let k = Console::start();
+    let mut c = k.client();
+    for _ in 0..5 {
+        assert_eq!(
+            c.login("admin", "not the password").status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Locked: even the right password is refused for now, and so from another client.
+    let r = c.login("admin", PASSWORD);
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(
+        k.client().login("admin", PASSWORD).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another name is not locked.
+    assert_eq!(
+        k.client().login("auditor", PASSWORD).status,
+        StatusCode::SEE_OTHER
+    );
+    let audit = k.audit();
+    let count = |cmd: &str| audit.iter().filter(|a| a.1 == cmd).count();
+    assert_eq!(count("console+login-failed"), 5);
+    assert_eq!(count("console+login-locked"), 2);
+}
+
+#[test]
+fn console_routes_refuse_the_wrong_role_and_scope_and_audit_it() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let salary = k.ids["salary"].clone();
+    let mut auditor = k.login("auditor");
+    for path in [
+        "/".to_string(),
+        format!("/search?{JANUARY}"),
+        format!("/api/search?{JANUARY}"),
+        format!("/message/{salary}"),
+        format!("/message/{salary}/eml"),
+        format!("/api/message/{salary}"),
+    ] {
+        let r = auditor.get(&path);
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "auditor {path}");
+        assert!(!r.text().contains("salary review"), "{path}");
+    }
+    assert_eq!(admin.get("/audit").status, StatusCode::FORBIDDEN);
+    assert_eq!(auditor.get("/audit").status, StatusCode::OK);
+
+    // The sales officer sees sales and its sub-departments, never hr.
+    let mut sales = k.login("sales");
+    let r = sales.get(&format!("/api/search?{JANUARY}"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["total"], 3, "{v}");
+    assert!(!r.text().contains("salary"), "{v}");
+    let r = sales.get(&format!("/search?{JANUARY}&department=hr&sub=on"));
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    for path in [
+        format!("/message/{salary}"),
+        format!("/message/{salary}/eml"),
+        format!("/api/message/{salary}"),
+    ] {
+        let r = sales.get(&path);
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(!r.text().contains("salary review"));
+    }
+    let emea = &k.ids["emea"];
+    assert_eq!(
+        sales.get(&format!("/message/{emea}")).status,
+        StatusCode::OK
+    );
+
+    let audit = k.audit();
+    let denied: Vec<_> = audit.iter().filter(|a| a.1 == "console+denied").collect();
+    assert_eq!(
+        denied.iter().filter(|a| a.0 == "console:auditor").count(),
+        6,
+        "{denied:#?}"
+    );
+    assert_eq!(
+        denied.iter().filter(|a| a.0 == "console:admin").count(),
+        1,
+        "{denied:#?}"
+    );
+    assert_eq!(
+        denied.iter().filter(|a| a.0 == "console:sales").count(),
+        4,
+        "{denied:#?}"
+    );
+    assert!(denied.iter().all(|a| a.2["role"].is_string()));
+}
+
+#[test]
+fn console_searches_shows_a_hostile_message_inert_and_downloads_it_byte_for_byte() {
+    let k = Console::start();
+    let mut c = k.login("admin");
+    wait_indexed(&mut c);
+    // Bad input: 400, never a crash.
+    for bad in [
+        "/search?since=2026-01-01".to_string(),
+        format!("/search?{JANUARY}&page=0"),
+        format!("/search?{JANUARY}&bogus=1"),
+        format!("/search?{JANUARY}&text={}", "a".repeat(600)),
+        format!("/search?{JANUARY}&x={}", "a".repeat(5000)),
+        "/message/..%2F..%2Fetc%2Fpasswd".to_string(),
+        "/message/1-0%00".to_string(),
+    ] {
+        assert_eq!(c.get(&bad).status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(c.get("/message/999-0").status, StatusCode::NOT_FOUND);
+
+    let r = c.get(&format!("/search?{JANUARY}&text=invoice&in_subject=on"));
+    assert_eq!(r.status, StatusCode::OK);
+    let t = r.text();
+    assert!(t.contains("<p id=\"total\">2 messages</p>"), "{t}");
+    // Newest first.
+    let (q, e) = (
+        t.find("invoice quarterly").unwrap(),
+        t.find("invoice emea").unwrap(),
+    );
+    assert!(e < q, "{t}");
+    let r = c.get(&format!("/search?{JANUARY}&department=sales&sub=on"));
+    assert!(
+        r.text().contains("<p id=\"total\">3 messages</p>"),
+        "{}",
+        r.text()
+    );
+    let r = c.get(&format!("/search?{JANUARY}&department=sales"));
+    assert!(
+        r.text().contains("<p id=\"total\">2 messages</p>"),
+        "exact: {}",
+        r.text()
+    );
+    let r = c.get(&format!("/search?{JANUARY}"));
+    assert!(!r.text().contains("<script>"), "the subject is escaped");
+    assert!(
+        r.text().contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        r.text()
+    );
+
+    let id = &k.ids["hostile"];
+    let r = c.get(&format!("/message/{id}"));
+    assert_eq!(r.status, StatusCode::OK);
+    let t = r.text();
+    if std::env::var_os("CONSOLE_DUMP").is_some() {
+        eprintln!("{t}");
+    }
+    assert!(!t.contains("<script"), "{t}");
+    assert!(
+        !t.contains(&format!(":{}/pixel", k.pixel)),
+        "no remote image: {t}"
+    );
+    assert!(
+        t.contains("<div class=\"html\" id=\"html\"><p>hello"),
+        "the sanitized HTML is shown: {t}"
+    );
+    assert!(
+        t.contains("<td>../&quot;&lt;b&gt;evil.txt</td>"),
+        "the attachment name escaped: {t}"
+    );
+    assert!(
+        t.contains("<p id=\"subject\">&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
+        "{t}"
+    );
+    assert!(t.contains("id=\"integrity\""));
+
+    let r = c.get(&format!("/message/{id}/eml"));
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_DISPOSITION],
+        format!("attachment; filename=\"{id}.eml\"")
+    );
+    let out = k.d.path("export");
+    let (code, _, err) = k.d.cli(&[
+        "archive",
+        "export",
+        "--id",
+        id,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let exported = std::fs::read(out.join(format!("{id}.eml"))).unwrap();
+    assert_eq!(
+        r.body, exported,
+        "the download is byte-identical to `archive export`"
+    );
+
+    let audit = k.audit();
+    let search = audit.iter().find(|a| a.1 == "console+search").unwrap();
+    assert_eq!(search.0, "console:admin");
+    assert_eq!(search.2["role"], "archive_admin");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.1 == "console+view" && a.2["id"] == id.as_str())
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.1 == "console+download" && a.2["id"] == id.as_str())
+    );
+}
+
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (openssl):
+/// (CA certificate, server certificate, server key) paths.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (tests/setup.sh installs it)");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "cert.pem",
+    ]);
+    [p("ca.pem"), p("cert.pem"), p("key.pem")]
+}
+
+#[test]
+fn console_serves_https_with_the_configured_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = certificates(certs.path());
+    let k = Console::start_with(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let mut c = Client::https(k.port, &ca);
+    let r = c.login("admin", PASSWORD);
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"));
+    assert!(c.get("/").text().contains("Archive summary"));
+    // Plain HTTP gets no page (the TLS handshake fails; the connection is closed, maybe
+    // before the request is even written).
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", k.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        !answer.contains("200 OK") && !answer.contains("csrf"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn console_refuses_to_start_off_loopback_without_tls() {
+    let port = free_port();
+    let policy = format!("[console]\nlisten = \"0.0.0.0:{port}\"\nusers = \"u.toml\"\n");
+    let d = Daemon::prepare(&policy, None, None);
+    let (code, _, err) = d.cli(&["check"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a loopback address"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["serve", "--config"])
+        .arg(d.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    // A users file others can read stops the daemon too.
+    let port = free_port();
+    let policy = format!("[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"u.toml\"\n");
+    let d = Daemon::prepare(&policy, None, None);
+    let users = d.path("u.toml");
+    std::fs::write(&users, "").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&users).unwrap().permissions(),
+        0o644,
+    );
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["serve", "--config"])
+        .arg(d.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn console_auditor_filters_and_downloads_the_audit_log() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let salary = k.ids["salary"].clone();
+    assert_eq!(
+        admin.get(&format!("/message/{salary}")).status,
+        StatusCode::OK
+    );
+    let mut auditor = k.login("auditor");
+    let r = auditor.get("/login");
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/audit"));
+    let r = auditor.get("/audit?user=console:admin&command=console&keyword=view");
+    assert_eq!(r.status, StatusCode::OK);
+    let t = r.text();
+    assert!(t.contains(&salary) && t.contains("console+view"), "{t}");
+    assert!(!t.contains("console+search"), "the keyword filters: {t}");
+    let r = auditor.get("/audit?user=console:admin&format=csv");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let csv = r.text();
+    assert!(
+        csv.starts_with("id,time,user,action,hits,details\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("console:admin,console+view,1,"), "{csv}");
+    assert_eq!(
+        auditor.get("/audit?format=pdf").status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        auditor.get("/audit?since=yesterday").status,
+        StatusCode::BAD_REQUEST
+    );
+    // Reading the log is recorded too; an admin cannot download it.
+    assert_eq!(admin.get("/audit?format=csv").status, StatusCode::FORBIDDEN);
+    let audit = k.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "console:auditor" && a.1 == "console+audit-download")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "console:auditor" && a.1 == "console+audit")
+    );
+}
