@@ -26,9 +26,9 @@ use crate::policy::Policy;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   handoff archive restore --account alice@corp.example --since 2025-01-01 \\
-      --host imap.corp.example --user bob --folder Archive/alice --password-file bob.pw
-  handoff archive restore --id 3:1024 --id 3:2048 --host imap.corp.example --user bob \\
-      --folder Archive/alice
+      --host imap.corp.example --user bob --into Archive/alice --password-file bob.pw
+  handoff archive restore --id 3-1024 --id 3-2048 --host imap.corp.example --user bob \\
+      --into Archive/alice
 
 A rerun appends nothing: a message whose bytes the folder already holds is skipped.")]
 pub struct RestoreArgs {
