@@ -636,3 +636,69 @@ fn archive_import_next_to_a_daemon_appending_keeps_one_chain() {
         live as usize
     );
 }
+
+/// `--follow --every 3s --for 9s`: the first run imports what is there, a message added
+/// between runs is imported by the next run alone, and the command ends when the window does,
+/// after three runs.
+#[test]
+fn archive_import_follow_keeps_syncing_until_its_window_ends() {
+    let lab = Lab::new(POLICY);
+    let md = lab.path("Maildir");
+    write(
+        &md.join("cur/1.host:2,S"),
+        b"From: a@example.net\nTo: alice@corp.example\nDate: Mon, 2 Feb 2026 08:00:00 +0000\n\
+Subject: zqfollowfirst\n\nfirst\n",
+    );
+    std::fs::create_dir_all(md.join("new")).unwrap();
+    std::fs::create_dir_all(md.join("tmp")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .arg("--config")
+        .arg(lab.path("policy.toml"))
+        .args([
+            "archive",
+            "import",
+            "--quiet",
+            "--account",
+            "alice@corp.example",
+        ])
+        .arg(&md)
+        .args(["--follow", "--every", "3s", "--for", "9s", "--journal"])
+        .arg(lab.journal())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // When the first run is over (it says so, and when the next starts), a new message arrives.
+    let mut child = child;
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("run 1 done") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the command ended before its second run: {said}");
+        said.push_str(&line);
+    }
+    assert_eq!(lab.search(&["--text", "zqfollowfirst", "--scan"]).len(), 1);
+    write(
+        &md.join("new/2.host"),
+        b"From: b@example.net\nTo: alice@corp.example\nDate: Tue, 3 Feb 2026 08:00:00 +0000\n\
+Subject: zqfollowsecond\n\nsecond\n",
+    );
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = said;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let runs: Vec<_> = stdout
+        .lines()
+        .map(|l| counts(l, "alice@corp.example"))
+        .collect();
+    // (seen, imported, duplicate, failed) per run: the new message once, in the second run.
+    assert_eq!(runs, [(1, 1, 0, 0), (2, 1, 1, 0), (2, 0, 2, 0)], "{stdout}");
+    assert!(
+        stderr.contains("the 9s window is over after 3 runs"),
+        "{stderr}"
+    );
+    assert_eq!(lab.search(&["--text", "zqfollowsecond"]).len(), 1);
+    assert_eq!(lab.search(&["--account", "alice@corp.example"]).len(), 2);
+}

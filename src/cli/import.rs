@@ -37,7 +37,9 @@ password (its source is the IMAP user). The password comes from the CSV's passwo
 else --password-file, else the environment variable HANDOFF_IMAP_PASSWORD; never from an
 argument.
 
-A rerun imports only what is new: the same message bytes are archived once per account.")]
+A rerun imports only what is new: the same message bytes are archived once per account.
+--follow --every 10m --for 30d runs again every 10 minutes for 30 days (a migration while the
+old system still receives mail).")]
 pub struct ImportArgs {
     #[command(flatten)]
     pub journal: JournalArg,
@@ -77,6 +79,16 @@ pub struct ImportArgs {
     /// folder]
     #[arg(long = "imap-folder", value_name = "NAME")]
     pub imap_folders: Vec<String>,
+    /// Keep syncing: after a run, import what is new again every --every, until --for has
+    /// passed since the start (a migration while the old system still receives mail)
+    #[arg(long, conflicts_with = "status")]
+    pub follow: bool,
+    /// With --follow: the time between the start of one run and the next (`90s`, `10m`, `1h`)
+    #[arg(long, value_name = "INTERVAL", requires = "follow", default_value = "10m", value_parser = interval)]
+    pub every: Duration,
+    /// With --follow: how long to keep syncing (`8h`, `30d`)
+    #[arg(long = "for", value_name = "INTERVAL", requires = "follow", default_value = "30d", value_parser = interval)]
+    pub window: Duration,
     #[command(flatten)]
     pub progress: ProgressArg,
 }
@@ -149,21 +161,73 @@ pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &ImportAr
     }
     let mut saver = Saver::new(&file);
     saver.save(&status, true);
+    let started = Instant::now();
+    let mut all_ok = true;
+    let mut run = 1u64;
+    loop {
+        all_ok &= pass(
+            &mut importer,
+            policy,
+            &jobs,
+            &opts,
+            a,
+            &mut status,
+            &mut saver,
+        );
+        if !a.follow {
+            break;
+        }
+        // The next run starts `every` after this one started, and only inside the window.
+        let next = started
+            + a.every
+                .saturating_mul(u32::try_from(run).unwrap_or(u32::MAX));
+        if next.duration_since(started) >= a.window {
+            eprintln!(
+                "handoff archive import: --follow: the {} window is over after {run} runs",
+                show_interval(a.window)
+            );
+            break;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        eprintln!(
+            "handoff archive import: --follow: run {run} done; the next in {}",
+            show_interval(wait)
+        );
+        std::thread::sleep(wait);
+        run += 1;
+    }
+    match all_ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// One run over every job: imports what is new, keeps the status file current; whether every
+/// account finished without a failure.
+fn pass(
+    importer: &mut Importer,
+    policy: &Policy,
+    jobs: &[Job],
+    opts: &Options,
+    a: &ImportArgs,
+    status: &mut Status,
+    saver: &mut Saver,
+) -> bool {
     let mut all_ok = true;
     let mut totals = Counts::default();
-    for job in &jobs {
+    for job in jobs {
         {
             let e = status.entry(&job.account);
             e.state = State::Running;
             e.started = Some(jiff::Timestamp::now().to_string());
         }
-        saver.save(&status, false);
+        saver.save(status, false);
         let mut shown = Shown::new(&job.account, &a.progress);
-        let result = importer.account(policy, job, &opts, &mut |c: &Counts| {
+        let result = importer.account(policy, job, opts, &mut |c: &Counts| {
             shown.update(c);
             if saver.due() {
                 status.entry(&job.account).counts = *c;
-                saver.save(&status, true);
+                saver.save(status, true);
             }
         });
         shown.finish();
@@ -194,15 +258,46 @@ pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &ImportAr
                 all_ok = false;
             }
         }
-        saver.save(&status, false);
+        saver.save(status, false);
     }
-    saver.save(&status, true);
+    saver.save(status, true);
     if jobs.len() > 1 {
         eprintln!("{} accounts: {}", jobs.len(), counts_text(&totals));
     }
-    match all_ok {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::FAILURE,
+    all_ok
+}
+
+/// An interval as `--every` and `--for` take it: a whole number and a unit, `s`, `m`, `h` or
+/// `d` (`90s`, `10m`, `30d`); at least a second, at most ten years.
+fn interval(text: &str) -> Result<Duration, String> {
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}`: give a unit: s, m, h or d (e.g. 10m)"))?;
+    let (n, unit) = text.split_at(unit_at);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}`: a whole number and a unit (e.g. 10m)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(seconds) {
+        Some(s) if (1..=10 * 366 * 86_400).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(format!("`{text}`: from 1s to 3660d")),
+    }
+}
+
+/// An interval for people: the largest whole unit.
+fn show_interval(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s >= 3600 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 
@@ -506,5 +601,35 @@ impl Shown {
         if let How::Bar { bar, .. } = self.how {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_take_a_whole_number_and_a_unit() {
+        assert_eq!(interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(interval("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(interval("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(interval("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "1.5h",
+            "-1m",
+            "10 m",
+            "10w",
+            "0s",
+            "3661d",
+            "99999999999999999999d",
+        ] {
+            assert!(interval(bad).is_err(), "{bad:?} was taken");
+        }
+        assert_eq!(show_interval(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(show_interval(Duration::from_secs(5400)), "90m");
+        assert_eq!(show_interval(Duration::from_secs(61)), "61s");
     }
 }
