@@ -405,6 +405,19 @@ Subject: zqeightbit Grüße\r\n\r\nbody\r\n"
         "the restored bytes differ from the archive"
     );
     assert!(archived.contains(&eightbit) && archived.contains(&nodate));
+    // Each restored message's INTERNALDATE is its archive time: its own Date, else the source's
+    // INTERNALDATE (the message without Date).
+    let dated = d.messages_dated("bob", "Archive/alice");
+    let date_of = |bytes: &[u8]| {
+        dated
+            .iter()
+            .find(|(_, _, b)| b == bytes)
+            .and_then(|(_, t, _)| *t)
+            .map(|t| t.to_string())
+    };
+    assert_eq!(date_of(&eightbit).as_deref(), Some("2026-03-03T09:00:00Z"));
+    assert_eq!(date_of(&nodate).as_deref(), Some("2023-05-06T07:08:09Z"));
+    assert_eq!(date_of(&nested).as_deref(), Some("2026-03-04T09:00:00Z"));
 
     // A rerun appends nothing.
     let (code, out, err) = restore(&bob_pw);

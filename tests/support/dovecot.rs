@@ -166,6 +166,18 @@ impl Dovecot {
 
     /// Every message of `user`'s `mailbox`: (UID, bytes), by UID.
     pub fn messages(&self, user: &str, mailbox: &str) -> Vec<(u32, Vec<u8>)> {
+        self.messages_dated(user, mailbox)
+            .into_iter()
+            .map(|(uid, _, body)| (uid, body))
+            .collect()
+    }
+
+    /// Every message of `user`'s `mailbox`: (UID, INTERNALDATE, bytes), by UID.
+    pub fn messages_dated(
+        &self,
+        user: &str,
+        mailbox: &str,
+    ) -> Vec<(u32, Option<jiff::Timestamp>, Vec<u8>)> {
         let mut c = self.client(user);
         let raw = handoff::imap::proto::utf7_encode(mailbox);
         let mut out = Vec::new();
@@ -180,7 +192,7 @@ impl Dovecot {
                     .unwrap();
                 std::io::Read::read_to_end(&mut found.body.into_reader().unwrap(), &mut body)
                     .unwrap();
-                out.push((m.uid, body));
+                out.push((m.uid, m.internal_date, body));
                 Ok(())
             })
             .unwrap();
