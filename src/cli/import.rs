@@ -94,7 +94,7 @@ pub struct ImportArgs {
 }
 
 /// Where an IMAP source without a password of its own finds one.
-const PASSWORD_ENV: &str = "HANDOFF_IMAP_PASSWORD";
+pub(super) const PASSWORD_ENV: &str = "HANDOFF_IMAP_PASSWORD";
 
 /// Whether the command needs the policy (every import: accounts and departments come from it).
 pub fn needs_policy(a: &ImportArgs) -> bool {
@@ -457,7 +457,13 @@ fn arg_source(p: &Path, format: Format) -> Result<Source, String> {
 
 /// The run's IMAP password: the first line of --password-file, else HANDOFF_IMAP_PASSWORD.
 fn password(a: &ImportArgs) -> Result<Option<crate::imap::Secret>, String> {
-    if let Some(path) = &a.password_file {
+    imap_password(a.password_file.as_deref())
+}
+
+/// An IMAP password as `import` and `restore` take it: the first line of `--password-file`,
+/// else the environment variable [`PASSWORD_ENV`]; `None` when neither gives one.
+pub(super) fn imap_password(file: Option<&Path>) -> Result<Option<crate::imap::Secret>, String> {
+    if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
         let line = text.lines().next().unwrap_or("");

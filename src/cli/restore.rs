@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{IndexArg, JournalArg};
 use super::archive_index;
+use super::import::PASSWORD_ENV;
 use crate::imap::{Client, Connect, Secret, Server, proto};
 use crate::index::Search;
 use crate::index::analysis;
@@ -79,8 +80,6 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }
-
-const PASSWORD_ENV: &str = "HANDOFF_IMAP_PASSWORD";
 
 /// Runs the command on the journal at `dir`.
 pub fn run(dir: &Path, segment_bytes: u64, policy: Option<&Policy>, a: &RestoreArgs) -> ExitCode {
@@ -230,21 +229,6 @@ fn hashes(client: &mut Client, raw: &str) -> Result<HashSet<[u8; 32]>, crate::im
 
 /// The password: the first line of --password-file, else HANDOFF_IMAP_PASSWORD.
 fn password(a: &RestoreArgs) -> Result<Secret, String> {
-    if let Some(path) = &a.password_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
-        let line = text.lines().next().unwrap_or("");
-        if line.is_empty() {
-            return Err(format!(
-                "--password-file {}: the first line is empty",
-                path.display()
-            ));
-        }
-        return Ok(Secret::new(line));
-    }
-    std::env::var(PASSWORD_ENV)
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Secret::new)
+    super::import::imap_password(a.password_file.as_deref())?
         .ok_or_else(|| format!("no password: give --password-file or set {PASSWORD_ENV}"))
 }
