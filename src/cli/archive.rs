@@ -103,19 +103,9 @@ pub const EXIT_INDEX_BEHIND: u8 = 3;
 /// Hits shown when no `--limit` is given (and no `--export`, which takes every hit).
 const DEFAULT_LIMIT: usize = 100;
 
+/// What `archive search` and `archive restore` choose messages by: every filter must match.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "The search is answered by the index, first brought up to the end of the journal. \
-When the index cannot be used (damaged, not writable), it says so and reads the whole journal instead. \
-While the daemon's indexer holds the index, the search waits (--wait, usually well under a second) until it has indexed everything \
-the journal held when the search began; if it does not, the search says how far behind the index is \
-and exits with status 3 (--scan reads the whole journal instead)."
-)]
-pub struct SearchArgs {
-    #[command(flatten)]
-    pub journal: JournalArg,
-    #[command(flatten)]
-    pub index: IndexArg,
+pub struct Filters {
     /// Mail of this policy account (as sender, recipient or forward target)
     #[arg(long, value_name = "ADDRESS")]
     pub account: Option<String>,
@@ -148,6 +138,57 @@ pub struct SearchArgs {
     /// Imported mail filed under this folder (`INBOX` in any case)
     #[arg(long, value_name = "NAME")]
     pub folder: Option<String>,
+}
+
+impl Filters {
+    /// The journal query these filters ask for.
+    pub fn query(&self) -> search::Query {
+        search::Query {
+            account: self.account.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            since: self.since,
+            until: self.until,
+            text: self
+                .text
+                .as_deref()
+                .map(analysis::split_query)
+                .unwrap_or_default(),
+            parts: self.parts.unwrap_or_default(),
+            department: self.department.clone(),
+            exact_department: self.exact_department,
+            folder: self.folder.clone(),
+        }
+    }
+
+    /// No filter given: every message would match.
+    pub fn is_empty(&self) -> bool {
+        self.account.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.text.is_none()
+            && self.department.is_none()
+            && self.folder.is_none()
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The search is answered by the index, first brought up to the end of the journal. \
+When the index cannot be used (damaged, not writable), it says so and reads the whole journal instead. \
+While the daemon's indexer holds the index, the search waits (--wait, usually well under a second) until it has indexed everything \
+the journal held when the search began; if it does not, the search says how far behind the index is \
+and exits with status 3 (--scan reads the whole journal instead)."
+)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub journal: JournalArg,
+    #[command(flatten)]
+    pub index: IndexArg,
+    #[command(flatten)]
+    pub filters: Filters,
     /// Show at most N hits, newest first [default: 100; every hit with --export]
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -586,29 +627,14 @@ impl IndexState {
 
 fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
     let dir = t.dir.as_path();
-    let q = search::Query {
-        account: a.account.clone(),
-        from: a.from.clone(),
-        to: a.to.clone(),
-        since: a.since,
-        until: a.until,
-        text: a
-            .text
-            .as_deref()
-            .map(analysis::split_query)
-            .unwrap_or_default(),
-        parts: a.parts.unwrap_or_default(),
-        department: a.department.clone(),
-        exact_department: a.exact_department,
-        folder: a.folder.clone(),
-    };
+    let q = a.filters.query();
     let limit = match (a.limit, &a.export) {
         (Some(n), _) => n,
         (None, Some(_)) => usize::MAX,
         (None, None) => DEFAULT_LIMIT,
     };
     let s = Search {
-        exact_department: a.exact_department,
+        exact_department: a.filters.exact_department,
         limit,
         offset: a.offset,
         ..Search::all(q.clone())

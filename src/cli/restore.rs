@@ -15,12 +15,11 @@ use std::process::ExitCode;
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use super::archive::{IndexArg, JournalArg};
+use super::archive::{Filters, IndexArg, JournalArg};
 use super::archive_index;
 use super::import::PASSWORD_ENV;
 use crate::imap::{Client, Connect, Secret, Server, proto};
 use crate::index::Search;
-use crate::index::analysis;
 use crate::journal::{RecordId, search};
 use crate::policy::Policy;
 
@@ -38,32 +37,10 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub index: IndexArg,
     /// Record ids, as search prints them (instead of the search filters)
-    #[arg(long = "id", value_name = "ID", conflicts_with_all = ["account", "from", "to", "since", "until", "text", "department", "folder"])]
+    #[arg(long = "id", value_name = "ID", conflicts_with_all = ["account", "from", "to", "since", "until", "text", "parts", "department", "exact_department", "folder"])]
     pub ids: Vec<RecordId>,
-    /// Mail of this policy account (as sender, recipient or forward target)
-    #[arg(long, value_name = "ADDRESS")]
-    pub account: Option<String>,
-    /// Envelope sender or From: address
-    #[arg(long, value_name = "ADDRESS")]
-    pub from: Option<String>,
-    /// Recipient, before or after handoff's rewrites
-    #[arg(long, value_name = "ADDRESS")]
-    pub to: Option<String>,
-    /// On or after this date (YYYY-MM-DD)
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<jiff::civil::Date>,
-    /// On or before this date
-    #[arg(long, value_name = "DATE")]
-    pub until: Option<jiff::civil::Date>,
-    /// Words that must all appear
-    #[arg(long, value_name = "WORDS")]
-    pub text: Option<String>,
-    /// Mail of accounts in this department or its sub-departments
-    #[arg(long, value_name = "NAME")]
-    pub department: Option<String>,
-    /// Imported mail filed under this folder
-    #[arg(long, value_name = "NAME")]
-    pub folder: Option<String>,
+    #[command(flatten)]
+    pub filters: Filters,
     /// The IMAP server to append to (HOST or HOST:PORT; IMAP over TLS, port 993)
     #[arg(long = "host", value_name = "HOST")]
     pub host: String,
@@ -100,29 +77,8 @@ fn restore(
 ) -> Result<ExitCode, String> {
     let server = Server::parse(&a.host)?;
     let password = password(a)?;
-    let q = search::Query {
-        account: a.account.clone(),
-        from: a.from.clone(),
-        to: a.to.clone(),
-        since: a.since,
-        until: a.until,
-        text: a
-            .text
-            .as_deref()
-            .map(analysis::split_query)
-            .unwrap_or_default(),
-        department: a.department.clone(),
-        folder: a.folder.clone(),
-        ..search::Query::default()
-    };
-    let no_filter = a.account.is_none()
-        && a.from.is_none()
-        && a.to.is_none()
-        && a.since.is_none()
-        && a.until.is_none()
-        && a.text.is_none()
-        && a.department.is_none()
-        && a.folder.is_none();
+    let q = a.filters.query();
+    let no_filter = a.filters.is_empty();
     if a.ids.is_empty() && no_filter {
         return Err("say what to restore: --id, or search filters (--account, --folder, …)".into());
     }
@@ -188,6 +144,7 @@ fn hits(
     policy: Option<&Policy>,
 ) -> Result<Vec<search::Hit>, String> {
     let s = Search {
+        exact_department: q.exact_department,
         limit: usize::MAX,
         ..Search::all(q.clone())
     };
