@@ -1,5 +1,7 @@
-//! The console's pages and API. Each handler: who is asking (the session), may they (the role,
-//! the department scope: refused with 403, audited), the audit record, then the answer.
+//! The console's pages and API. Each handler: who is asking and may their role come here (the
+//! [`Authz`] extractor: a session, or an API token on `/api/`; a wrong role is audited and
+//! refused with 403 before the handler runs), may they see this (the department scope: 403,
+//! audited), the audit record, then the answer.
 
 use std::fmt::Write;
 use std::marker::PhantomData;
