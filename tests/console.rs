@@ -1052,6 +1052,11 @@ fn console_api_tokens_authenticate_api_calls_only() {
     assert_eq!(code, 0, "{err}");
     let (status, _) = bearer(k.port, &format!("/api/search?{JANUARY}"), &token);
     assert_eq!(status, 401);
+    let (code, _, err) = k.d.cli(&["console", "user", "token", "admin", "--revoke"]);
+    assert!(code != 0 && err.contains("has no API token"), "{err}");
+    let (code, _, err) = k.d.cli(&["console", "user", "token", "nobody"]);
+    assert!(code != 0 && err.contains("no user `nobody`"), "{err}");
+    assert!(!k.d.log_text().contains(&token), "the token is in no log");
 
     let audit = k.audit();
     let by = |user: &str, cmd: &str| audit.iter().filter(|a| a.0 == user && a.1 == cmd).count();
