@@ -863,3 +863,471 @@ fn console_auditor_filters_and_downloads_the_audit_log() {
             .any(|a| a.0 == "console:auditor" && a.1 == "console+audit")
     );
 }
+
+// ---- authentication: TOTP, API tokens, the password page, TLS reload, roles × routes ----
+
+/// A raw HTTP/1.1 request with `Authorization: Bearer token` (and no cookie): (status, body).
+fn bearer(port: u16, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|b| b.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The current TOTP code for a base32 secret.
+fn totp_now(secret: &str) -> String {
+    use handoff::console::totp;
+    let key = totp::unbase32(secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("{:06}", totp::hotp(&key, totp::step(now), 6))
+}
+
+impl Client {
+    fn login_code(&mut self, user: &str, password: &str, code: &str) -> Resp {
+        let csrf = self.get("/login").csrf();
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("user", user),
+                ("password", password),
+                ("code", code),
+            ],
+        )
+    }
+}
+
+#[test]
+fn console_totp_is_asked_once_per_code_and_required_when_configured() {
+    let k = Console::start_with("require_totp = true\n");
+    // Password right, no second factor: refused, audited, not a lockout.
+    let mut c = k.client();
+    let r = c.login("admin", PASSWORD);
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(
+        r.text().contains("requires a second factor"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(c.get("/").status, StatusCode::SEE_OTHER);
+
+    let (code, uri, err) = k.d.cli(&["console", "user", "totp", "admin"]);
+    assert_eq!(code, 0, "{err}");
+    let uri = uri.trim();
+    assert!(
+        uri.starts_with("otpauth://totp/handoff:admin?secret=") && uri.contains("&issuer=handoff"),
+        "{uri}"
+    );
+    let secret = uri
+        .split_once("secret=")
+        .unwrap()
+        .1
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let file = std::fs::read_to_string(k.d.path("console-users.toml")).unwrap();
+    assert!(file.contains(&format!("totp = \"{secret}\"")), "{file}");
+    let (_, list, _) = k.d.cli(&["console", "user", "list"]);
+    assert!(
+        list.contains("admin\tarchive_admin\tall departments\ttotp\t-"),
+        "{list}"
+    );
+
+    // No code, a wrong code: the same answer as a wrong password.
+    let mut c = k.client();
+    for code in ["", "000000x", "12345"] {
+        let r = c.login_code("admin", PASSWORD, code);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{code:?}");
+        assert!(r.text().contains("Wrong user name or password"));
+    }
+    // The right code.
+    let now = totp_now(&secret);
+    let r = c.login_code("admin", PASSWORD, &now);
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(c.get("/").status, StatusCode::OK);
+    // The same code again (another browser): a replay, refused.
+    let mut d = k.client();
+    let r = d.login_code("admin", PASSWORD, &now);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a code is good once");
+    // Wrong codes count toward the lockout (the success above cleared the name's count):
+    // five failures lock the name, right code or not.
+    for _ in 0..4 {
+        let r = d.login_code("admin", PASSWORD, "999999");
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = d.login_code("admin", PASSWORD, &totp_now(&secret));
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Without require_totp's users: the auditor has no second factor and is refused.
+    assert_eq!(
+        k.client().login("auditor", PASSWORD).status,
+        StatusCode::FORBIDDEN
+    );
+    let (code, _, err) = k.d.cli(&["console", "user", "totp", "admin", "--remove"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !std::fs::read_to_string(k.d.path("console-users.toml"))
+            .unwrap()
+            .contains("totp")
+    );
+
+    let audit = k.audit();
+    let count = |cmd: &str| audit.iter().filter(|a| a.1 == cmd).count();
+    assert_eq!(count("console+login-refused"), 2, "{audit:#?}");
+    assert_eq!(count("console+login-failed"), 8, "{audit:#?}");
+    assert_eq!(count("console+login-locked"), 1, "{audit:#?}");
+    let login = audit.iter().find(|a| a.1 == "console+login").unwrap();
+    assert_eq!(login.2["totp"], true);
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.1 == "console+login-failed" && a.2["factor"] == "totp")
+    );
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&secret));
+}
+
+#[test]
+fn console_api_tokens_authenticate_api_calls_only() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let (code, token, err) = k.d.cli(&["console", "user", "token", "admin"]);
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let file = std::fs::read_to_string(k.d.path("console-users.toml")).unwrap();
+    assert!(!file.contains(&token), "only the hash is kept");
+    assert!(file.contains("token = \"sha256:"), "{file}");
+    let (code, auditor_token, err) = k.d.cli(&["console", "user", "token", "auditor"]);
+    assert_eq!(code, 0, "{err}");
+    let auditor_token = auditor_token.trim().to_string();
+
+    let (status, body) = bearer(k.port, &format!("/api/search?{JANUARY}"), &token);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 4, "{v}");
+    let salary = &k.ids["salary"];
+    let (status, body) = bearer(k.port, &format!("/api/message/{salary}"), &token);
+    assert_eq!(status, 200);
+    assert!(body.contains("salary review"), "{body}");
+    // The auditor's token has the auditor's role: 403, audited.
+    let (status, body) = bearer(k.port, &format!("/api/message/{salary}"), &auditor_token);
+    assert_eq!(status, 403);
+    assert!(!body.contains("salary review"));
+    // A wrong token: 401, audited; a page never takes a token.
+    let (status, _) = bearer(k.port, &format!("/api/search?{JANUARY}"), &"0".repeat(64));
+    assert_eq!(status, 401);
+    let (status, _) = bearer(k.port, &format!("/search?{JANUARY}"), &token);
+    assert_eq!(status, 303, "pages want a session");
+    let (status, _) = bearer(k.port, "/", &token);
+    assert_eq!(status, 303);
+    // Revoked: refused from then on.
+    let (code, _, err) = k.d.cli(&["console", "user", "token", "admin", "--revoke"]);
+    assert_eq!(code, 0, "{err}");
+    let (status, _) = bearer(k.port, &format!("/api/search?{JANUARY}"), &token);
+    assert_eq!(status, 401);
+    let (code, _, err) = k.d.cli(&["console", "user", "token", "admin", "--revoke"]);
+    assert!(code != 0 && err.contains("has no API token"), "{err}");
+    let (code, _, err) = k.d.cli(&["console", "user", "token", "nobody"]);
+    assert!(code != 0 && err.contains("no user `nobody`"), "{err}");
+    assert!(!k.d.log_text().contains(&token), "the token is in no log");
+
+    let audit = k.audit();
+    let by = |user: &str, cmd: &str| audit.iter().filter(|a| a.0 == user && a.1 == cmd).count();
+    assert!(by("console:admin", "console+search") >= 2, "{audit:#?}");
+    assert_eq!(by("console:admin", "console+view"), 1, "{audit:#?}");
+    assert_eq!(by("console:auditor", "console+denied"), 1, "{audit:#?}");
+    assert_eq!(by("console:", "console+token-failed"), 2, "{audit:#?}");
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&token));
+}
+
+#[test]
+fn console_password_page_changes_the_password_and_ends_other_sessions() {
+    let k = Console::start();
+    let mut a = k.login("auditor");
+    let mut b = k.login("auditor");
+    let page = a.get("/password");
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains("Change password"));
+    let csrf = page.csrf();
+    let new = "another long passphrase";
+    let form = |csrf: &str, current: &str, new: &str, again: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("current", current.to_string()),
+            ("new", new.to_string()),
+            ("again", again.to_string()),
+        ]
+    };
+    let post = |c: &mut Client, f: Vec<(&str, String)>| {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        c.post("/password", &f)
+    };
+    let r = post(&mut a, form(&"0".repeat(64), PASSWORD, new, new));
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "CSRF");
+    let r = post(&mut a, form(&csrf, "not the password", new, new));
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = post(
+        &mut a,
+        form(&csrf, PASSWORD, new, "something else entirely"),
+    );
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("differ"));
+    let r = post(&mut a, form(&csrf, PASSWORD, "short", "short"));
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("at least 12 characters"), "{}", r.text());
+    assert_eq!(
+        b.get("/audit").status,
+        StatusCode::OK,
+        "nothing changed yet"
+    );
+    let r = post(&mut a, form(&csrf, PASSWORD, new, new));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Password changed"));
+    // This session goes on; the other one ended.
+    assert_eq!(a.get("/audit").status, StatusCode::OK);
+    assert_eq!(b.get("/audit").status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        k.client().login("auditor", PASSWORD).status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        k.client().login("auditor", new).status,
+        StatusCode::SEE_OTHER
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(k.d.path("console-users.toml"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let audit = k.audit();
+    let count = |cmd: &str| {
+        audit
+            .iter()
+            .filter(|a| a.1 == cmd && a.0 == "console:auditor")
+            .count()
+    };
+    assert_eq!(count("console+password"), 1, "{audit:#?}");
+    assert_eq!(count("console+password-failed"), 1, "{audit:#?}");
+    assert_eq!(count("console+denied"), 1, "{audit:#?}");
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains("another long")
+    );
+}
+
+/// The certificate the console at `port` presents (DER), trusting the CA in `ca`; `None` when
+/// the handshake fails.
+fn served_certificate(port: u16, ca: &std::path::Path) -> Option<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, stream).await.ok()?;
+        let certs = tls.get_ref().1.peer_certificates()?;
+        Some(certs.first()?.to_vec())
+    })
+}
+
+#[test]
+fn console_reloads_its_certificate_on_sighup_and_keeps_it_when_the_new_one_is_bad() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let [ca1, cert1, key1] = certificates(one.path());
+    let [ca2, cert2, key2] = certificates(two.path());
+    let live = tempfile::tempdir().unwrap();
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let k = Console::start_with(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let der = |p: &std::path::Path| {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        CertificateDer::from_pem_file(p).unwrap().to_vec()
+    };
+    assert_eq!(served_certificate(k.port, &ca1), Some(der(&cert1)));
+    assert_eq!(
+        served_certificate(k.port, &ca2),
+        None,
+        "not trusted by CA 2"
+    );
+
+    // Replaced, then SIGHUP: the new pair is served.
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    k.d.signal("HUP");
+    wait_for(Duration::from_secs(10), "the new certificate", || {
+        served_certificate(k.port, &ca2)
+    });
+    assert_eq!(served_certificate(k.port, &ca2), Some(der(&cert2)));
+    assert_eq!(served_certificate(k.port, &ca1), None);
+
+    // A certificate that does not go with the key: the old pair stays, the log says why.
+    std::fs::copy(&cert1, &cert).unwrap();
+    k.d.signal("HUP");
+    wait_for(Duration::from_secs(10), "the reload to fail", || {
+        k.d.log_text()
+            .contains("TLS reload failed, keeping the certificate in use")
+            .then_some(())
+    });
+    assert_eq!(served_certificate(k.port, &ca2), Some(der(&cert2)));
+    // Garbage too.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    k.d.signal("HUP");
+    wait_for(Duration::from_secs(10), "the second failed reload", || {
+        (k.d.log_text().matches("TLS reload failed").count() >= 2).then_some(())
+    });
+    assert_eq!(served_certificate(k.port, &ca2), Some(der(&cert2)));
+    let mut c = Client::https(k.port, &ca2);
+    assert_eq!(c.login("admin", PASSWORD).status, StatusCode::SEE_OTHER);
+}
+
+#[test]
+fn console_every_route_refuses_every_wrong_role_and_every_post_checks_csrf() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let mut auditor = k.login("auditor");
+    let id = k.ids["quarterly"].clone();
+    // (path, the roles allowed): every other role gets 403 and a `denied` audit record.
+    let routes: Vec<(String, &[&str])> = vec![
+        ("/".into(), &["admin"]),
+        (format!("/search?{JANUARY}"), &["admin"]),
+        (format!("/message/{id}"), &["admin"]),
+        (format!("/message/{id}/eml"), &["admin"]),
+        (format!("/api/search?{JANUARY}"), &["admin"]),
+        (format!("/api/message/{id}"), &["admin"]),
+        ("/audit".into(), &["auditor"]),
+        ("/password".into(), &["admin", "auditor"]),
+    ];
+    let mut want_denied: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (path, allowed) in &routes {
+        for (name, c) in [("admin", &mut admin), ("auditor", &mut auditor)] {
+            let r = c.get(path);
+            if allowed.contains(&name) {
+                assert_eq!(r.status, StatusCode::OK, "{name} {path}: {}", r.text());
+            } else {
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{name} {path}");
+                let plain = path.split('?').next().unwrap();
+                want_denied
+                    .entry(name)
+                    .or_default()
+                    .push(format!("GET {plain}"));
+            }
+        }
+        // Nobody logged in: the login page, or 401 for the API.
+        let r = k.client().get(path);
+        let want = match path.starts_with("/api/") {
+            true => StatusCode::UNAUTHORIZED,
+            false => StatusCode::SEE_OTHER,
+        };
+        assert_eq!(r.status, want, "anonymous {path}");
+    }
+    let audit = k.audit();
+    for (name, want) in &want_denied {
+        let got: Vec<String> = audit
+            .iter()
+            .filter(|a| a.0 == format!("console:{name}") && a.1 == "console+denied")
+            .map(|a| a.2["request"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(&got, want, "{name}");
+        for a in audit.iter().filter(|a| a.1 == "console+denied") {
+            assert!(
+                a.2["role"].is_string() && a.2["source"] == "127.0.0.1",
+                "{a:?}"
+            );
+        }
+    }
+
+    // Every POST wants the session's CSRF token: missing or wrong, 403 and audited, and
+    // nothing happens.
+    let before = k.audit().len();
+    let long = "x".repeat(20);
+    for (path, fields) in [
+        ("/logout", vec![]),
+        (
+            "/password",
+            vec![("current", PASSWORD), ("new", &long), ("again", &long)],
+        ),
+    ] {
+        for c in [&mut admin, &mut auditor] {
+            for csrf in [None, Some("0".repeat(64))] {
+                let mut f = fields.clone();
+                if let Some(t) = &csrf {
+                    f.push(("csrf", t));
+                }
+                let r = c.post(path, &f);
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} {csrf:?}");
+            }
+        }
+    }
+    let mut anonymous = k.client();
+    anonymous.get("/login");
+    let r = anonymous.post("/login", &[("user", "admin"), ("password", PASSWORD)]);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.get("/").status, StatusCode::OK, "still logged in");
+    assert_eq!(auditor.get("/audit").status, StatusCode::OK);
+    assert_eq!(
+        k.client().login("admin", PASSWORD).status,
+        StatusCode::SEE_OTHER,
+        "password unchanged"
+    );
+    let audit = k.audit();
+    let csrf_denials = audit[before..]
+        .iter()
+        .filter(|a| a.1 == "console+denied" && a.2["detail"] == "missing or wrong CSRF token")
+        .count();
+    assert_eq!(csrf_denials, 9, "{:#?}", &audit[before..]);
+}

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::console::totp;
 use crate::console::users::{self, Role, User, Users};
 use crate::policy;
 
@@ -30,6 +31,30 @@ pub enum UserCommand {
     Remove(NameArgs),
     /// List the users, their roles and departments
     List(UsersArg),
+    /// Give a user a TOTP second factor: prints the otpauth:// URI for their app, once
+    Totp(TotpArgs),
+    /// Give a user an API token (replacing theirs): prints it, once; only its hash is kept
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TotpArgs {
+    pub name: String,
+    /// Remove the user's second factor instead
+    #[arg(long)]
+    pub remove: bool,
+    #[command(flatten)]
+    pub users: UsersArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    pub name: String,
+    /// Revoke the user's API token instead
+    #[arg(long)]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub users: UsersArg,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +114,8 @@ fn user(config: &Path, cmd: &UserCommand) -> Result<(), String> {
         UserCommand::Passwd(a) => &a.users,
         UserCommand::Remove(a) => &a.users,
         UserCommand::List(a) => a,
+        UserCommand::Totp(a) => &a.users,
+        UserCommand::Token(a) => &a.users,
     };
     let path = users_path(config, arg)?;
     let mut all = Users::load(&path, true).map_err(|e| e.to_string())?;
@@ -118,6 +145,8 @@ fn user(config: &Path, cmd: &UserCommand) -> Result<(), String> {
                     role: a.role,
                     password: users::hash_password(&password)?,
                     departments: a.departments.clone(),
+                    totp: None,
+                    token: None,
                 },
             );
             all.save(&path).map_err(|e| e.to_string())?;
@@ -148,9 +177,62 @@ fn user(config: &Path, cmd: &UserCommand) -> Result<(), String> {
                     true => "all departments".to_string(),
                     false => u.departments.join(","),
                 };
-                println!("{name}\t{}\t{scope}", u.role.as_str());
+                let totp = if u.totp.is_some() { "totp" } else { "-" };
+                let token = if u.token.is_some() { "token" } else { "-" };
+                println!("{name}\t{}\t{scope}\t{totp}\t{token}", u.role.as_str());
             }
             eprintln!("{} users", all.users.len());
+        }
+        UserCommand::Totp(a) => {
+            let Some(u) = all.users.get_mut(&a.name) else {
+                return Err(format!("{}: no user `{}`", path.display(), a.name));
+            };
+            if a.remove {
+                if u.totp.take().is_none() {
+                    return Err(format!(
+                        "{}: `{}` has no second factor",
+                        path.display(),
+                        a.name
+                    ));
+                }
+                all.save(&path).map_err(|e| e.to_string())?;
+                println!("{}: second factor of {} removed", path.display(), a.name);
+                return Ok(());
+            }
+            let secret = totp::new_secret()?;
+            let replaced = u.totp.replace(totp::base32(&secret)).is_some();
+            all.save(&path).map_err(|e| e.to_string())?;
+            // The one time the secret is shown: the daemon reads it from the file from now on.
+            println!("{}", totp::uri(&a.name, &secret));
+            eprintln!(
+                "{}: {} second factor of {}: add the URI above to an authenticator app (as a QR code: qrencode -t ansiutf8 'URI'); it is not shown again",
+                path.display(),
+                if replaced { "new" } else { "added a" },
+                a.name
+            );
+        }
+        UserCommand::Token(a) => {
+            let Some(u) = all.users.get_mut(&a.name) else {
+                return Err(format!("{}: no user `{}`", path.display(), a.name));
+            };
+            if a.revoke {
+                if u.token.take().is_none() {
+                    return Err(format!("{}: `{}` has no API token", path.display(), a.name));
+                }
+                all.save(&path).map_err(|e| e.to_string())?;
+                println!("{}: API token of {} revoked", path.display(), a.name);
+                return Ok(());
+            }
+            let token = crate::console::session::token();
+            let replaced = u.token.replace(users::token_hash(&token)).is_some();
+            all.save(&path).map_err(|e| e.to_string())?;
+            println!("{token}");
+            eprintln!(
+                "{}: {} API token of {} (send it as `Authorization: Bearer TOKEN` to /api/); only its hash is kept, it is not shown again",
+                path.display(),
+                if replaced { "new" } else { "added an" },
+                a.name
+            );
         }
     }
     Ok(())

@@ -58,6 +58,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
             }
             Role::Auditor => out.push_str("<a href=\"/audit\">Audit log</a>"),
         }
+        out.push_str("<a href=\"/password\">Password</a>");
         let _ = write!(
             out,
             "<form method=\"post\" action=\"/logout\"><span>{} ({})</span> \
@@ -86,6 +87,7 @@ pub fn login(csrf: &str, message: Option<&str>) -> String {
         "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <p><label>User <input name=\"user\" autocomplete=\"username\" required maxlength=\"64\"></label></p>\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required maxlength=\"1024\"></label></p>\
+         <p><label>One-time code <input name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" maxlength=\"16\"></label> (if you use a second factor)</p>\
          <p><button type=\"submit\" id=\"login\">Log in</button></p></form>",
         esc(csrf)
     );

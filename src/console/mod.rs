@@ -14,8 +14,10 @@
 pub mod html;
 pub mod routes;
 pub mod session;
+pub mod totp;
 pub mod users;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -50,6 +53,11 @@ pub struct Console {
     store: Arc<PolicyStore>,
     sessions: Mutex<Sessions>,
     throttle: Mutex<Throttle>,
+    /// The TOTP step each user last logged in with: a code is good once (RFC 6238 section
+    /// 5.2). In memory: after a restart a code of the last 90 seconds could be used again.
+    totp_used: Mutex<HashMap<String, u64>>,
+    /// Serializes the console's own writes of the users file (password changes).
+    users_write: tokio::sync::Mutex<()>,
     users: Mutex<(Option<Stamp>, Arc<Users>)>,
     index: Mutex<Option<Arc<Index>>>,
 }
@@ -158,25 +166,32 @@ pub async fn start(
     index_dir: PathBuf,
     store: Arc<PolicyStore>,
     stop: watch::Receiver<bool>,
+    hup: watch::Receiver<u64>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let Some(journal) = journal else {
         anyhow::bail!(
             "the archive console needs the archive journal ([archive] enabled = true): every console action is audited in it"
         );
     };
-    if settings.require_totp {
-        anyhow::bail!(
-            "[console] require_totp: TOTP second factors are not implemented yet; remove the setting (or set it to false)"
-        );
-    }
     // Refuse to start rather than run a console nobody can use, or one whose hashes others
     // can read.
     let users = Users::load(&settings.users, false).context("archive console users")?;
+    if settings.require_totp {
+        let without: Vec<&str> = users
+            .users
+            .iter()
+            .filter(|(_, u)| u.totp.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !without.is_empty() {
+            tracing::warn!(users = %without.join(","), "archive console: [console] require_totp is set and these users have no second factor: they cannot log in (`handoff console user totp NAME`)");
+        }
+    }
     if users.users.is_empty() {
         tracing::warn!(users = %settings.users.display(), "archive console: the users file lists nobody: nobody can log in (`handoff console user add`)");
     }
     let tls = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(Arc::new(ArcSwap::from(tls_config(cert, key)?))),
         None if !settings.listen.ip().is_loopback() => {
             anyhow::bail!(
                 "the archive console listens on {} without TLS: only loopback addresses may (set [console] tls_cert and tls_key)",
@@ -195,6 +210,8 @@ pub async fn start(
     let console = Arc::new(Console {
         sessions: Mutex::new(Sessions::new(settings.idle, settings.max_age)),
         throttle: Mutex::new(Throttle::default()),
+        totp_used: Mutex::new(HashMap::new()),
+        users_write: tokio::sync::Mutex::new(()),
         users: Mutex::new((stamp(&settings.users), Arc::new(users))),
         index: Mutex::new(None),
         journal_dir: journal.dir().to_path_buf(),
@@ -203,11 +220,64 @@ pub async fn start(
         store,
         settings,
     });
-    Ok(serve(listener, tls, routes::router(console), stop))
+    let reload = match (&tls, &console.settings.tls) {
+        (Some(swap), Some((cert, key))) => Some(reload_tls(
+            swap.clone(),
+            cert.clone(),
+            key.clone(),
+            hup,
+            stop.clone(),
+        )),
+        _ => None,
+    };
+    let served = serve(listener, tls, routes::router(console), stop);
+    Ok(async move {
+        match reload {
+            Some(reload) => {
+                tokio::join!(served, reload);
+            }
+            None => served.await,
+        }
+    })
 }
 
-/// The TLS acceptor for a certificate chain and key in PEM files.
-fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+/// Reads the certificate and key again at each SIGHUP (`hup` counts them): a pair that does
+/// not load keeps the one in use, and the log says why. Connections already open keep the
+/// certificate they were made with.
+async fn reload_tls(
+    current: Arc<ArcSwap<rustls::ServerConfig>>,
+    cert: PathBuf,
+    key: PathBuf,
+    mut hup: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            changed = hup.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let (c, k) = (cert.clone(), key.clone());
+        match tokio::task::spawn_blocking(move || tls_config(&c, &k)).await {
+            Ok(Ok(config)) => {
+                current.store(config);
+                tracing::info!(cert = %cert.display(), "archive console: TLS certificate and key reloaded");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "archive console: TLS reload failed, keeping the certificate in use: {e:#}"
+                );
+            }
+            Err(e) => tracing::error!("archive console: TLS reload task: {e}"),
+        }
+    }
+}
+
+/// The TLS configuration for a certificate chain and key in PEM files.
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -230,7 +300,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         .with_single_cert(certs, key)
         .context("archive console certificate and key")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).
@@ -242,7 +312,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// TLS first when configured), at most [`MAX_CONNECTIONS`] at once.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -264,7 +334,9 @@ pub async fn serve(
                 }
             },
         };
-        let (app, tls, mut stop) = (app.clone(), tls.clone(), stop.clone());
+        // The configuration in force now (a SIGHUP may replace it for later connections).
+        let tls = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
+        let (app, mut stop) = (app.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(

@@ -1,13 +1,18 @@
-//! The console's pages and API. Each handler: who is asking (the session), may they (the role,
-//! the department scope: refused with 403, audited), the audit record, then the answer.
+//! The console's pages and API. Each handler: who is asking and may their role come here (the
+//! [`Authz`] extractor: a session, or an API token on `/api/`; a wrong role is audited and
+//! refused with 403 before the handler runs), may they see this (the department scope: 403,
+//! audited), the audit record, then the answer.
 
 use std::fmt::Write;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path as UrlPath, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Path as UrlPath, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -17,6 +22,7 @@ use serde::Deserialize;
 
 use super::html::{self, Viewer, esc, url_param};
 use super::session::{Gate, same_token};
+use super::totp;
 use super::users::{self, Role};
 use super::{Console, lock};
 use crate::index::{Search, analysis};
@@ -43,6 +49,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/", get(summary))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
+        .route("/password", get(password_form).post(password))
         .route("/search", get(search_page))
         .route("/message/{id}", get(message_page))
         .route("/message/{id}/eml", get(download))
@@ -102,22 +109,33 @@ async fn not_found() -> Response {
 }
 
 /// A logged-in user making this request.
-struct Authed {
-    name: String,
-    role: Role,
-    departments: Vec<String>,
-    csrf: String,
+pub struct Authed {
+    pub name: String,
+    pub role: Role,
+    pub departments: Vec<String>,
+    /// The session's CSRF token (empty for a bearer call).
+    pub csrf: String,
+    /// The session id (empty for a bearer call).
     sid: String,
-    source: SocketAddr,
+    pub source: SocketAddr,
+    /// Authenticated by an API token (`Authorization: Bearer`), not a session.
+    pub bearer: bool,
 }
 
 impl Authed {
-    fn viewer(&self) -> Viewer<'_> {
+    pub fn viewer(&self) -> Viewer<'_> {
         Viewer {
             name: &self.name,
             role: self.role,
             csrf: &self.csrf,
         }
+    }
+
+    /// Whether a state-changing request carries this session's CSRF token. A bearer call needs
+    /// none: a browser never adds an `Authorization` header on its own, so another site cannot
+    /// forge one.
+    pub fn csrf_ok(&self, token: &str) -> bool {
+        self.bearer || same_token(&self.csrf, token)
     }
 }
 
@@ -132,13 +150,21 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header (RFC 6750 section 2.1), if there is one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 fn cookie(id: &str) -> String {
     format!("{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict")
 }
 
 /// The session's user, still in the users file with the same role; else the login page (or
-/// 401 for the API).
-fn authed(
+/// 401 for the API). For the API (`api`), an `Authorization: Bearer` token instead of the
+/// session: a request that carries one is judged by it alone. Pages never take a token.
+pub fn authed(
     c: &Console,
     headers: &HeaderMap,
     source: SocketAddr,
@@ -152,6 +178,21 @@ fn authed(
             .into_response(),
         false => Redirect::to("/login").into_response(),
     };
+    if api && let Some(token) = bearer_token(headers) {
+        let all = c.users();
+        let Some((name, u)) = users::by_token(&all, token) else {
+            return Err(refuse());
+        };
+        return Ok(Authed {
+            name: name.to_string(),
+            role: u.role,
+            departments: u.departments.clone(),
+            csrf: String::new(),
+            sid: String::new(),
+            source,
+            bearer: true,
+        });
+    }
     let Some(sid) = session_id(headers) else {
         return Err(refuse());
     };
@@ -173,7 +214,96 @@ fn authed(
         csrf: s.csrf,
         sid,
         source,
+        bearer: false,
     })
+}
+
+/// How a refusal is answered: a page (`Page`: the login redirect, an HTML 403) or JSON
+/// (`Api`: 401, a JSON 403; API tokens accepted).
+pub trait Flavour: Send + Sync + 'static {
+    const API: bool;
+}
+pub struct Page;
+pub struct Api;
+impl Flavour for Page {
+    const API: bool = false;
+}
+impl Flavour for Api {
+    const API: bool = true;
+}
+
+/// Which roles a route admits.
+pub trait Allowed: Send + Sync + 'static {
+    fn allows(role: Role) -> bool;
+}
+pub struct Admins;
+pub struct Auditors;
+pub struct Anyone;
+impl Allowed for Admins {
+    fn allows(role: Role) -> bool {
+        role == Role::ArchiveAdmin
+    }
+}
+impl Allowed for Auditors {
+    fn allows(role: Role) -> bool {
+        role == Role::Auditor
+    }
+}
+impl Allowed for Anyone {
+    fn allows(_: Role) -> bool {
+        true
+    }
+}
+
+/// The extractor every route takes: the request's user, authenticated (session, or API token
+/// on `Api` routes), with a role `R` admits. Anyone else is refused before the handler runs:
+/// not logged in, the login page (401 for the API); the wrong role, audited (`denied`), then
+/// 403.
+pub struct Authz<R, F>(pub Authed, PhantomData<fn() -> (R, F)>);
+
+pub type AdminPage = Authz<Admins, Page>;
+pub type AdminApi = Authz<Admins, Api>;
+pub type AuditorPage = Authz<Auditors, Page>;
+pub type AnyPage = Authz<Anyone, Page>;
+
+impl<R: Allowed, F: Flavour> FromRequestParts<Arc<Console>> for Authz<R, F> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        c: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        // `serve` puts the peer's address on every request.
+        let Some(ConnectInfo(source)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return Err(internal("a request without its peer address"));
+        };
+        let a = match authed(c, &parts.headers, source, F::API) {
+            Ok(a) => a,
+            Err(r) => {
+                if F::API && bearer_token(&parts.headers).is_some() {
+                    // A wrong or revoked token is a failed login.
+                    let q = serde_json::json!({ "request": request_line(parts) });
+                    if let Err(e) = c.audit("", None, source, "token-failed", q, 0).await {
+                        return Err(unaudited(e));
+                    }
+                }
+                return Err(r);
+            }
+        };
+        if !R::allows(a.role) {
+            let what = request_line(parts);
+            return Err(deny(c, &a, &what, serde_json::Value::Null, F::API).await);
+        }
+        Ok(Authz(a, PhantomData))
+    }
+}
+
+/// `GET /search`: the method and the path (bounded; the query string is left out, the
+/// handler audits what it means).
+fn request_line(parts: &axum::http::request::Parts) -> String {
+    let path: String = parts.uri.path().chars().take(200).collect();
+    format!("{} {path}", parts.method)
 }
 
 /// 503 when the audit record cannot be written: nothing is shown without one.
@@ -191,7 +321,7 @@ fn unaudited(e: crate::journal::JournalError) -> Response {
 }
 
 /// Refuses a request the user's role (or scope) does not allow: audited, then 403.
-async fn deny(
+pub async fn deny(
     c: &Console,
     a: &Authed,
     what: &str,
@@ -283,10 +413,17 @@ async fn login_form(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     csrf: String,
     user: String,
     password: String,
+    /// The TOTP code, for users with a second factor.
+    #[serde(default)]
+    code: String,
 }
+
+/// The one answer for every wrong credential: which one was wrong is not said.
+const WRONG_LOGIN: &str = "Wrong user name or password (or one-time code).";
 
 async fn login(
     State(c): State<Arc<Console>>,
@@ -335,43 +472,57 @@ async fn login(
     let all = c.users();
     let (name, password) = (typed.clone(), f.password);
     let found = tokio::task::spawn_blocking(move || {
-        users::authenticate(&all, &name, &password).map(|u| u.role)
+        users::authenticate(&all, &name, &password).map(|u| (u.role, u.totp_secret()))
     })
     .await
     .ok()
     .flatten();
-    let Some(role) = found else {
+    // The second factor, checked only after the password (a wrong password must not use up
+    // a code), and each code accepted once.
+    let checked = found.as_ref().and_then(|(role, secret)| match secret {
+        None => Some((*role, false)),
+        Some(secret) => {
+            let now = jiff::Timestamp::now().as_second().max(0) as u64;
+            let mut used = lock(&c.totp_used);
+            let step = totp::verify(secret, &f.code, now, used.get(&typed).copied())?;
+            used.insert(typed.clone(), step);
+            Some((*role, true))
+        }
+    });
+    let Some((role, second_factor)) = checked else {
         lock(&c.throttle).failed(&typed, &src, now);
+        let q = match found {
+            Some(_) => serde_json::json!({ "factor": "totp" }),
+            None => serde_json::Value::Null,
+        };
+        if let Err(e) = c.audit(&typed, None, source, "login-failed", q, 0).await {
+            return unaudited(e);
+        }
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(html::login(&s.csrf, Some(WRONG_LOGIN))),
+        )
+            .into_response();
+    };
+    if c.settings.require_totp && !second_factor {
+        let q = serde_json::json!({ "reason": "no second factor ([console] require_totp)" });
         if let Err(e) = c
-            .audit(
-                &typed,
-                None,
-                source,
-                "login-failed",
-                serde_json::Value::Null,
-                0,
-            )
+            .audit(&typed, Some(role), source, "login-refused", q, 0)
             .await
         {
             return unaudited(e);
         }
         return (
-            StatusCode::UNAUTHORIZED,
-            Html(html::login(&s.csrf, Some("Wrong user name or password."))),
+            StatusCode::FORBIDDEN,
+            Html(html::login(
+                &s.csrf,
+                Some("This console requires a second factor and you have none: ask the administrator of the users file to run `handoff console user totp` for you."),
+            )),
         )
             .into_response();
-    };
-    if let Err(e) = c
-        .audit(
-            &typed,
-            Some(role),
-            source,
-            "login",
-            serde_json::Value::Null,
-            0,
-        )
-        .await
-    {
+    }
+    let q = serde_json::json!({ "totp": second_factor });
+    if let Err(e) = c.audit(&typed, Some(role), source, "login", q, 0).await {
         return unaudited(e);
     }
     lock(&c.throttle).succeeded(&typed);
@@ -390,20 +541,17 @@ async fn login(
 
 #[derive(Deserialize)]
 struct CsrfForm {
+    /// Missing: refused like a wrong one (403, audited), not as a malformed form.
+    #[serde(default)]
     csrf: String,
 }
 
 async fn logout(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AnyPage,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if !same_token(&a.csrf, &f.csrf) {
+    if !a.csrf_ok(&f.csrf) {
         return deny(
             &c,
             &a,
@@ -417,7 +565,7 @@ async fn logout(
         .audit(
             &a.name,
             Some(a.role),
-            source,
+            a.source,
             "logout",
             serde_json::Value::Null,
             0,
@@ -437,25 +585,165 @@ async fn logout(
         .into_response()
 }
 
-// ---- summary ----
+// ---- password change ----
 
-async fn summary(
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    again: String,
+}
+
+fn password_page(a: &Authed, status: StatusCode, message: Option<(&str, bool)>) -> Response {
+    let mut body = String::new();
+    if let Some((m, ok)) = message {
+        let class = if ok { "ok" } else { "err" };
+        let _ = write!(body, "<p class=\"{class}\" id=\"message\">{}</p>", esc(m));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"/password\" id=\"password\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <p><label>Current password <input name=\"current\" type=\"password\" autocomplete=\"current-password\" required maxlength=\"{max}\"></label></p>\
+         <p><label>New password <input name=\"new\" type=\"password\" autocomplete=\"new-password\" required minlength=\"{min}\" maxlength=\"{max}\"></label></p>\
+         <p><label>New password again <input name=\"again\" type=\"password\" autocomplete=\"new-password\" required minlength=\"{min}\" maxlength=\"{max}\"></label></p>\
+         <p>At least {min} characters. Your other sessions end when it is changed.</p>\
+         <p><button type=\"submit\" id=\"change\">Change password</button></p></form>",
+        esc(&a.csrf),
+        min = users::MIN_PASSWORD_CHARS,
+        max = users::MAX_PASSWORD_BYTES,
+    );
+    (
+        status,
+        Html(html::page("Change password", Some(&a.viewer()), &body)),
+    )
+        .into_response()
+}
+
+async fn password_form(Authz(a, _): AnyPage) -> Response {
+    password_page(&a, StatusCode::OK, None)
+}
+
+/// Changes the user's own password: the same rules as `console user passwd`; the current
+/// password is checked like a login (a wrong one counts toward the lockout, so a stolen session
+/// cannot guess it); audited before the users file is written; the user's other sessions end.
+async fn password(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AnyPage,
+    Form(f): Form<PasswordForm>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if a.role != Role::ArchiveAdmin {
-        return deny(&c, &a, "GET /", serde_json::Value::Null, false).await;
+    if !same_token(&a.csrf, &f.csrf) {
+        return deny(
+            &c,
+            &a,
+            "POST /password",
+            "missing or wrong CSRF token".into(),
+            false,
+        )
+        .await;
+    }
+    let now = Instant::now();
+    let src = a.source.ip().to_string();
+    let gate = lock(&c.throttle).gate(&a.name, &src, now);
+    if let Gate::Locked(left) = gate {
+        let q = serde_json::json!({ "locked_seconds": left.as_secs() });
+        if let Err(e) = c
+            .audit(&a.name, Some(a.role), a.source, "password-locked", q, 0)
+            .await
+        {
+            return unaudited(e);
+        }
+        return password_page(
+            &a,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(("Too many wrong passwords: try again later.", false)),
+        );
+    }
+    let (all, name, current) = (c.users(), a.name.clone(), f.current);
+    let right =
+        tokio::task::spawn_blocking(move || users::authenticate(&all, &name, &current).is_some())
+            .await
+            .unwrap_or(false);
+    if !right {
+        lock(&c.throttle).failed(&a.name, &src, now);
+        let q = serde_json::json!({ "reason": "wrong current password" });
+        if let Err(e) = c
+            .audit(&a.name, Some(a.role), a.source, "password-failed", q, 0)
+            .await
+        {
+            return unaudited(e);
+        }
+        return password_page(
+            &a,
+            StatusCode::UNAUTHORIZED,
+            Some(("The current password is wrong.", false)),
+        );
+    }
+    if f.new != f.again {
+        return password_page(
+            &a,
+            StatusCode::BAD_REQUEST,
+            Some(("The new passwords differ.", false)),
+        );
+    }
+    if let Err(e) = users::check_password(&f.new) {
+        return password_page(&a, StatusCode::BAD_REQUEST, Some((&e, false)));
     }
     if let Err(e) = c
         .audit(
             &a.name,
             Some(a.role),
-            source,
+            a.source,
+            "password",
+            serde_json::Value::Null,
+            0,
+        )
+        .await
+    {
+        return unaudited(e);
+    }
+    // One writer at a time here; `console user` on the command line writes the file whole too
+    // (a rename), so a reader never sees half of either.
+    let written = {
+        let _one = c.users_write.lock().await;
+        let (path, name, new) = (c.settings.users.clone(), a.name.clone(), f.new);
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let hash = users::hash_password(&new)?;
+            let mut all = users::Users::load(&path, false).map_err(|e| e.to_string())?;
+            let u = all
+                .users
+                .get_mut(&name)
+                .ok_or_else(|| format!("user `{name}` is no longer in the users file"))?;
+            u.password = hash;
+            all.save(&path).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    if let Err(e) = written {
+        return internal(format!("password change of {}: {e}", a.name));
+    }
+    lock(&c.sessions).remove_user_except(&a.name, &a.sid);
+    lock(&c.throttle).succeeded(&a.name);
+    password_page(
+        &a,
+        StatusCode::OK,
+        Some(("Password changed; your other sessions have ended.", true)),
+    )
+}
+
+// ---- summary ----
+
+async fn summary(State(c): State<Arc<Console>>, Authz(a, _): AdminPage) -> Response {
+    if let Err(e) = c
+        .audit(
+            &a.name,
+            Some(a.role),
+            a.source,
             "summary",
             serde_json::Value::Null,
             0,
@@ -678,17 +966,9 @@ async fn run_search(
 
 async fn search_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AdminPage,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if a.role != Role::ArchiveAdmin {
-        return deny(&c, &a, "GET /search", serde_json::Value::Null, false).await;
-    }
     let Ok(Query(p)) = params else {
         return bad_request(Some(&a), "unknown or malformed search parameters", false);
     };
@@ -802,17 +1082,9 @@ fn search_form(p: &SearchParams, scope: &[String]) -> String {
 
 async fn api_search(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AdminApi,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, true) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if a.role != Role::ArchiveAdmin {
-        return deny(&c, &a, "GET /api/search", serde_json::Value::Null, true).await;
-    }
     let Ok(Query(p)) = params else {
         return bad_request(Some(&a), "unknown or malformed search parameters", true);
     };
@@ -896,14 +1168,9 @@ async fn read_message(
 
 async fn message_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AdminPage,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let (rid, meta, raw) = match read_message(&c, &a, &id, "view", false).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -1015,14 +1282,9 @@ fn render_message(rid: RecordId, meta: &MessageMeta, raw: &[u8]) -> String {
 
 async fn download(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AdminPage,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     match read_message(&c, &a, &id, "download", false).await {
         // The id is digits and a dash: safe in the quoted file name.
         Ok((rid, _, raw)) => (
@@ -1042,14 +1304,9 @@ async fn download(
 
 async fn api_message(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AdminApi,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, true) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let (rid, meta, raw) = match read_message(&c, &a, &id, "view", true).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -1092,17 +1349,9 @@ struct AuditParams {
 
 async fn audit_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authz(a, _): AuditorPage,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let a = match authed(&c, &headers, source, false) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if a.role != Role::Auditor {
-        return deny(&c, &a, "GET /audit", serde_json::Value::Null, false).await;
-    }
     let Ok(Query(p)) = params else {
         return bad_request(Some(&a), "unknown or malformed parameters", false);
     };
@@ -1154,7 +1403,7 @@ async fn audit_page(
     let q = serde_json::json!({ "filter": filter, "keyword": keyword });
     let action = if csv { "audit-download" } else { "audit" };
     if let Err(e) = c
-        .audit(&a.name, Some(a.role), source, action, q, entries.len())
+        .audit(&a.name, Some(a.role), a.source, action, q, entries.len())
         .await
     {
         return unaudited(e);

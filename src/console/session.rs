@@ -108,6 +108,13 @@ impl Sessions {
         self.map.retain(|_, s| s.user.as_deref() != Some(user));
     }
 
+    /// Ends every session of `user` but `keep` (a password change ends the others).
+    pub fn remove_user_except(&mut self, user: &str, keep: &str) {
+        let keep = key(keep);
+        self.map
+            .retain(|k, s| *k == keep || s.user.as_deref() != Some(user));
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -227,6 +234,12 @@ mod tests {
         assert!(s.get(&a, t0).is_none() && s.get(&b, t0).is_some());
         s.remove(&b);
         assert!(s.get(&b, t0).is_none());
+        let (c1, _) = s.create(Some("carol".into()), t0);
+        let (c2, _) = s.create(Some("carol".into()), t0);
+        let (d, _) = s.create(Some("dave".into()), t0);
+        s.remove_user_except("carol", &c2);
+        assert!(s.get(&c1, t0).is_none());
+        assert!(s.get(&c2, t0).is_some() && s.get(&d, t0).is_some());
     }
 
     #[test]

@@ -10,7 +10,13 @@
 //! role = "archive_admin"
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$…"
 //! departments = ["sales"]   # optional: only mail of these departments (and sub-departments)
+//! totp = "GEZDGNBVGY3TQOJQ…"  # optional: the TOTP secret (base32), from `console user totp`
+//! token = "sha256:9f86d0…"    # optional: the SHA-256 of the API token, from `console user token`
 //! ```
+//!
+//! The TOTP secret is kept as it is (a verifier needs it; the file's mode protects it); the API
+//! token only as its SHA-256 (a token is 256 random bits, so a fast hash is enough: there is
+//! nothing to guess offline).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -60,6 +66,21 @@ pub struct User {
     /// Only mail of accounts in these departments (and their sub-departments); empty: all mail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub departments: Vec<String>,
+    /// The TOTP secret, base32 (RFC 6238 second factor); none: password only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    /// `sha256:` and the hex SHA-256 of the user's API token; none: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl User {
+    /// The TOTP secret's bytes (checked when the file was read).
+    pub fn totp_secret(&self) -> Option<Vec<u8>> {
+        self.totp
+            .as_deref()
+            .and_then(|t| super::totp::unbase32(t).ok())
+    }
 }
 
 /// The whole file: users by name.
@@ -145,6 +166,24 @@ impl Users {
                 if let Err(e) = check_department(d) {
                     problems.push(format!("user `{name}`: {e}"));
                 }
+            }
+            if let Some(t) = &u.totp {
+                match super::totp::unbase32(t) {
+                    Ok(b) if b.len() >= 16 => {}
+                    Ok(_) => problems.push(format!(
+                        "user `{name}`: the TOTP secret is shorter than 128 bits"
+                    )),
+                    Err(e) => problems.push(format!("user `{name}`: totp: {e}")),
+                }
+            }
+            if let Some(t) = &u.token
+                && !t
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                problems.push(format!(
+                    "user `{name}`: token is not `sha256:` and 64 hex digits"
+                ));
             }
         }
         match problems.is_empty() {
@@ -297,6 +336,27 @@ pub fn authenticate<'a>(users: &'a Users, name: &str, password: &str) -> Option<
     }
 }
 
+/// What the users file keeps of an API token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// The user whose API token `token` is. Every user's hash is compared, each in constant time,
+/// so the answer's time tells nothing about which hashes exist or how much of one matched.
+pub fn by_token<'a>(users: &'a Users, token: &str) -> Option<(&'a str, &'a User)> {
+    use subtle::ConstantTimeEq;
+    let want = token_hash(token);
+    let mut found = None;
+    for (name, u) in &users.users {
+        let Some(h) = &u.token else { continue };
+        if bool::from(h.as_bytes().ct_eq(want.as_bytes())) && found.is_none() {
+            found = Some((name.as_str(), u));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,12 +404,38 @@ mod tests {
                     role: Role::Auditor,
                     password: h,
                     departments: vec![],
+                    totp: None,
+                    token: None,
                 },
             )]),
         };
         assert!(authenticate(&users, "alice", "correct horse battery").is_some());
         assert!(authenticate(&users, "alice", "wrong").is_none());
         assert!(authenticate(&users, "bob", "correct horse battery").is_none());
+    }
+
+    #[test]
+    fn a_token_finds_its_user_by_hash() {
+        let h = hash_password("correct horse battery").unwrap();
+        let user = |token: Option<&str>| User {
+            role: Role::ArchiveAdmin,
+            password: h.clone(),
+            departments: vec![],
+            totp: None,
+            token: token.map(token_hash),
+        };
+        let users = Users {
+            users: BTreeMap::from([
+                ("alice".to_string(), user(Some("a-token"))),
+                ("bob".to_string(), user(Some("b-token"))),
+                ("carol".to_string(), user(None)),
+            ]),
+        };
+        assert_eq!(by_token(&users, "b-token").map(|u| u.0), Some("bob"));
+        assert_eq!(by_token(&users, "a-token").map(|u| u.0), Some("alice"));
+        assert!(by_token(&users, "c-token").is_none());
+        assert!(by_token(&users, "").is_none());
+        assert!(token_hash("x").starts_with("sha256:") && token_hash("x").len() == 71);
     }
 
     #[test]
@@ -375,6 +461,14 @@ mod tests {
         assert!(e.contains("`a b` is not a user name"), "{e}");
         assert!(e.contains("user `carol`: the password"), "{e}");
         assert!(e.contains("user `carol`: `` is not a department"), "{e}");
+        let short = format!(
+            "[users.x]\nrole = \"auditor\"\npassword = \"{h}\"\ntotp = \"MZXW6\"\ntoken = \"abc\"\n"
+        );
+        let e = Users::parse(&short).unwrap_err();
+        assert!(
+            e.contains("shorter than 128 bits") && e.contains("token is not"),
+            "{e}"
+        );
         for bad in [
             "[users.x]\nrole = \"postmaster\"\npassword = \"x\"\n",
             "[users.x]\nrole = \"auditor\"\n",
@@ -401,6 +495,8 @@ mod tests {
                 role: Role::ArchiveAdmin,
                 password: hash_password("correct horse battery").unwrap(),
                 departments: vec!["sales/emea".into()],
+                totp: Some(super::super::totp::base32(&[7; 20])),
+                token: Some(token_hash("t")),
             },
         );
         users.save(&path).unwrap();

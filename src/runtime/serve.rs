@@ -78,6 +78,7 @@ pub async fn run_until(
     // Watch before the endpoints come up: once /healthz answers, an edit is not missed. (A watch
     // started by the reload task could begin after the first edits, and those were lost.)
     let (tx, rx) = mpsc::channel(1);
+    let (hup_tx, hup_rx) = watch::channel(0u64);
     let watcher = match options.watch {
         true => PolicyWatcher::new(&config, tx.clone()).map(|mut w| {
             w.follow(&snap.policy);
@@ -194,6 +195,7 @@ pub async fn run_until(
             settings.index_dir.clone(),
             store.clone(),
             stop.clone(),
+            hup_rx.clone(),
         )
         .await
         .context("cannot start the archive console")?;
@@ -240,7 +242,7 @@ pub async fn run_until(
         rx,
         stopped(stop.clone()),
     ));
-    tasks.spawn(forward_sighup(hup, tx, stopped(stop.clone())));
+    tasks.spawn(forward_sighup(hup, tx, hup_tx, stopped(stop.clone())));
 
     stopped(stop).await;
     notify::stopping();
@@ -254,9 +256,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Each SIGHUP: a policy reload request, and a count others watch (the archive console
+/// reloads its TLS certificate then).
 async fn forward_sighup(
     hup: std::io::Result<Signal>,
     tx: mpsc::Sender<Trigger>,
+    count: watch::Sender<u64>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut hup = match hup {
@@ -277,6 +282,7 @@ async fn forward_sighup(
                 tracing::info!("SIGHUP: reloading the policy");
                 // A reload already pending will read the same files.
                 let _ = tx.try_send(Trigger::Signal);
+                count.send_modify(|n| *n += 1);
             }
         }
     }
