@@ -988,6 +988,10 @@ fn browser_hostile_message_runs_no_script_and_loads_nothing_remote() {
             .unwrap();
         assert!(names.contains("../\"<b>evil.txt"), "{names}");
         assert!(
+            names.contains("<script>window.pwned = 7</script>"),
+            "the RFC 2047 name decoded, as text: {names}"
+        );
+        assert!(
             b.find_all(Locator::Css("#attachments b, #attachments script"))
                 .await
                 .unwrap()
