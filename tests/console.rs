@@ -339,7 +339,7 @@ impl Client {
     }
 }
 
-const JANUARY: &str = "since=2026-01-01&until=2026-01-31";
+pub const JANUARY: &str = "since=2026-01-01&until=2026-01-31";
 
 /// The ids the API search finds, after waiting for the daemon's indexer to index all 4.
 fn wait_indexed(c: &mut Client) {
@@ -936,7 +936,7 @@ pub fn unzip_export(zip: &[u8]) -> (serde_json::Value, BTreeMap<String, Vec<u8>>
 }
 
 /// The search's hit ids through the API (page 1: the fixtures have fewer than 50).
-fn hit_ids(c: &mut Client, query: &str) -> std::collections::BTreeSet<String> {
+pub fn hit_ids(c: &mut Client, query: &str) -> std::collections::BTreeSet<String> {
     let r = c.get(&format!("/api/search?{query}"));
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     v["hits"]

@@ -70,7 +70,7 @@ pub(super) enum Selection {
     /// These records, in this order (duplicates dropped).
     Ids(Vec<RecordId>),
     /// Every hit of a search (the search page's fields; `page` is ignored).
-    Query(SearchParams),
+    Query(Box<SearchParams>),
 }
 
 /// Parses the export form: the CSRF token, `export=selected` with one `id` per checked box, or
@@ -111,7 +111,7 @@ pub(super) fn parse_form(body: &[u8]) -> Result<(String, Selection), String> {
         Some("all") if ids.is_empty() => {
             let p: SearchParams = serde_json::from_value(serde_json::Value::Object(fields))
                 .map_err(|e| format!("unknown or malformed search field: {e}"))?;
-            Ok((csrf, Selection::Query(p)))
+            Ok((csrf, Selection::Query(Box::new(p))))
         }
         Some("all") => Err("an export of every result takes no ids".into()),
         _ => Err("`export` is `selected` or `all`".into()),
@@ -143,7 +143,7 @@ impl ApiExport {
                     .map_err(|_| "an id is not a record id (like 3-1619)".to_string())?;
                 Ok((self.csrf, Selection::Ids(ids)))
             }
-            (None, Some(q)) => Ok((self.csrf, Selection::Query(q))),
+            (None, Some(q)) => Ok((self.csrf, Selection::Query(Box::new(q)))),
             _ => Err("give either `ids` or `query`".into()),
         }
     }
@@ -865,7 +865,7 @@ mod tests {
         assert_eq!(m["count"], 1);
         assert_eq!(m["selection"]["ids"][0], "1-56");
         let back: Vec<Entry> = serde_json::from_value(m["messages"].clone()).unwrap();
-        assert_eq!(back, [e.clone()]);
+        assert_eq!(back.as_slice(), std::slice::from_ref(&e));
         assert_eq!(
             sha256sums(&[e]),
             "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881  1-56.eml\n"
