@@ -1264,3 +1264,138 @@ fn console_summary_shows_the_journal_head_and_the_index_lag() {
     let head = v["journal"]["head"].as_str().unwrap();
     assert!(t.contains(&format!("hash {head}")), "{head}: {t}");
 }
+
+/// Peak resident memory of `pid` while `f` runs, in KiB above what it was before (sampled
+/// every 2 ms from /proc/PID/status).
+fn rss_growth_kib<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
+    let rss = move || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
+            peak = peak.max(rss());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        peak
+    });
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
+    (out, peak.saturating_sub(before))
+}
+
+#[test]
+fn console_export_of_10000_messages_streams_in_bounded_memory() {
+    // CONSOLE_EXPORT_N: another number of messages (for profiling).
+    let n_messages: usize = std::env::var("CONSOLE_EXPORT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let port = free_port();
+    // No indexer: the export of ids reads the journal only, and the daemon's memory is the
+    // export's.
+    let policy = format!(
+        "indexer = false\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users.toml\"\n"
+    );
+    let mut d = Daemon::prepare(&policy, None, None);
+    let (mut w, _) = Writer::open(&d.journal_dir(), DEFAULT_SEGMENT_BYTES).unwrap();
+    // About 20 KB each, 200 MB in all: a text part and a base64 attachment that differs per
+    // message (deflate cannot make it vanish).
+    let mut ids = Vec::with_capacity(n_messages);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for batch in 0..n_messages / 500 {
+        let mut entries: Vec<Entry> = (0..500)
+            .map(|i| {
+                let n = batch * 500 + i;
+                let mut blob = String::with_capacity(15_000);
+                while blob.len() < 14_000 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    blob.push_str(&format!("{seed:016x}"));
+                    if blob.len() % 76 < 16 {
+                        blob.push_str("\r\n");
+                    }
+                }
+                let body = format!(
+                    "From: a@example.net\r\nTo: b@corp.example\r\nSubject: message {n}\r\nMIME-Version: 1.0\r\n\
+                     Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n\
+                     {}\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"d{n}.bin\"\r\n\r\n{blob}\r\n--B--\r\n",
+                    "quarterly figures ".repeat(200)
+                );
+                let meta = MessageMeta {
+                    time: "2026-01-02T10:00:00Z".into(),
+                    departments: vec!["sales".into()],
+                    ..crate::support::message_meta("a@example.net")
+                };
+                Entry::new(Kind::Message, &meta, Body::Bytes(body.into_bytes()))
+            })
+            .collect();
+        ids.extend(
+            w.append(&mut entries)
+                .unwrap()
+                .0
+                .iter()
+                .map(|id| id.to_string()),
+        );
+    }
+    drop(w);
+    let out = cli_with_stdin(
+        &d,
+        &[
+            "console",
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "archive_admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.0, 0, "{out:?}");
+    d.spawn(&[]);
+    wait_for(Duration::from_secs(10), "the console to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut c = Client::new(port);
+    assert_eq!(c.login("admin", PASSWORD).status, StatusCode::SEE_OTHER);
+    let csrf = c.get("/").csrf();
+    let started = std::time::Instant::now();
+    let (r, growth) = rss_growth_kib(d.pid(), || {
+        c.post_json(
+            "/api/export",
+            &serde_json::json!({ "csrf": csrf, "ids": ids }),
+        )
+    });
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (manifest, files) = unzip_export(&r.body);
+    assert_eq!(files.len(), n_messages);
+    assert_eq!(manifest["count"], n_messages);
+    let bytes: usize = files.values().map(Vec::len).sum();
+    eprintln!(
+        "export of {n_messages} messages ({} MB of .eml, {} MB zipped) in {:.1} s: the daemon's RSS rose by {} MiB at most",
+        bytes / 1_000_000,
+        r.body.len() / 1_000_000,
+        took.as_secs_f64(),
+        growth / 1024
+    );
+    // The messages are 200 MB; the export holds one of them, a few chunks, and a line of the
+    // manifest per message.
+    assert!(
+        growth < 64 * 1024,
+        "the daemon's RSS rose by {growth} KiB during the export"
+    );
+}

@@ -484,18 +484,19 @@ fn write_zip(
         .compression_level(Some(1))
         .unix_permissions(0o600);
     let mut entries = Vec::with_capacity(ids.len());
+    // The segment file last read: a result set's messages mostly share a few segments.
+    let mut open: Option<(u64, File)> = None;
     for id in ids {
-        let file = File::open(segment_path(dir, id.segment))
-            .map_err(|e| format!("record {id}: segment {}: {e}", id.segment))?;
-        let mut one = SegmentRecords::new(file, id.segment, id.offset)?;
-        let info = match one.next() {
-            Some(Ok(info)) => info,
-            Some(Err(e)) => return Err(format!("record {id}: {e}").into()),
-            None => return Err(format!("record {id}: gone").into()),
+        let file = match open.take() {
+            Some((n, f)) if n == id.segment => f,
+            _ => File::open(segment_path(dir, id.segment))
+                .map_err(|e| format!("record {id}: segment {}: {e}", id.segment))?,
         };
-        let body = one.body(&info)?;
+        let one = read_one(&file, *id).map_err(|e| format!("record {id}: {e}"))?;
+        open = Some((id.segment, file));
+        let (info, body) = (one.0, one.1);
         let name = format!("{id}.eml");
-        let time = message_of(info.header.kind, &info.meta)
+        let time = message_of(info.kind, &info.meta)
             .map(|m| m.0.time)
             .unwrap_or_default();
         zip.start_file(
@@ -519,6 +520,51 @@ fn write_zip(
     let mut out = zip.finish()?.into_inner();
     out.flush()?;
     Ok(())
+}
+
+/// One record's header fields that an export needs.
+struct One {
+    kind: crate::journal::Kind,
+    meta: Vec<u8>,
+    hash: crate::journal::format::Hash,
+}
+
+/// Reads the one record at `id` (a place [`check`] found on the chain), its hash checked: its
+/// exact bytes, with positioned reads (a walk would read a whole block for each record).
+fn read_one(file: &File, id: RecordId) -> io::Result<(One, Vec<u8>)> {
+    use crate::journal::format::{HASH_LEN, HEADER_LEN, Header, RecordHasher};
+    use std::os::unix::fs::FileExt;
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let len = file.metadata()?.len();
+    let mut raw = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut raw, id.offset)?;
+    let header = Header::decode(&raw).map_err(|e| bad(e.to_string()))?;
+    // The lengths are covered by the header's CRC; the file must still hold them.
+    if id.offset.saturating_add(header.record_len()) > len {
+        return Err(bad("the record is cut short".into()));
+    }
+    let mut meta = vec![0u8; header.meta_len as usize];
+    file.read_exact_at(&mut meta, id.offset + HEADER_LEN as u64)?;
+    let body_at = id.offset + HEADER_LEN as u64 + u64::from(header.meta_len);
+    let mut body = vec![0u8; header.body_len as usize];
+    file.read_exact_at(&mut body, body_at)?;
+    let mut stored = [0u8; HASH_LEN];
+    file.read_exact_at(&mut stored, body_at + header.body_len)?;
+    let mut hasher = RecordHasher::new(&raw);
+    hasher.update(&meta);
+    hasher.update(&body);
+    let hash = hasher.finish();
+    if hash != stored {
+        return Err(bad("its content does not match its hash".into()));
+    }
+    Ok((
+        One {
+            kind: header.kind,
+            meta,
+            hash,
+        },
+        body,
+    ))
 }
 
 /// `manifest.json`: the head's fields, then `messages`.
