@@ -280,24 +280,7 @@ async fn export(
     };
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let dir = c.journal_dir().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let failed = Arc::new(AtomicBool::new(false));
-        let out = Chunks {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            failed: failed.clone(),
-        };
-        if let Err(e) = write_zip(&dir, &ids, &head, out) {
-            // The error reaches the body before anything the zip writer writes after it (the
-            // channel keeps order), and nothing does: the writer discards once it has failed.
-            failed.store(true, Ordering::SeqCst);
-            tracing::error!(
-                "archive console: export by {} aborted: {e}",
-                head.exported_by.user
-            );
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-    });
+    tokio::task::spawn_blocking(move || stream(&dir, &ids, &head, tx));
     let name = format!("handoff-export-{}.zip", now.strftime("%Y%m%dT%H%M%SZ"));
     (
         [
@@ -469,15 +452,48 @@ pub(super) struct Entry {
     pub time: String,
 }
 
-/// Writes the zip of `ids` to `out`: each message as it is read (one at a time), then
-/// `manifest.json` and `SHA256SUMS`.
-fn write_zip(
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends the zip of `ids` through `tx` in chunks; on an error, ends with that error and no
+/// more bytes (the zip left without its central directory: no unzip takes it for whole).
+fn stream(
     dir: &std::path::Path,
     ids: &[RecordId],
     head: &Head,
-    out: Chunks,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let failed = Arc::new(AtomicBool::new(false));
+    let out = Chunks {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+        failed: failed.clone(),
+    };
     let mut zip = zip::ZipWriter::new_stream(out);
+    let result = write_entries(&mut zip, dir, ids, head).and_then(|()| {
+        let mut out = zip.finish()?.into_inner();
+        out.flush()?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        // Whatever the zip writer writes when it is dropped (it completes the zip) is
+        // discarded, and the error reaches the body after the chunks already sent.
+        failed.store(true, Ordering::SeqCst);
+        tracing::error!(
+            "archive console: export by {} aborted: {e}",
+            head.exported_by.user
+        );
+        let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+    }
+}
+
+/// Writes each message into `zip` as it is read (one at a time), then `manifest.json` and
+/// `SHA256SUMS`.
+fn write_entries(
+    zip: &mut zip::ZipWriter<zip::write::StreamWriter<Chunks>>,
+    dir: &std::path::Path,
+    ids: &[RecordId],
+    head: &Head,
+) -> Result<(), AnyError> {
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         // Mail is mostly text and base64: level 1 already halves it, at a fraction of the CPU.
@@ -517,8 +533,6 @@ fn write_zip(
     zip.write_all(&manifest(head, &entries)?)?;
     zip.start_file("SHA256SUMS", options)?;
     zip.write_all(sha256sums(&entries).as_bytes())?;
-    let mut out = zip.finish()?.into_inner();
-    out.flush()?;
     Ok(())
 }
 
@@ -603,9 +617,11 @@ impl Chunks {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            // Nothing more can reach the client: what follows is discarded.
+            self.failed.store(true, Ordering::SeqCst);
+            io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+        })
     }
 }
 
@@ -880,6 +896,95 @@ mod tests {
             assert!(axum::http::HeaderValue::from_str(&d).is_ok(), "{d}");
             assert!(!d.contains(['\t', '\u{7f}', '\u{1b}']), "{d}");
         }
+    }
+
+    fn head() -> Head {
+        Head {
+            format: MANIFEST_FORMAT,
+            exported_at: "2026-12-06T00:00:00Z".into(),
+            exported_by: Exporter {
+                user: "dora".into(),
+                role: "archive_admin",
+                source: "127.0.0.1".into(),
+                departments: vec!["sales".into()],
+            },
+            selection: serde_json::json!({ "ids": ["1-56"], "count": 1 }),
+            count: 1,
+        }
+    }
+
+    /// The chunks `stream` sends for `ids` of a journal of two messages: (the bytes, whether
+    /// it ended with an error).
+    fn streamed(ids: impl Fn(&[RecordId]) -> Vec<RecordId>) -> (Vec<u8>, bool, Vec<Vec<u8>>) {
+        use crate::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
+        use crate::journal::{Body, Entry, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = Writer::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        // Hex noise, 200 KB: more than a chunk even deflated.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mails: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let mut m = format!("Subject: {i}\r\n\r\n");
+                while m.len() < 200_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    m.push_str(&format!("{x:016x}\r\n"));
+                }
+                m.into_bytes()
+            })
+            .collect();
+        let mut entries: Vec<Entry> = mails
+            .iter()
+            .map(|m| {
+                let meta = serde_json::json!({ "time": "2026-01-01T00:00:00Z", "origin": "milter",
+                    "sender": "a@example.net", "recipients": [], "final_recipients": [] });
+                Entry::new(Kind::Message, &meta, Body::Bytes(m.clone()))
+            })
+            .collect();
+        let written = w.append(&mut entries).unwrap().0;
+        let (tx, mut rx) = mpsc::channel(1024);
+        stream(dir.path(), &ids(&written), &head(), tx);
+        let (mut bytes, mut failed) = (Vec::new(), false);
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(_) => failed = true,
+            }
+        }
+        (bytes, failed, mails)
+    }
+
+    #[test]
+    fn a_failed_export_ends_with_an_error_and_no_whole_zip() {
+        use std::io::Read;
+        let (zip, failed, mails) = streamed(|ids| ids.to_vec());
+        assert!(!failed);
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        assert_eq!(z.len(), 4, "two messages, the manifest, the sums");
+        let mut first = Vec::new();
+        z.by_index(0).unwrap().read_to_end(&mut first).unwrap();
+        assert_eq!(first, mails[0]);
+        // The second id is no record: the first message has gone out, then the error.
+        let (cut, failed, _) = streamed(|ids| {
+            vec![
+                ids[0],
+                RecordId {
+                    segment: ids[1].segment,
+                    offset: ids[1].offset + 1,
+                },
+            ]
+        });
+        assert!(failed);
+        assert!(
+            cut.len() > 1000,
+            "the first message was sent: {}",
+            cut.len()
+        );
+        assert!(
+            zip::ZipArchive::new(std::io::Cursor::new(cut)).is_err(),
+            "no central directory after an error"
+        );
     }
 
     #[test]
