@@ -1302,20 +1302,15 @@ fn console_export_of_10000_messages_streams_in_bounded_memory() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let port = free_port();
     // No indexer: the export of ids reads the journal only, and the daemon's memory is the
     // export's.
-    let policy = format!(
-        "indexer = false\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users.toml\"\n"
-    );
-    let mut d = Daemon::prepare(&policy, None, None);
-    let (mut w, _) = Writer::open(&d.journal_dir(), DEFAULT_SEGMENT_BYTES).unwrap();
-    // About 20 KB each, 200 MB in all: a text part and a base64 attachment that differs per
-    // message (deflate cannot make it vanish).
-    let mut ids = Vec::with_capacity(n_messages);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for batch in 0..n_messages / 500 {
-        let mut entries: Vec<Entry> = (0..500)
+    let (d, mut c, ids) = unindexed(|w| {
+        let mut ids = Vec::with_capacity(n_messages);
+        // About 20 KB each, 200 MB in all: a text part and a base64 attachment that differs per
+        // message (deflate cannot make it vanish).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for batch in 0..n_messages / 500 {
+            let mut entries: Vec<Entry> = (0..500)
             .map(|i| {
                 let n = batch * 500 + i;
                 let mut blob = String::with_capacity(15_000);
@@ -1342,35 +1337,16 @@ fn console_export_of_10000_messages_streams_in_bounded_memory() {
                 Entry::new(Kind::Message, &meta, Body::Bytes(body.into_bytes()))
             })
             .collect();
-        ids.extend(
-            w.append(&mut entries)
-                .unwrap()
-                .0
-                .iter()
-                .map(|id| id.to_string()),
-        );
-    }
-    drop(w);
-    let out = cli_with_stdin(
-        &d,
-        &[
-            "console",
-            "user",
-            "add",
-            "admin",
-            "--role",
-            "archive_admin",
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert_eq!(out.0, 0, "{out:?}");
-    d.spawn(&[]);
-    wait_for(Duration::from_secs(10), "the console to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            ids.extend(
+                w.append(&mut entries)
+                    .unwrap()
+                    .0
+                    .iter()
+                    .map(|id| id.to_string()),
+            );
+        }
+        ids
     });
-    let mut c = Client::new(port);
-    assert_eq!(c.login("admin", PASSWORD).status, StatusCode::SEE_OTHER);
     let csrf = c.get("/").csrf();
     let started = std::time::Instant::now();
     let (r, growth) = rss_growth_kib(d.pid(), || {
@@ -1397,5 +1373,62 @@ fn console_export_of_10000_messages_streams_in_bounded_memory() {
     assert!(
         growth < 64 * 1024,
         "the daemon's RSS rose by {growth} KiB during the export"
+    );
+}
+
+/// A daemon with the console and without the indexer (`[storage] indexer = false`), its
+/// journal written by `seed` (which returns the ids it wrote), and a client logged in as
+/// `admin` (all mail).
+fn unindexed(seed: impl FnOnce(&mut Writer) -> Vec<String>) -> (Daemon, Client, Vec<String>) {
+    let port = free_port();
+    let policy = format!(
+        "indexer = false\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users.toml\"\n"
+    );
+    let mut d = Daemon::prepare(&policy, None, None);
+    let (mut w, _) = Writer::open(&d.journal_dir(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let ids = seed(&mut w);
+    drop(w);
+    let out = cli_with_stdin(
+        &d,
+        &[
+            "console",
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "archive_admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.0, 0, "{out:?}");
+    d.spawn(&[]);
+    wait_for(Duration::from_secs(10), "the console to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut c = Client::new(port);
+    assert_eq!(c.login("admin", PASSWORD).status, StatusCode::SEE_OTHER);
+    (d, c, ids)
+}
+
+#[test]
+fn console_summary_tells_how_far_the_index_is_behind() {
+    // Nobody indexes: the index stays empty while the journal holds three messages.
+    let (_d, mut c, _) = unindexed(|w| {
+        let mut entries: Vec<Entry> = (0..3)
+            .map(|i| {
+                let meta = crate::support::message_meta("a@example.net");
+                let body = format!("Subject: {i}\r\n\r\nbody\r\n").into_bytes();
+                Entry::new(Kind::Message, &meta, Body::Bytes(body))
+            })
+            .collect();
+        w.append(&mut entries).unwrap();
+        Vec::new()
+    });
+    let t = c.get("/").text();
+    assert!(t.contains("<th>Index</th><td>3 messages behind ("), "{t}");
+    assert!(
+        t.contains("<th>Newest archived message (indexed)</th><td>none</td>"),
+        "{t}"
     );
 }
