@@ -339,7 +339,7 @@ impl Client {
     }
 }
 
-const JANUARY: &str = "since=2026-01-01&until=2026-01-31";
+pub const JANUARY: &str = "since=2026-01-01&until=2026-01-31";
 
 /// The ids the API search finds, after waiting for the daemon's indexer to index all 4.
 fn wait_indexed(c: &mut Client) {
@@ -1047,6 +1047,18 @@ fn console_api_tokens_authenticate_api_calls_only() {
     assert_eq!(status, 303, "pages want a session");
     let (status, _) = bearer(k.port, "/", &token);
     assert_eq!(status, 303);
+    // An export with the token needs no CSRF token: the zip of the one message.
+    let auth = format!("Bearer {token}");
+    let r = k.client().post_json_with(
+        "/api/export",
+        &serde_json::json!({ "ids": [salary] }),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.body.starts_with(b"PK\x03\x04"), "a zip");
+    // The same request from a session without the CSRF token is refused.
+    let r = admin.post_json("/api/export", &serde_json::json!({ "ids": [salary] }));
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Revoked: refused from then on.
     let (code, _, err) = k.d.cli(&["console", "user", "token", "admin", "--revoke"]);
     assert_eq!(code, 0, "{err}");
@@ -1330,4 +1342,586 @@ fn console_every_route_refuses_every_wrong_role_and_every_post_checks_csrf() {
         .filter(|a| a.1 == "console+denied" && a.2["detail"] == "missing or wrong CSRF token")
         .count();
     assert_eq!(csrf_denials, 9, "{:#?}", &audit[before..]);
+}
+
+// ---- exports, attachment downloads, the summary's journal head ----
+
+impl Client {
+    /// POSTs a JSON body (the API's export), with the session cookie.
+    pub fn post_json(&mut self, path: &str, json: &serde_json::Value) -> Resp {
+        self.post_json_with(path, json, &[])
+    }
+
+    /// [`Client::post_json`] with more request headers (an `Authorization: Bearer`).
+    pub fn post_json_with(
+        &mut self,
+        path: &str,
+        json: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let port = self.port;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, format!("127.0.0.1:{port}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(c) = &self.cookie {
+            req = req.header(header::COOKIE, format!("handoff_console={c}"));
+        }
+        let req = req.body(Full::new(Bytes::from(json.to_string()))).unwrap();
+        self.rt.block_on(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let resp = sender.send_request(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.collect().await.unwrap().to_bytes().to_vec(),
+            }
+        })
+    }
+}
+
+/// An export's zip, checked: every `.eml` listed in `manifest.json` and in `SHA256SUMS` with
+/// the SHA-256 of its bytes, nothing else in it. Returns the manifest and the files by id.
+pub fn unzip_export(zip: &[u8]) -> (serde_json::Value, BTreeMap<String, Vec<u8>>) {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a whole zip");
+    let mut files = BTreeMap::new();
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        files.insert(f.name().unwrap().to_string(), bytes);
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&files.remove("manifest.json").expect("manifest.json")).unwrap();
+    let sums = String::from_utf8(files.remove("SHA256SUMS").expect("SHA256SUMS")).unwrap();
+    assert_eq!(manifest["format"], "handoff-export/1");
+    let listed = manifest["messages"].as_array().unwrap();
+    assert_eq!(manifest["count"], listed.len());
+    assert_eq!(listed.len(), files.len(), "{manifest:#}");
+    assert_eq!(sums.lines().count(), files.len(), "{sums}");
+    let mut by_id = BTreeMap::new();
+    for m in listed {
+        let (id, file) = (m["id"].as_str().unwrap(), m["file"].as_str().unwrap());
+        assert_eq!(file, format!("{id}.eml"));
+        let bytes = files.remove(file).expect("each listed file is in the zip");
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        assert_eq!(m["sha256"], sha.as_str(), "{id}");
+        assert_eq!(m["size"], bytes.len());
+        assert!(sums.contains(&format!("{sha}  {file}\n")), "{sums}");
+        assert_eq!(m["record_hash"].as_str().unwrap().len(), 64);
+        by_id.insert(id.to_string(), bytes);
+    }
+    (manifest, by_id)
+}
+
+/// The search's hit ids through the API (page 1: the fixtures have fewer than 50).
+pub fn hit_ids(c: &mut Client, query: &str) -> std::collections::BTreeSet<String> {
+    let r = c.get(&format!("/api/search?{query}"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn console_exports_a_result_set_and_a_selection_as_a_zip_with_a_checkable_manifest() {
+    let k = Console::start();
+    let mut c = k.login("admin");
+    wait_indexed(&mut c);
+    let page = c.get(&format!("/search?{JANUARY}&text=invoice"));
+    let t = page.text();
+    assert!(t.contains("Export all 2 results"), "{t}");
+    assert!(t.contains("form=\"export-selected\""), "{t}");
+    let csrf = page.csrf();
+
+    // Every result of a search, its fields as the page's hidden inputs send them.
+    let all = [
+        ("csrf", csrf.as_str()),
+        ("export", "all"),
+        ("since", "2026-01-01"),
+        ("until", "2026-01-31"),
+    ];
+    let r = c.post("/export", &all);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/zip");
+    let cd = r.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(
+        cd.starts_with("attachment; filename=\"handoff-export-"),
+        "{cd}"
+    );
+    let (manifest, files) = unzip_export(&r.body);
+    let hits = hit_ids(&mut c, JANUARY);
+    assert_eq!(hits.len(), 4);
+    assert_eq!(
+        files
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        hits
+    );
+    assert_eq!(manifest["exported_by"]["user"], "admin");
+    assert_eq!(manifest["exported_by"]["role"], "archive_admin");
+    assert_eq!(manifest["selection"]["query"]["since"], "2026-01-01");
+    assert!(manifest["exported_at"].as_str().unwrap().starts_with("20"));
+    // Each file is what `archive export` writes.
+    let ids: Vec<&str> = files.keys().map(String::as_str).collect();
+    let out = k.d.path("cli-export");
+    let mut args = vec!["archive", "export", "--out", out.to_str().unwrap()];
+    for id in &ids {
+        args.extend(["--id", id]);
+    }
+    let (code, _, err) = k.d.cli(&args);
+    assert_eq!(code, 0, "{err}");
+    for (id, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(out.join(format!("{id}.eml"))).unwrap(),
+            bytes,
+            "{id}"
+        );
+    }
+
+    // A selection (a duplicate counted once), and a search narrowed by a keyword.
+    let (q, e) = (k.ids["quarterly"].clone(), k.ids["emea"].clone());
+    let r = c.post(
+        "/export",
+        &[
+            ("csrf", &csrf),
+            ("export", "selected"),
+            ("id", &q),
+            ("id", &e),
+            ("id", &q),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (manifest, files) = unzip_export(&r.body);
+    assert_eq!(files.len(), 2);
+    assert_eq!(manifest["selection"]["ids"], serde_json::json!([q, e]));
+    let r = c.post(
+        "/export",
+        &[&all[..], &[("text", "salary"), ("in_subject", "on")]].concat(),
+    );
+    let (_, files) = unzip_export(&r.body);
+    assert_eq!(files.keys().collect::<Vec<_>>(), [&k.ids["salary"]]);
+
+    // Refused before anything is sent.
+    let no_csrf = c.post("/export", &[("export", "selected"), ("id", &q)]);
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let wrong = c.post(
+        "/export",
+        &[
+            ("csrf", &"0".repeat(64)),
+            ("export", "selected"),
+            ("id", &q),
+        ],
+    );
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    for bad in [
+        vec![("csrf", csrf.as_str()), ("export", "selected")],
+        vec![("csrf", &csrf), ("export", "selected"), ("id", "../etc")],
+        vec![("csrf", &csrf), ("export", "all"), ("since", "2026-01-01")],
+        vec![("csrf", &csrf), ("export", "all"), ("bogus", "1")],
+        vec![("csrf", &csrf), ("export", "everything")],
+    ] {
+        let r = c.post("/export", &bad);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text());
+    }
+    let r = c.post(
+        "/export",
+        &[("csrf", &csrf), ("export", "selected"), ("id", "999-0")],
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // An offset inside a record is no record, whatever lies there.
+    let inside = format!("{}-{}", q.split('-').next().unwrap(), 1);
+    let r = c.post(
+        "/export",
+        &[("csrf", &csrf), ("export", "selected"), ("id", &inside)],
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // The API: the same export, the same rules.
+    let r = c.post_json(
+        "/api/export",
+        &serde_json::json!({ "csrf": csrf, "query": { "since": "2026-01-01", "until": "2026-01-31", "text": "invoice" } }),
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (_, files) = unzip_export(&r.body);
+    assert_eq!(files.len(), 2);
+    let r = c.post_json(
+        "/api/export",
+        &serde_json::json!({ "csrf": csrf, "ids": [k.ids["hostile"]] }),
+    );
+    let (_, files) = unzip_export(&r.body);
+    assert_eq!(files.keys().collect::<Vec<_>>(), [&k.ids["hostile"]]);
+    // A body far over the forms' 4 KiB: the API takes long id lists.
+    let many = vec![q.clone(); 1000];
+    let r = c.post_json(
+        "/api/export",
+        &serde_json::json!({ "csrf": csrf, "ids": many }),
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(unzip_export(&r.body).1.len(), 1);
+    let r = c.post_json("/api/export", &serde_json::json!({ "ids": [q] }));
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let r = c.post_json(
+        "/api/export",
+        &serde_json::json!({ "csrf": csrf, "ids": [q], "query": {} }),
+    );
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        k.client()
+            .post_json("/api/export", &serde_json::json!({ "ids": [q] }))
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Audited before the zip, with the query or the ids and the count.
+    let audit = k.audit();
+    let exports: Vec<_> = audit.iter().filter(|a| a.1 == "console+export").collect();
+    assert_eq!(exports.len(), 6, "{exports:#?}");
+    assert_eq!(exports[0].2["query"]["since"], "2026-01-01");
+    assert_eq!(exports[0].2["count"], 4);
+    assert_eq!(exports[1].2["ids"], serde_json::json!([q, e]));
+    assert_eq!(exports[1].2["count"], 2);
+    assert!(exports.iter().all(|a| a.0 == "console:admin"));
+}
+
+#[test]
+fn console_export_keeps_to_the_role_and_the_department_scope() {
+    let k = Console::start();
+    let mut admin = k.login("admin");
+    wait_indexed(&mut admin);
+    let mut sales = k.login("sales");
+    let csrf = sales.get("/search").csrf();
+    // A whole result set: only the scope's mail (sales and sales/emea, not hr).
+    let r = sales.post(
+        "/export",
+        &[
+            ("csrf", &csrf),
+            ("export", "all"),
+            ("since", "2026-01-01"),
+            ("until", "2026-01-31"),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (manifest, files) = unzip_export(&r.body);
+    assert_eq!(files.len(), 3);
+    assert!(!files.contains_key(&k.ids["salary"]));
+    assert_eq!(
+        manifest["exported_by"]["departments"],
+        serde_json::json!(["sales"])
+    );
+    // A department outside the scope, or a foreign id in a selection: 403, nothing sent.
+    let r = sales.post(
+        "/export",
+        &[
+            ("csrf", &csrf),
+            ("export", "all"),
+            ("since", "2026-01-01"),
+            ("until", "2026-01-31"),
+            ("department", "hr"),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let (q, salary) = (k.ids["quarterly"].clone(), k.ids["salary"].clone());
+    let r = sales.post(
+        "/export",
+        &[
+            ("csrf", &csrf),
+            ("export", "selected"),
+            ("id", &q),
+            ("id", &salary),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text().contains("salary review"));
+    let r = sales.post_json(
+        "/api/export",
+        &serde_json::json!({ "csrf": csrf, "ids": [salary] }),
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // An auditor exports nothing.
+    let mut auditor = k.login("auditor");
+    let a_csrf = auditor.get("/audit").csrf();
+    let r = auditor.post(
+        "/export",
+        &[("csrf", &a_csrf), ("export", "selected"), ("id", &q)],
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let audit = k.audit();
+    let denied: Vec<_> = audit
+        .iter()
+        .filter(|a| a.1 == "console+denied" && a.0 == "console:sales")
+        .collect();
+    assert_eq!(denied.len(), 3, "{denied:#?}");
+    assert!(
+        denied
+            .iter()
+            .any(|a| a.2["detail"]["id"] == salary.as_str()),
+        "{denied:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "console:auditor" && a.1 == "console+denied")
+    );
+    let exports: Vec<_> = audit.iter().filter(|a| a.1 == "console+export").collect();
+    assert_eq!(exports.len(), 1, "only the allowed export: {exports:#?}");
+    assert_eq!(exports[0].2["count"], 3);
+}
+
+#[test]
+fn console_downloads_an_attachment_as_an_inert_file_with_a_safe_name() {
+    let k = Console::start();
+    let mut c = k.login("admin");
+    wait_indexed(&mut c);
+    let id = k.ids["hostile"].clone();
+    let page = c.get(&format!("/message/{id}")).text();
+    let link = format!("/message/{id}/attachment/0");
+    assert!(page.contains(&format!("href=\"{link}\"")), "{page}");
+    let r = c.get(&link);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(
+        r.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"__b_evil.txt\""
+    );
+    assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(String::from_utf8_lossy(&r.body).trim_end(), "x");
+    assert_eq!(
+        c.get(&format!("/message/{id}/attachment/1")).status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get(&format!("/message/{id}/attachment/-1")).status,
+        StatusCode::BAD_REQUEST
+    );
+    // Another department's attachment, or an auditor: 403.
+    let salary = k.ids["salary"].clone();
+    let mut sales = k.login("sales");
+    assert_eq!(
+        sales.get(&format!("/message/{salary}/attachment/0")).status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(k.login("auditor").get(&link).status, StatusCode::FORBIDDEN);
+    let audit = k.audit();
+    assert!(
+        audit.iter().any(|a| a.0 == "console:admin"
+            && a.1 == "console+download"
+            && a.2["id"] == id.as_str()
+            && a.2["attachment"] == 0),
+        "{audit:#?}"
+    );
+}
+
+#[test]
+fn console_summary_shows_the_journal_head_and_the_index_lag() {
+    let k = Console::start();
+    let mut c = k.login("admin");
+    wait_indexed(&mut c);
+    let t = c.get("/").text();
+    for row in [
+        "Last record written",
+        "Journal head",
+        "Newest archived message (indexed)",
+        "<th>Index</th><td>up to date",
+    ] {
+        assert!(t.contains(row), "{row}: {t}");
+    }
+    assert!(
+        t.contains("2026-01-05T10:00:00Z"),
+        "the newest message: {t}"
+    );
+    // The head is the one `archive verify` computes by walking the whole chain (the summary's
+    // own audit record is the last record).
+    let (code, out, err) = k.d.cli(&["archive", "verify", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let head = v["journal"]["head"].as_str().unwrap();
+    assert!(t.contains(&format!("hash {head}")), "{head}: {t}");
+}
+
+/// Peak resident memory of `pid` while `f` runs, in KiB above what it was before (sampled
+/// every 2 ms from /proc/PID/status).
+fn rss_growth_kib<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
+    let rss = move || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
+            peak = peak.max(rss());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        peak
+    });
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
+    (out, peak.saturating_sub(before))
+}
+
+#[test]
+fn console_export_of_10000_messages_streams_in_bounded_memory() {
+    // CONSOLE_EXPORT_N: another number of messages (for profiling).
+    let n_messages: usize = std::env::var("CONSOLE_EXPORT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    // No indexer: the export of ids reads the journal only, and the daemon's memory is the
+    // export's.
+    let (d, mut c, ids) = unindexed(|w| {
+        let mut ids = Vec::with_capacity(n_messages);
+        // About 20 KB each, 200 MB in all: a text part and a base64 attachment that differs per
+        // message (deflate cannot make it vanish).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for batch in 0..n_messages / 500 {
+            let mut entries: Vec<Entry> = (0..500)
+            .map(|i| {
+                let n = batch * 500 + i;
+                let mut blob = String::with_capacity(15_000);
+                while blob.len() < 14_000 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    blob.push_str(&format!("{seed:016x}"));
+                    if blob.len() % 76 < 16 {
+                        blob.push_str("\r\n");
+                    }
+                }
+                let body = format!(
+                    "From: a@example.net\r\nTo: b@corp.example\r\nSubject: message {n}\r\nMIME-Version: 1.0\r\n\
+                     Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n\
+                     {}\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"d{n}.bin\"\r\n\r\n{blob}\r\n--B--\r\n",
+                    "quarterly figures ".repeat(200)
+                );
+                let meta = MessageMeta {
+                    time: "2026-01-02T10:00:00Z".into(),
+                    departments: vec!["sales".into()],
+                    ..crate::support::message_meta("a@example.net")
+                };
+                Entry::new(Kind::Message, &meta, Body::Bytes(body.into_bytes()))
+            })
+            .collect();
+            ids.extend(
+                w.append(&mut entries)
+                    .unwrap()
+                    .0
+                    .iter()
+                    .map(|id| id.to_string()),
+            );
+        }
+        ids
+    });
+    let csrf = c.get("/").csrf();
+    let started = std::time::Instant::now();
+    let (r, growth) = rss_growth_kib(d.pid(), || {
+        c.post_json(
+            "/api/export",
+            &serde_json::json!({ "csrf": csrf, "ids": ids }),
+        )
+    });
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (manifest, files) = unzip_export(&r.body);
+    assert_eq!(files.len(), n_messages);
+    assert_eq!(manifest["count"], n_messages);
+    let bytes: usize = files.values().map(Vec::len).sum();
+    eprintln!(
+        "export of {n_messages} messages ({} MB of .eml, {} MB zipped) in {:.1} s: the daemon's RSS rose by {} MiB at most",
+        bytes / 1_000_000,
+        r.body.len() / 1_000_000,
+        took.as_secs_f64(),
+        growth / 1024
+    );
+    // The messages are 200 MB; the export holds one of them, a few chunks, and a line of the
+    // manifest per message.
+    assert!(
+        growth < 64 * 1024,
+        "the daemon's RSS rose by {growth} KiB during the export"
+    );
+}
+
+/// A daemon with the console and without the indexer (`[storage] indexer = false`), its
+/// journal written by `seed` (which returns the ids it wrote), and a client logged in as
+/// `admin` (all mail).
+fn unindexed(seed: impl FnOnce(&mut Writer) -> Vec<String>) -> (Daemon, Client, Vec<String>) {
+    let port = free_port();
+    let policy = format!(
+        "indexer = false\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users.toml\"\n"
+    );
+    let mut d = Daemon::prepare(&policy, None, None);
+    let (mut w, _) = Writer::open(&d.journal_dir(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let ids = seed(&mut w);
+    drop(w);
+    let out = cli_with_stdin(
+        &d,
+        &[
+            "console",
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "archive_admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.0, 0, "{out:?}");
+    d.spawn(&[]);
+    wait_for(Duration::from_secs(10), "the console to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut c = Client::new(port);
+    assert_eq!(c.login("admin", PASSWORD).status, StatusCode::SEE_OTHER);
+    (d, c, ids)
+}
+
+#[test]
+fn console_summary_tells_how_far_the_index_is_behind() {
+    // Nobody indexes: the index stays empty while the journal holds three messages.
+    let (_d, mut c, _) = unindexed(|w| {
+        let mut entries: Vec<Entry> = (0..3)
+            .map(|i| {
+                let meta = crate::support::message_meta("a@example.net");
+                let body = format!("Subject: {i}\r\n\r\nbody\r\n").into_bytes();
+                Entry::new(Kind::Message, &meta, Body::Bytes(body))
+            })
+            .collect();
+        w.append(&mut entries).unwrap();
+        Vec::new()
+    });
+    let t = c.get("/").text();
+    assert!(t.contains("<th>Index</th><td>3 messages behind ("), "{t}");
+    assert!(
+        t.contains("<th>Newest archived message (indexed)</th><td>none</td>"),
+        "{t}"
+    );
 }

@@ -1054,3 +1054,171 @@ fn browser_hostile_message_runs_no_script_and_loads_nothing_remote() {
         let _ = b.close().await;
     });
 }
+
+// ---- downloads and exports through the page ----
+
+/// A headless Chromium session that saves downloads in `dir` without asking (Chromium's
+/// `download.default_directory` preference: new headless mode downloads like a window would).
+async fn browser_saving_to(driver: &Driver, dir: &std::path::Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            "prefs": {
+                "download.default_directory": dir.to_str().unwrap(),
+                "download.prompt_for_download": false,
+                "download.directory_upgrade": true,
+                "safebrowsing.enabled": false,
+            },
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a Chromium session")
+}
+
+/// Waits for a finished download (no `.crdownload` left) whose name `wanted` accepts, and
+/// removes it from `dir` after reading it.
+fn downloaded(dir: &std::path::Path, wanted: impl Fn(&str) -> bool) -> Vec<u8> {
+    let path = wait_for(Duration::from_secs(30), "the download", || {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.iter().any(|n| n.ends_with(".crdownload")) {
+            return None;
+        }
+        names.into_iter().find(|n| wanted(n)).map(|n| dir.join(n))
+    });
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    bytes
+}
+
+#[test]
+fn browser_downloads_an_eml_and_exports_a_result_set_as_a_checkable_zip() {
+    use crate::console::{JANUARY, hit_ids, unzip_export};
+    let k = Console::start();
+    let mut api = k.login("admin");
+    wait_for(Duration::from_secs(20), "the indexer", || {
+        (hit_ids(&mut api, JANUARY).len() == 4).then_some(())
+    });
+    let downloads = tempfile::tempdir().unwrap();
+    let dir = downloads.path().to_path_buf();
+    let driver = Driver::start();
+    let base = format!("http://127.0.0.1:{}", k.port);
+    let quarterly = k.ids["quarterly"].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (eml, all, selected) = rt.block_on(async {
+        let b = browser_saving_to(&driver, &dir).await;
+        b.goto(&format!("{base}/login")).await.unwrap();
+        b.find(Locator::Css("input[name=user]"))
+            .await
+            .unwrap()
+            .send_keys("admin")
+            .await
+            .unwrap();
+        b.find(Locator::Css("input[name=password]"))
+            .await
+            .unwrap()
+            .send_keys(super::console::PASSWORD)
+            .await
+            .unwrap();
+        b.find(Locator::Css("#login"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // One message's .eml, from its page's link.
+        b.goto(&format!("{base}/message/{quarterly}"))
+            .await
+            .unwrap();
+        b.find(Locator::Css("#eml"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let want = format!("{quarterly}.eml");
+        let eml = downloaded(&dir, |n| n == want);
+
+        // Every result of a search: the page's "Export all 4 results" button.
+        b.goto(&format!("{base}/search?{JANUARY}")).await.unwrap();
+        let button = b.find(Locator::Css("#export-all-go")).await.unwrap();
+        assert_eq!(button.text().await.unwrap(), "Export all 4 results");
+        button.click().await.unwrap();
+        let all = downloaded(&dir, |n| {
+            n.starts_with("handoff-export-") && n.ends_with(".zip")
+        });
+
+        // Two rows ticked, then "Export selected".
+        let boxes = b
+            .find_all(Locator::Css("input[type=checkbox][name=id]"))
+            .await
+            .unwrap();
+        assert_eq!(boxes.len(), 4);
+        let mut ticked = Vec::new();
+        for cb in &boxes[..2] {
+            cb.click().await.unwrap();
+            ticked.push(cb.attr("value").await.unwrap().unwrap());
+        }
+        b.find(Locator::Css("#export-selected-go"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let selected = downloaded(&dir, |n| {
+            n.starts_with("handoff-export-") && n.ends_with(".zip")
+        });
+        let _ = b.close().await;
+        (eml, all, (ticked, selected))
+    });
+
+    // The .eml is byte for byte what `archive export` writes.
+    let out = k.d.path("cli-export");
+    let (code, _, err) = k.d.cli(&[
+        "archive",
+        "export",
+        "--id",
+        &quarterly,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        eml,
+        std::fs::read(out.join(format!("{quarterly}.eml"))).unwrap()
+    );
+
+    // The zip: every manifest hash checks out (unzip_export), and its ids are the search's.
+    let (manifest, files) = unzip_export(&all);
+    let ids: std::collections::BTreeSet<String> = files.keys().cloned().collect();
+    assert_eq!(ids, hit_ids(&mut api, JANUARY));
+    assert_eq!(manifest["exported_by"]["user"], "admin");
+    assert_eq!(files[&quarterly], eml);
+    let (ticked, selected) = selected;
+    let (manifest, files) = unzip_export(&selected);
+    assert_eq!(files.keys().cloned().collect::<Vec<_>>().len(), 2);
+    assert_eq!(manifest["selection"]["ids"], serde_json::json!(ticked));
+
+    let audit = k.audit();
+    let exports = audit.iter().filter(|a| a.1 == "console+export").count();
+    assert_eq!(exports, 2);
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.1 == "console+download" && a.2["id"] == quarterly.as_str())
+    );
+}

@@ -25,6 +25,11 @@ use super::session::{Gate, same_token};
 use super::totp;
 use super::users::{self, Role};
 use super::{Console, lock};
+
+// Zip exports and attachment downloads: a child of this module, so that they use its session
+// check, refusals and audit as they are.
+#[path = "export.rs"]
+mod export;
 use crate::index::{Search, analysis};
 use crate::journal::record::{MessageMeta, message_of};
 use crate::journal::{RecordId, search};
@@ -53,6 +58,15 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/search", get(search_page))
         .route("/message/{id}", get(message_page))
         .route("/message/{id}/eml", get(download))
+        .route("/message/{id}/attachment/{n}", get(export::attachment))
+        .route(
+            "/export",
+            post(export::export_form).layer(DefaultBodyLimit::max(export::FORM_LIMIT)),
+        )
+        .route(
+            "/api/export",
+            post(export::api_export).layer(DefaultBodyLimit::max(export::API_LIMIT)),
+        )
         .route("/audit", get(audit_page))
         .route("/api/search", get(api_search))
         .route("/api/message/{id}", get(api_message))
@@ -769,10 +783,11 @@ async fn summary(State(c): State<Arc<Console>>, Authz(a, _): AdminPage) -> Respo
                 }
             }
         }
-        (messages, segments, bytes)
+        let head = journal_head(&c2);
+        (messages, segments, bytes, head)
     })
     .await;
-    let Ok((messages, segments, bytes)) = facts else {
+    let Ok((messages, segments, bytes, head)) = facts else {
         return internal("the summary task failed");
     };
     let snap = c.store().snapshot();
@@ -799,6 +814,13 @@ async fn summary(State(c): State<Arc<Console>>, Authz(a, _): AdminPage) -> Respo
     );
     row("Retention", format!("{} days", s.retention_days));
     row("Journal", format!("{bytes} bytes in {segments} segments"));
+    row("Last record written", head.written.clone());
+    row(
+        "Journal head",
+        format!("record ending at {}, hash {}", head.position, head.hash),
+    );
+    row("Newest archived message (indexed)", head.newest.clone());
+    row("Index", head.lag.clone());
     body.push_str("</table><h2>Console users</h2><table id=\"users\"><tr><th>User</th><th>Role</th><th>Departments</th></tr>");
     for (name, u) in &c.users().users {
         let _ = write!(
@@ -813,10 +835,111 @@ async fn summary(State(c): State<Arc<Console>>, Authz(a, _): AdminPage) -> Respo
     Html(html::page("Archive summary", Some(&a.viewer()), &body)).into_response()
 }
 
+/// The journal's head and the index's distance from it, for the summary.
+struct JournalHead {
+    /// Where the journal's durable records end (`segment-offset`).
+    position: String,
+    /// The hash of the record that ends there, hex (`archive verify` prints the same head).
+    hash: String,
+    /// When the head segment was last written: the last record's time.
+    written: String,
+    /// The time of the newest message in the index.
+    newest: String,
+    /// Up to date, or how many records and messages the index has still to read.
+    lag: String,
+}
+
+/// The index reads at most this many records per summary to tell its lag; beyond, "more than".
+const LAG_WALK: u64 = 10_000;
+
+/// The journal's head without walking the journal: the position the journal's writer has made
+/// durable and the hash stored just before it. The index's lag: the records between its
+/// position and the head (read, at most [`LAG_WALK`]; none when it is up to date).
+fn journal_head(c: &Console) -> JournalHead {
+    use crate::journal::format::hex;
+    use crate::journal::segment::{segment_path, stored_hash_before};
+    let dir = c.journal_dir();
+    let head = c.journal.durable().borrow().position;
+    let hash = match stored_hash_before(dir, head) {
+        Ok(Some(h)) => hex(&h),
+        Ok(None) => "none (no record yet)".into(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let written = std::fs::metadata(segment_path(dir, head.segment))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or_else(
+            || "unknown".into(),
+            |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
+        );
+    let index = match c.index() {
+        Ok(i) => i,
+        Err(e) => {
+            let unknown = format!("unknown ({e})");
+            return JournalHead {
+                position: head.to_string(),
+                hash,
+                written,
+                newest: unknown.clone(),
+                lag: unknown,
+            };
+        }
+    };
+    let newest = index
+        .search(&Search {
+            limit: 1,
+            ..Search::all(search::Query::default())
+        })
+        .map_or_else(
+            |e| format!("unknown ({e})"),
+            |p| {
+                p.hits
+                    .first()
+                    .map_or_else(|| "none".into(), |h| h.time.clone())
+            },
+        );
+    let lag = match index.position() {
+        Err(e) => format!("unknown ({e})"),
+        Ok(at) if at >= head => "up to date".into(),
+        Ok(at) => {
+            let (mut records, mut messages, mut more) = (0u64, 0u64, false);
+            for r in crate::journal::Records::from(dir, at) {
+                let Ok(info) = r else { break };
+                if (info.id.segment, info.id.offset) >= (head.segment, head.offset) {
+                    break;
+                }
+                if records == LAG_WALK {
+                    more = true;
+                    break;
+                }
+                records += 1;
+                messages += u64::from(info.header.kind.holds_message());
+            }
+            let more = if more { "more than " } else { "" };
+            match messages {
+                0 => format!(
+                    "up to date: every message indexed ({more}{records} newer records, none a message)"
+                ),
+                n => format!(
+                    "{more}{n} messages behind ({more}{records} records; the daemon's indexer is catching up)"
+                ),
+            }
+        }
+    };
+    JournalHead {
+        position: head.to_string(),
+        hash,
+        written,
+        newest,
+        lag,
+    }
+}
+
 // ---- search ----
 
 /// The search form's fields, as sent (all optional; checked in [`SearchParams::check`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchParams {
     account: Option<String>,
@@ -980,12 +1103,13 @@ async fn search_page(
         };
         let _ = write!(body, "<p id=\"total\">{} messages</p>", found.total);
         body.push_str(
-            "<table id=\"hits\"><tr><th>Time</th><th>From</th><th>To</th><th>Subject</th></tr>",
+            "<table id=\"hits\"><tr><th></th><th>Time</th><th>From</th><th>To</th><th>Subject</th></tr>",
         );
         for h in &found.hits {
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/message/{}\">{}</a></td></tr>",
+                "<tr>{}<td>{}</td><td>{}</td><td>{}</td><td><a href=\"/message/{}\">{}</a></td></tr>",
+                export::row_checkbox(&h.id),
                 esc(&h.time),
                 esc(if h.from.is_empty() { "<>" } else { &h.from }),
                 esc(&h.to.join(", ")),
@@ -1040,6 +1164,7 @@ async fn search_page(
                 esc(&link(page + 1))
             );
         }
+        body.push_str(&export::search_forms(&a.csrf, &p, found.total));
     }
     Html(html::page("Search", Some(&a.viewer()), &body)).into_response()
 }
@@ -1108,6 +1233,18 @@ async fn read_message(
     action: &str,
     api: bool,
 ) -> Result<(RecordId, MessageMeta, Vec<u8>), Response> {
+    read_message_as(c, a, id, action, serde_json::Value::Null, api).await
+}
+
+/// [`read_message`], with `extra` fields (an object) in the audit record of the access.
+async fn read_message_as(
+    c: &Arc<Console>,
+    a: &Authed,
+    id: &str,
+    action: &str,
+    extra: serde_json::Value,
+    api: bool,
+) -> Result<(RecordId, MessageMeta, Vec<u8>), Response> {
     if a.role != Role::ArchiveAdmin {
         return Err(deny(
             c,
@@ -1150,15 +1287,12 @@ async fn read_message(
     if !a.departments.is_empty() && !meta.departments.iter().any(|d| in_scope(&a.departments, d)) {
         return Err(deny(c, a, action, serde_json::json!({ "id": rid.to_string(), "reason": "outside the user's departments" }), api).await);
     }
+    let mut audited = serde_json::json!({ "id": rid.to_string() });
+    if let (serde_json::Value::Object(m), serde_json::Value::Object(x)) = (&mut audited, extra) {
+        m.extend(x);
+    }
     if let Err(e) = c
-        .audit(
-            &a.name,
-            Some(a.role),
-            a.source,
-            action,
-            serde_json::json!({ "id": rid.to_string() }),
-            1,
-        )
+        .audit(&a.name, Some(a.role), a.source, action, audited, 1)
         .await
     {
         return Err(unaudited(e));
@@ -1261,18 +1395,20 @@ fn render_message(rid: RecordId, meta: &MessageMeta, raw: &[u8]) -> String {
     }
     let attachments: Vec<_> = m.attachments().collect();
     if !attachments.is_empty() {
-        out.push_str("<h2>Attachments</h2><table id=\"attachments\"><tr><th>Name</th><th>Type</th><th>Size</th></tr>");
-        for a in attachments {
+        out.push_str("<h2>Attachments</h2><table id=\"attachments\"><tr><th>Name</th><th>Type</th><th>Size</th><th></th></tr>");
+        for (n, a) in attachments.into_iter().enumerate() {
             let ct = a.content_type().map(|c| match &c.c_subtype {
                 Some(s) => format!("{}/{}", c.c_type, s),
                 None => c.c_type.to_string(),
             });
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{} bytes</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{} bytes</td>\
+                 <td><a class=\"attachment\" href=\"/message/{}/attachment/{n}\">Download</a></td></tr>",
                 esc(a.attachment_name().unwrap_or("(unnamed)")),
                 esc(ct.as_deref().unwrap_or("")),
-                a.contents().len()
+                a.contents().len(),
+                url_param(&rid.to_string()),
             );
         }
         out.push_str("</table>");
