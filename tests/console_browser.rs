@@ -107,8 +107,8 @@ fn browser_admin_logs_in_searches_and_opens_a_hostile_message_inertly() {
             .await
             .unwrap();
         b.find(Locator::Css("#login")).await.unwrap().click().await.unwrap();
-        let summary = b.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
-        assert_eq!(summary, "Archive summary", "{}", b.source().await.unwrap());
+        // The click returns before the next page has loaded: wait for it.
+        wait_h1(&b, "Archive summary").await;
 
         // Search: the form, then the result list.
         b.goto(&format!("{base}/search?since=2026-01-01&until=2026-01-31&text=invoice"))
@@ -125,6 +125,7 @@ fn browser_admin_logs_in_searches_and_opens_a_hostile_message_inertly() {
             .unwrap();
         assert_eq!(link.text().await.unwrap(), "<script>alert(1)</script>");
         link.click().await.unwrap();
+        wait_url(&b, &format!("/message/{hostile}")).await;
 
         // The message: the subject shown as text, the HTML body's script never ran (it would
         // have set the title), no image request reached the remote server.
