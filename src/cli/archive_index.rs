@@ -245,8 +245,8 @@ pub(super) fn rebuild(journal: &Path, dir: &Path) -> Result<Rebuilt, Unusable> {
     let index = open(journal, &new)?;
     let mut writer = index.rebuild_writer()?;
     let progress = index::catch_up(journal, &index, &mut writer, rebuild_batch())?;
-    // Waits for the writer's threads and for the merges that the commit started: every file
-    // of the last commit is written, and the index is not left in hundreds of segments.
+    // Waits for the writer's threads: every file of the last commit is written. The rebuild
+    // merges nothing (its segments are as large as its heap: see `Index::rebuild_writer`).
     writer.finish()?;
     drop(index);
     // Released before the swap: tantivy removes a lock's file by path, which after the renames

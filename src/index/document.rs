@@ -1,6 +1,6 @@
 //! The index's schema, and the document one journal record becomes (pure: bytes in, fields out).
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MessageParser;
 use tantivy::TantivyDocument;
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -23,7 +23,9 @@ pub struct Fields {
     pub segment: Field,
     pub kind: Field,
     /// Microseconds since the epoch (`i64::MIN` when the record's time is unreadable, so that
-    /// no date range selects it, as in the scan). Fast: ranges and newest-first order.
+    /// no date range selects it, as in the scan). A fast field only: date ranges run on it (as
+    /// tantivy's range query does on a fast field) and it orders the results; indexing each
+    /// instant as a term would give the term dictionary a term per message for no query.
     pub time: Field,
     /// The record's time as written, for results.
     pub time_text: Field,
@@ -43,6 +45,7 @@ pub struct Fields {
     pub department_exact: Field,
     pub message_id: Field,
     pub queue_id: Field,
+    /// The message's size in bytes (fast: no query filters on it yet).
     pub size: Field,
     /// The decoded subject as the scan shows it, for results.
     pub subject_text: Field,
@@ -50,7 +53,6 @@ pub struct Fields {
     pub body: Field,
     /// Attachment names and text attachments, as the scan's `--in attachment` reads them.
     pub attachment: Field,
-    pub attachment_name: Field,
     /// The folder an imported message is filed under ([`crate::journal::record::folder_key`]); none for other records.
     pub folder: Field,
 }
@@ -69,7 +71,7 @@ impl Fields {
         let id = b.add_text_field("id", STRING | STORED);
         let segment = b.add_u64_field("segment", INDEXED);
         let kind = b.add_text_field("kind", STRING | STORED);
-        let time = b.add_i64_field(TIME, INDEXED | FAST);
+        let time = b.add_i64_field(TIME, FAST);
         let time_text = b.add_text_field("time_text", STORED);
         let sender = b.add_text_field("sender", STRING);
         let sender_text = b.add_text_field("sender_text", STORED);
@@ -82,12 +84,11 @@ impl Fields {
         let department_exact = b.add_text_field("department_exact", STRING);
         let message_id = b.add_text_field("message_id", STRING);
         let queue_id = b.add_text_field("queue_id", STRING);
-        let size = b.add_u64_field("size", INDEXED | FAST);
+        let size = b.add_u64_field("size", FAST);
         let subject_text = b.add_text_field("subject_text", STORED);
         let subject = b.add_text_field("subject", words.clone());
         let body = b.add_text_field("body", words.clone());
-        let attachment = b.add_text_field("attachment", words.clone());
-        let attachment_name = b.add_text_field("attachment_name", words);
+        let attachment = b.add_text_field("attachment", words);
         let folder = b.add_text_field("folder", STRING);
         Fields {
             schema: b.build(),
@@ -112,7 +113,6 @@ impl Fields {
             subject,
             body,
             attachment,
-            attachment_name,
             folder,
         }
     }
@@ -147,8 +147,8 @@ pub struct Doc {
     /// Searchable text of each part, exactly as the scan extracts it ([`text_of`]).
     pub subject_words: String,
     pub body_words: String,
+    /// Attachment names and text attachments.
     pub attachment_words: String,
-    pub attachment_names: Vec<String>,
 }
 
 impl Doc {
@@ -166,7 +166,6 @@ impl Doc {
             subject_words: String::new(),
             body_words: String::new(),
             attachment_words: String::new(),
-            attachment_names: Vec::new(),
         };
         // A body mail-parser cannot parse has no text: no word finds it (as in the scan).
         if let Some(m) = MessageParser::default().parse(body) {
@@ -184,11 +183,6 @@ impl Doc {
             doc.subject_words = text_of(&m, only(true, false, false));
             doc.body_words = text_of(&m, only(false, true, false));
             doc.attachment_words = text_of(&m, only(false, false, true));
-            doc.attachment_names = m
-                .attachments()
-                .filter_map(|a| a.attachment_name())
-                .map(str::to_string)
-                .collect();
         }
         Some(doc)
     }
@@ -247,9 +241,6 @@ impl Doc {
         d.add_text(f.subject, &self.subject_words);
         d.add_text(f.body, &self.body_words);
         d.add_text(f.attachment, &self.attachment_words);
-        for n in &self.attachment_names {
-            d.add_text(f.attachment_name, n);
-        }
         d
     }
 }

@@ -597,3 +597,14 @@ fn records_removed_by_prune_leave_the_index_when_it_passes_the_prune_record() {
     assert_eq!(page.total, scan.len());
     assert_eq!(ids(&page.hits), scan);
 }
+
+#[test]
+fn an_index_with_other_fields_is_named_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = tantivy::schema::Schema::builder();
+    b.add_text_field("id", tantivy::schema::STRING);
+    tantivy::Index::create_in_dir(dir.path(), b.build()).unwrap();
+    let e = Index::open_or_create(dir.path()).unwrap_err();
+    assert!(matches!(e, IndexError::OtherSchema { .. }), "{e:?}");
+    assert!(e.to_string().contains("archive reindex"), "{e}");
+}

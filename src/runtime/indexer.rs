@@ -27,6 +27,10 @@ use crate::metrics;
 const INTERVAL: Duration = Duration::from_secs(1);
 /// Retry delays after a failure: doubling from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// The indexer's nice value (19, the lowest priority): its threads, and tantivy's that it
+/// starts, take CPU only when the mail path leaves some, so a busy daemon answers Postfix as
+/// fast as without it and the index catches up in the idle moments.
+pub const NICE: i32 = 19;
 /// Journal records between two commits in a long pass (the first after a start with a
 /// backlog): what a crash in it would make the next pass read again.
 const BATCH: u64 = 10_000;
@@ -50,9 +54,21 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("handoff-indexer".into())
         .spawn(move || {
+            lower_priority();
             let mut indexer = Indexer::new(config);
             indexer.run(&runtime, durable, stop);
         })
+}
+
+/// Gives the calling thread, and the threads it starts from now on (tantivy's indexing and
+/// merging threads: Linux gives a new thread its creator's nice value), the priority
+/// [`NICE`]. On Linux a nice value belongs to a thread (setpriority(2), NOTES: `PRIO_PROCESS`
+/// with 0 is the calling thread), so the rest of the daemon keeps its own. A failure only
+/// costs speed: it is logged.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+        tracing::warn!("archive index: cannot lower the indexer's CPU priority: {e}");
+    }
 }
 
 struct Indexer {
@@ -256,5 +272,29 @@ impl Indexer {
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .map_or(0.0, |d| d.as_secs_f64());
         metrics::index_lag(records, seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_indexer_thread_and_the_threads_it_starts_run_at_the_lowest_priority() {
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let (own, started) = std::thread::spawn(|| {
+            lower_priority();
+            let own = rustix::process::getpriority_process(None).unwrap();
+            let started = std::thread::spawn(|| rustix::process::getpriority_process(None))
+                .join()
+                .unwrap()
+                .unwrap();
+            (own, started)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, started), (NICE, NICE));
+        // The rest of the process keeps its priority.
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
     }
 }
