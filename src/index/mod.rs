@@ -217,6 +217,29 @@ impl Index {
         Ok(index)
     }
 
+    /// [`Index::open_for`], except that an index built by another version of handoff (other
+    /// fields: [`IndexError::OtherSchema`]) is emptied and started over, as the daemon's indexer
+    /// does: the index is derived from the journal. `true` when it was started over. Only the
+    /// index's own files go; the directory, its mode and its journal name stay.
+    pub fn open_for_or_start_over(journal: &Path, dir: &Path) -> Result<(Index, bool), IndexError> {
+        match Index::open_for(journal, dir) {
+            Err(IndexError::OtherSchema { .. }) => {
+                let io = |cause| IndexError::Io {
+                    dir: dir.display().to_string(),
+                    cause,
+                };
+                for e in std::fs::read_dir(dir).map_err(io)? {
+                    let e = e.map_err(io)?;
+                    if e.file_name() != JOURNAL_FILE && e.file_type().map_err(io)?.is_file() {
+                        std::fs::remove_file(e.path()).map_err(io)?;
+                    }
+                }
+                Ok((Index::open_for(journal, dir)?, true))
+            }
+            r => Ok((r?, false)),
+        }
+    }
+
     /// The journal position of the last commit (the start of the journal for a new index).
     pub fn position(&self) -> Result<Position, IndexError> {
         Ok(self.mark()?.at)

@@ -608,3 +608,48 @@ fn an_index_with_other_fields_is_named_with_the_way_out() {
     assert!(matches!(e, IndexError::OtherSchema { .. }), "{e:?}");
     assert!(e.to_string().contains("archive reindex"), "{e}");
 }
+
+#[test]
+fn the_daemon_starts_an_index_of_other_fields_over_and_keeps_its_journal_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (journal, dir) = (tmp.path().join("journal"), tmp.path().join("index"));
+    let p = Params {
+        max_words: 30,
+        ..Params::default()
+    };
+    corpus::write_journal(&journal, &p, 40, 64 * 1024).unwrap();
+    // A current index names the journal; then an older version's index takes its place.
+    drop(Index::open_for(&journal, &dir).unwrap());
+    let name = std::fs::read_to_string(dir.join(JOURNAL_FILE)).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != JOURNAL_FILE {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let mut b = tantivy::schema::Schema::builder();
+    b.add_text_field("id", tantivy::schema::STRING);
+    tantivy::Index::create_in_dir(&dir, b.build()).unwrap();
+    assert!(matches!(
+        Index::open_for(&journal, &dir),
+        Err(IndexError::OtherSchema { .. })
+    ));
+
+    let (index, emptied) = Index::open_for_or_start_over(&journal, &dir).unwrap();
+    assert!(emptied);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(JOURNAL_FILE)).unwrap(),
+        name
+    );
+    let mut w = index.writer().unwrap();
+    catch_up(&journal, &index, &mut w, 1000).unwrap();
+    let scan = ids(&search::search(&journal, &Query::default()).unwrap());
+    assert_eq!(
+        ids(&index.search(&Search::all(Query::default())).unwrap().hits),
+        scan
+    );
+    assert_eq!(scan.len(), 40);
+    // A current index is opened as it is.
+    drop((index, w));
+    assert!(!Index::open_for_or_start_over(&journal, &dir).unwrap().1);
+}

@@ -240,7 +240,14 @@ impl Indexer {
         let (index, writer, _) = match &mut self.open {
             Some(open) => open,
             None => {
-                let index = Index::open_for(&self.config.journal, dir)?;
+                let (index, emptied) = Index::open_for_or_start_over(&self.config.journal, dir)?;
+                if emptied {
+                    tracing::warn!(
+                        index = %dir.display(),
+                        "archive index: it was built by another version of handoff (other \
+                         fields); rebuilding it"
+                    );
+                }
                 let mut writer = index.daemon_writer()?;
                 // The index is derived: when the journal it was built from was replaced while
                 // handoff was stopped, it starts over rather than index from a position that
