@@ -634,7 +634,6 @@ fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
         (None, None) => DEFAULT_LIMIT,
     };
     let s = Search {
-        exact_department: a.filters.exact_department,
         limit,
         offset: a.offset,
         ..Search::all(q.clone())

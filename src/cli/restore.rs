@@ -144,7 +144,6 @@ fn hits(
     policy: Option<&Policy>,
 ) -> Result<Vec<search::Hit>, String> {
     let s = Search {
-        exact_department: q.exact_department,
         limit: usize::MAX,
         ..Search::all(q.clone())
     };

@@ -312,7 +312,6 @@ async fn result_set(
         return Err(deny(c, a, "export", serde_json::json!({ "department": d }), api).await);
     }
     let s = Search {
-        exact_department: q.exact_department,
         limit: MAX_EXPORT + 1,
         scope: a.departments.clone(),
         ..Search::all(q.clone())

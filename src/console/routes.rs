@@ -1053,7 +1053,6 @@ async fn run_search(
         return Err(deny(c, a, "search", serde_json::json!({ "department": d }), api).await);
     }
     let s = Search {
-        exact_department: q.exact_department,
         limit: PAGE_SIZE,
         offset: (page - 1) * PAGE_SIZE,
         scope: a.departments.clone(),

@@ -18,8 +18,6 @@ use crate::journal::search;
 #[derive(Debug, Clone)]
 pub struct Search {
     pub filter: search::Query,
-    /// `--department` selects that department only, not its sub-departments.
-    pub exact_department: bool,
     /// Only records of this kind (`message`, `created`, `imported`); all of them when `None`.
     pub kind: Option<String>,
     /// Hits returned, newest first, after skipping `offset`.
@@ -35,7 +33,6 @@ impl Search {
     pub fn all(filter: search::Query) -> Search {
         Search {
             filter,
-            exact_department: false,
             kind: None,
             limit: usize::MAX,
             offset: 0,
@@ -66,7 +63,7 @@ pub fn translate(f: &Fields, s: &Search) -> Box<dyn Query> {
         must.push(any_of(&[f.recipient, f.final_recipient], &address_key(to)));
     }
     if let Some(d) = &q.department {
-        let field = match s.exact_department {
+        let field = match q.exact_department {
             true => f.department_exact,
             false => f.department,
         };

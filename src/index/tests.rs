@@ -163,7 +163,7 @@ fn a_department_includes_its_sub_departments_in_the_scan_and_the_index() {
     );
     let mut s = Search::all(q("sales"));
     assert_eq!(ids(&index.search(&s).unwrap().hits), set(&[0, 1]));
-    s.exact_department = true;
+    s.filter.exact_department = true;
     assert_eq!(ids(&index.search(&s).unwrap().hits), set(&[0]));
     s.filter = q("sales/emea/");
     assert_eq!(ids(&index.search(&s).unwrap().hits), set(&[1]));
@@ -395,6 +395,7 @@ fn random_query(r: &mut Rng, p: &Params, base: &Message) -> (Query, bool) {
         };
         q.department = Some(vary_case(r, &d));
         exact = r.chance(30);
+        q.exact_department = exact;
     }
     (q, exact)
 }
@@ -479,7 +480,6 @@ fn the_index_finds_what_the_full_scan_finds() {
             });
         }
         let mut s = Search::all(q.clone());
-        s.exact_department = exact;
         if r.chance(10) {
             // INBOX is named in any case; the other folders exactly.
             let folder = r.pick(&FOLDERS).replace("INBOX", "Inbox");
