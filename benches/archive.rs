@@ -23,11 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use handoff::index::corpus::{self, COMPANY_DEPARTMENTS, Message, Params, Rng, VOCABULARY};
+#[path = "common/queries.rs"]
+mod queries;
+
+use handoff::index::corpus::{self, Params, Rng, VOCABULARY};
 use handoff::index::{self, Index, Search};
 use handoff::journal::search::{self, Parts, Query};
 use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry};
+use queries::{KINDS, Kind, ms, percentile, query};
 
 /// Journal records between two commits of the build: as `archive reindex`, one commit at the
 /// end.
@@ -144,137 +148,18 @@ fn stamp(p: &Params, n: u64, small: u64) -> String {
     )
 }
 
-/// The query types, each drawing a value from its own band for every run.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    RareWord,
-    CommonWord,
-    Sender,
-    Recipient,
-    AccountMonth,
-    DepartmentWord,
-    AttachmentWord,
-    ChineseWord,
-    Phrase,
-}
-
-const KINDS: [Kind; 9] = [
-    Kind::RareWord,
-    Kind::CommonWord,
-    Kind::Sender,
-    Kind::Recipient,
-    Kind::AccountMonth,
-    Kind::DepartmentWord,
-    Kind::AttachmentWord,
-    Kind::ChineseWord,
-    Kind::Phrase,
-];
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::RareWord => "rare word",
-            Kind::CommonWord => "common word",
-            Kind::Sender => "sender",
-            Kind::Recipient => "recipient",
-            Kind::AccountMonth => "account + 30 days",
-            Kind::DepartmentWord => "department + word",
-            Kind::AttachmentWord => "attachment word",
-            Kind::ChineseWord => "Chinese word",
-            Kind::Phrase => "phrase",
-        }
-    }
-
-    /// What the values are drawn from.
-    fn band(self) -> &'static str {
-        match self {
-            Kind::RareWord => "`--text W`, W of Zipf rank 200,000 to 2,000,000",
-            Kind::CommonWord => "`--text W`, W of Zipf rank 0 to 100",
-            Kind::Sender => "`--from A`, any of 5,000 accounts",
-            Kind::Recipient => "`--to A`, any of 5,000 accounts",
-            Kind::AccountMonth => "`--account A --since D --until D+29`",
-            Kind::DepartmentWord => "`--department D --text W`, W of rank 1,000 to 10,000",
-            Kind::AttachmentWord => "`--in attachment --text W`, W from an attachment",
-            Kind::ChineseWord => "`--text W`, a two-character word from a Chinese message",
-            Kind::Phrase => "`--text '\"A B\"'`, two neighbouring words of a message",
-        }
-    }
-}
-
-/// A message of `p` (below `n`) for which `want` holds.
-fn some_message(r: &mut Rng, p: &Params, n: u64, want: impl Fn(&Message) -> bool) -> Message {
-    loop {
-        let m = corpus::message(p, r.below(n));
-        if want(&m) {
-            return m;
-        }
-    }
-}
-
-fn is_chinese(w: &str) -> bool {
-    w.chars().any(index::analysis::is_cjk)
-}
-
-/// A query of kind `k` on messages `0..n` of `p`.
-fn query(k: Kind, r: &mut Rng, p: &Params, n: u64) -> Query {
-    let mut q = Query::default();
-    let account = |r: &mut Rng| corpus::account(r.below(p.accounts));
+/// What the values of a query type are drawn from, as `archive search` arguments.
+fn band(k: Kind) -> &'static str {
     match k {
-        Kind::RareWord => {
-            q.text = vec![corpus::word(200_000 + r.below(VOCABULARY - 200_000))];
-        }
-        Kind::CommonWord => q.text = vec![corpus::word(r.below(100))],
-        Kind::Sender => q.from = Some(account(r)),
-        Kind::Recipient => q.to = Some(account(r)),
-        Kind::AccountMonth => {
-            q.account = Some(account(r));
-            let day = jiff::civil::date(2021, 1, 1)
-                .checked_add(jiff::Span::new().days(r.below(p.days - 30) as i64))
-                .unwrap();
-            q.since = Some(day);
-            q.until = Some(day.checked_add(jiff::Span::new().days(29)).unwrap());
-        }
-        Kind::DepartmentWord => {
-            let d = r.pick(COMPANY_DEPARTMENTS);
-            q.department = Some(d.split('/').next().unwrap_or(d).to_string());
-            q.text = vec![corpus::word(1_000 + r.below(9_000))];
-        }
-        Kind::AttachmentWord => {
-            let m = some_message(r, p, n, |m| !m.attachment_words.is_empty());
-            q.text = vec![r.pick(&m.attachment_words).clone()];
-            q.parts = Parts {
-                subject: false,
-                body: false,
-                attachment: true,
-            };
-        }
-        Kind::ChineseWord => {
-            let m = some_message(r, p, n, |m| m.body_words.iter().any(|w| is_chinese(w)));
-            let words: Vec<&String> = m.body_words.iter().filter(|w| is_chinese(w)).collect();
-            q.text = vec![r.pick(&words).to_string()];
-        }
-        Kind::Phrase => {
-            // Latin text only: Chinese words run together, and their bigrams cross words.
-            let m = some_message(r, p, n, |m| {
-                m.body_words.len() > 1 && !m.body_words.iter().any(|w| is_chinese(w))
-            });
-            let i = r.below(m.body_words.len() as u64 - 1) as usize;
-            q.text = vec![format!("{} {}", m.body_words[i], m.body_words[i + 1])];
-        }
-    }
-    q
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    match ms < 10.0 {
-        true => format!("{ms:.2}"),
-        false => format!("{ms:.1}"),
+        Kind::RareWord => "`--text W`, W of Zipf rank 200,000 to 2,000,000",
+        Kind::CommonWord => "`--text W`, W of Zipf rank 0 to 100",
+        Kind::Sender => "`--from A`, any of 5,000 accounts",
+        Kind::Recipient => "`--to A`, any of 5,000 accounts",
+        Kind::AccountMonth => "`--account A --since D --until D+29`",
+        Kind::DepartmentWord => "`--department D --text W`, W of rank 1,000 to 10,000",
+        Kind::AttachmentWord => "`--in attachment --text W`, W from an attachment",
+        Kind::ChineseWord => "`--text W`, a two-character word from a Chinese message",
+        Kind::Phrase => "`--text '\"A B\"'`, two neighbouring words of a message",
     }
 }
 
@@ -550,7 +435,7 @@ fn main() {
         println!(
             "| {}: {} | {} ms | {} ms | {} | {:.2} s |",
             row.kind.name(),
-            row.kind.band(),
+            band(row.kind),
             ms(row.p50),
             ms(row.p99),
             row.median_hits,

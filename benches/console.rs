@@ -32,10 +32,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::header;
 use hyper::{Method, Request, StatusCode};
 
-use handoff::index::corpus::{self, COMPANY_DEPARTMENTS, Message, Params, Rng, VOCABULARY};
+#[path = "common/queries.rs"]
+mod queries;
+
+use handoff::index::corpus::{self, Params, Rng};
 use handoff::index::{self, Index};
 use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry};
+use queries::{KINDS, Kind, ms, percentile, query};
 
 /// Messages per journal append (one fsync each).
 const APPEND: u64 = 1_000;
@@ -143,129 +147,59 @@ fn working_copy(from: &Path, to: &Path) {
     std::fs::copy(from.join(last), to.join(last)).unwrap();
 }
 
-/// The query types of `benches/archive.rs`, each drawing a value from its own band per run.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    RareWord,
-    CommonWord,
-    Sender,
-    Recipient,
-    AccountMonth,
-    DepartmentWord,
-    AttachmentWord,
-    ChineseWord,
-    Phrase,
-}
-
-const KINDS: [Kind; 9] = [
-    Kind::RareWord,
-    Kind::CommonWord,
-    Kind::Sender,
-    Kind::Recipient,
-    Kind::AccountMonth,
-    Kind::DepartmentWord,
-    Kind::AttachmentWord,
-    Kind::ChineseWord,
-    Kind::Phrase,
-];
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::RareWord => "rare word",
-            Kind::CommonWord => "common word",
-            Kind::Sender => "sender",
-            Kind::Recipient => "recipient",
-            Kind::AccountMonth => "account + 30 days",
-            Kind::DepartmentWord => "department + word",
-            Kind::AttachmentWord => "attachment word",
-            Kind::ChineseWord => "Chinese word",
-            Kind::Phrase => "phrase",
-        }
-    }
-
-    /// The form's fields besides the date range, as the values are drawn.
-    fn band(self) -> &'static str {
-        match self {
-            Kind::RareWord => "`text=W`, W of Zipf rank 200,000 to 2,000,000",
-            Kind::CommonWord => "`text=W`, W of Zipf rank 0 to 100",
-            Kind::Sender => "`from=A`, any of 5,000 accounts",
-            Kind::Recipient => "`to=A`, any of 5,000 accounts",
-            Kind::AccountMonth => "`account=A`, 30 days",
-            Kind::DepartmentWord => "`department=D&sub=on&text=W`, W of rank 1,000 to 10,000",
-            Kind::AttachmentWord => "`in_attachment=on&text=W`, W from an attachment",
-            Kind::ChineseWord => "`text=W`, a two-character word of a Chinese message",
-            Kind::Phrase => "`text=\"A B\"`, two neighbouring words of a message",
-        }
-    }
-}
-
-/// A message of `p` (below `n`) for which `want` holds.
-fn some_message(r: &mut Rng, p: &Params, n: u64, want: impl Fn(&Message) -> bool) -> Message {
-    loop {
-        let m = corpus::message(p, r.below(n));
-        if want(&m) {
-            return m;
-        }
-    }
-}
-
-fn is_chinese(w: &str) -> bool {
-    w.chars().any(index::analysis::is_cjk)
-}
-
-/// A query of kind `k` on messages `0..n` of `p`, as the search form's fields.
-fn query(k: Kind, r: &mut Rng, p: &Params, n: u64) -> Vec<(&'static str, String)> {
-    let mut q = Vec::new();
-    let account = |r: &mut Rng| corpus::account(r.below(p.accounts));
-    let mut range = (SINCE.to_string(), UNTIL.to_string());
+/// The form's fields of a query type besides the date range, as the values are drawn.
+fn band(k: Kind) -> &'static str {
     match k {
-        Kind::RareWord => q.push((
-            "text",
-            corpus::word(200_000 + r.below(VOCABULARY - 200_000)),
-        )),
-        Kind::CommonWord => q.push(("text", corpus::word(r.below(100)))),
-        Kind::Sender => q.push(("from", account(r))),
-        Kind::Recipient => q.push(("to", account(r))),
-        Kind::AccountMonth => {
-            q.push(("account", account(r)));
-            let day = jiff::civil::date(2021, 1, 1)
-                .checked_add(jiff::Span::new().days(r.below(p.days - 30) as i64))
-                .unwrap();
-            let last = day.checked_add(jiff::Span::new().days(29)).unwrap();
-            range = (day.to_string(), last.to_string());
-        }
-        Kind::DepartmentWord => {
-            let d = r.pick(COMPANY_DEPARTMENTS);
-            q.push(("department", d.split('/').next().unwrap_or(d).to_string()));
-            q.push(("sub", "on".into()));
-            q.push(("text", corpus::word(1_000 + r.below(9_000))));
-        }
-        Kind::AttachmentWord => {
-            let m = some_message(r, p, n, |m| !m.attachment_words.is_empty());
-            q.push(("text", r.pick(&m.attachment_words).clone()));
-            q.push(("in_attachment", "on".into()));
-        }
-        Kind::ChineseWord => {
-            let m = some_message(r, p, n, |m| m.body_words.iter().any(|w| is_chinese(w)));
-            let words: Vec<&String> = m.body_words.iter().filter(|w| is_chinese(w)).collect();
-            q.push(("text", r.pick(&words).to_string()));
-        }
-        Kind::Phrase => {
-            // Latin text only: Chinese words run together, and their bigrams cross words.
-            let m = some_message(r, p, n, |m| {
-                m.body_words.len() > 1 && !m.body_words.iter().any(|w| is_chinese(w))
-            });
-            let i = r.below(m.body_words.len() as u64 - 1) as usize;
-            q.push((
-                "text",
-                format!("\"{} {}\"", m.body_words[i], m.body_words[i + 1]),
-            ));
+        Kind::RareWord => "`text=W`, W of Zipf rank 200,000 to 2,000,000",
+        Kind::CommonWord => "`text=W`, W of Zipf rank 0 to 100",
+        Kind::Sender => "`from=A`, any of 5,000 accounts",
+        Kind::Recipient => "`to=A`, any of 5,000 accounts",
+        Kind::AccountMonth => "`account=A`, 30 days",
+        Kind::DepartmentWord => "`department=D&sub=on&text=W`, W of rank 1,000 to 10,000",
+        Kind::AttachmentWord => "`in_attachment=on&text=W`, W from an attachment",
+        Kind::ChineseWord => "`text=W`, a two-character word of a Chinese message",
+        Kind::Phrase => "`text=\"A B\"`, two neighbouring words of a message",
+    }
+}
+
+/// A query of kind `k` on messages `0..n` of `p` (the archive benchmark's draw), as the search
+/// form's fields: a phrase in double quotes, a department with its sub-departments, the whole
+/// corpus's dates unless the query has a range (the form requires one).
+fn form(k: Kind, r: &mut Rng, p: &Params, n: u64) -> Vec<(&'static str, String)> {
+    let q = query(k, r, p, n);
+    let mut f = Vec::new();
+    let text: Vec<String> = q
+        .text
+        .iter()
+        .map(|t| match t.contains(' ') {
+            true => format!("\"{t}\""),
+            false => t.clone(),
+        })
+        .collect();
+    if !text.is_empty() {
+        f.push(("text", text.join(" ")));
+    }
+    if q.parts.attachment && !q.parts.subject && !q.parts.body {
+        f.push(("in_attachment", "on".into()));
+    }
+    for (name, v) in [("from", &q.from), ("to", &q.to), ("account", &q.account)] {
+        if let Some(v) = v {
+            f.push((name, v.clone()));
         }
     }
-    q.push(("since", range.0));
-    q.push(("until", range.1));
-    q
+    if let Some(d) = &q.department {
+        f.push(("department", d.clone()));
+        f.push(("sub", "on".into()));
+    }
+    f.push((
+        "since",
+        q.since.map_or(SINCE.to_string(), |d| d.to_string()),
+    ));
+    f.push((
+        "until",
+        q.until.map_or(UNTIL.to_string(), |d| d.to_string()),
+    ));
+    f
 }
 
 fn query_string(q: &[(&str, String)]) -> String {
@@ -273,19 +207,6 @@ fn query_string(q: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{k}={}", handoff::console::html::url_param(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    match ms < 10.0 {
-        true => format!("{ms:.2}"),
-        false => format!("{ms:.1}"),
-    }
 }
 
 fn free_port() -> u16 {
@@ -604,14 +525,14 @@ fn main() {
         let mut api_times = Vec::with_capacity(runs);
         let mut hits = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let qs = query_string(&query(kind, &mut r, &p, n));
+            let qs = query_string(&form(kind, &mut r, &p, n));
             let t = Instant::now();
             let resp = c.get(&format!("/search?{qs}"));
             page_times.push(t.elapsed());
             assert_eq!(resp.status, StatusCode::OK, "/search?{qs}: {}", resp.text());
             hits.push(page_total(&resp.text()));
 
-            let qs = query_string(&query(kind, &mut r, &p, n));
+            let qs = query_string(&form(kind, &mut r, &p, n));
             let t = Instant::now();
             let resp = c.get(&format!("/api/search?{qs}"));
             api_times.push(t.elapsed());
@@ -661,7 +582,7 @@ fn main() {
         println!(
             "| {}: {} | {} ms | {} ms | {} ms | {} ms | {} |",
             row.kind.name(),
-            row.kind.band(),
+            band(row.kind),
             ms(row.page[0]),
             ms(row.page[1]),
             ms(row.api[0]),

@@ -92,29 +92,14 @@ fn browser_admin_logs_in_searches_and_opens_a_hostile_message_inertly() {
             .connect(&format!("http://127.0.0.1:{}", driver.1))
             .await
             .expect("a Chromium session");
-        // Log in through the form.
-        b.goto(&format!("{base}/login")).await.unwrap();
-        b.find(Locator::Css("input[name=user]"))
-            .await
-            .unwrap()
-            .send_keys("admin")
-            .await
-            .unwrap();
-        b.find(Locator::Css("input[name=password]"))
-            .await
-            .unwrap()
-            .send_keys(super::console::PASSWORD)
-            .await
-            .unwrap();
-        b.find(Locator::Css("#login")).await.unwrap().click().await.unwrap();
-        // The click returns before the next page has loaded: wait for it.
-        wait_h1(&b, "Archive summary").await;
+        // Log in through the form (waiting for the page the click leads to).
+        log_in(&b, &base, "admin", "Archive summary").await;
 
         // Search: the form, then the result list.
         b.goto(&format!("{base}/search?since=2026-01-01&until=2026-01-31&text=invoice"))
             .await
             .unwrap();
-        let total = b.find(Locator::Css("#total")).await.unwrap().text().await.unwrap();
+        let total = text_at(&b, "#total").await;
         assert_eq!(total, "2 messages");
         b.goto(&format!("{base}/search?since=2026-01-01&until=2026-01-31"))
             .await
@@ -129,13 +114,13 @@ fn browser_admin_logs_in_searches_and_opens_a_hostile_message_inertly() {
 
         // The message: the subject shown as text, the HTML body's script never ran (it would
         // have set the title), no image request reached the remote server.
-        let subject = b.find(Locator::Css("#subject")).await.unwrap().text().await.unwrap();
+        let subject = text_at(&b, "#subject").await;
         assert_eq!(subject, "<script>alert(1)</script>");
         assert_eq!(b.title().await.unwrap(), "Message - handoff archive console");
-        let html = b.find(Locator::Css("#html")).await.unwrap().text().await.unwrap();
+        let html = text_at(&b, "#html").await;
         assert!(html.contains("hello"), "{html}");
         assert!(b.find_all(Locator::Css("#html script")).await.unwrap().is_empty());
-        let names = b.find(Locator::Css("#attachments")).await.unwrap().text().await.unwrap();
+        let names = text_at(&b, "#attachments").await;
         assert!(names.contains("../\"<b>evil.txt"), "{names}");
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pixel_hits.load(Ordering::SeqCst), 0, "the remote image was requested");
@@ -401,12 +386,7 @@ async fn log_out(b: &fantoccini::Client) {
 }
 
 async fn h1(b: &fantoccini::Client) -> String {
-    b.find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    text_at(b, "h1").await
 }
 
 /// Waits (10 s at most) for the page a click led to: its `h1` is `want`. A click can return
@@ -642,29 +622,11 @@ fn browser_admin_searches_by_every_field_and_the_auditor_sees_it_but_cannot_sear
             .unwrap();
         wait_h1(&b, "Message").await;
         assert_eq!(status(&b).await, 200);
-        let subject = b
-            .find(Locator::Css("#subject"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let subject = text_at(&b, "#subject").await;
         assert_eq!(subject, "design walrus");
-        let text = b
-            .find(Locator::Css("#text"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text_at(&b, "#text").await;
         assert!(text.contains("walrus architecture notes"), "{text}");
-        let envelope = b
-            .find(Locator::Css("#envelope"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let envelope = text_at(&b, "#envelope").await;
         assert!(
             envelope.contains("frank@corp.example") && envelope.contains("engineering"),
             "{envelope}"
@@ -708,13 +670,7 @@ fn browser_admin_searches_by_every_field_and_the_auditor_sees_it_but_cannot_sear
                     }
                     rows.push(row);
                 }
-                let count = b
-                    .find(Locator::Css("#count"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let count = text_at(b, "#count").await;
                 assert_eq!(count, format!("{} records (newest first)", rows.len()));
                 rows
             }
@@ -856,13 +812,7 @@ fn browser_department_admin_never_sees_another_departments_mail() {
         .await
         .unwrap();
         assert_eq!(status(&b).await, 200);
-        let json = b
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let json = text_at(&b, "body").await;
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let mut got: Vec<String> = v["hits"]
             .as_array()
@@ -946,21 +896,9 @@ fn browser_hostile_message_runs_no_script_and_loads_nothing_remote() {
             .unwrap();
         wait_h1(&b, "Message").await;
         assert_eq!(status(&b).await, 200);
-        let subject = b
-            .find(Locator::Css("#subject"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let subject = text_at(&b, "#subject").await;
         assert_eq!(subject, "<script>window.pwned = 7</script>");
-        let html = b
-            .find(Locator::Css("#html"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = text_at(&b, "#html").await;
         assert!(html.contains("hello") && html.contains("styled"), "{html}");
         for active in [
             "script",
@@ -980,13 +918,7 @@ fn browser_hostile_message_runs_no_script_and_loads_nothing_remote() {
                 b.source().await.unwrap()
             );
         }
-        let names = b
-            .find(Locator::Css("#attachments"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let names = text_at(&b, "#attachments").await;
         assert!(names.contains("../\"<b>evil.txt"), "{names}");
         assert!(
             names.contains("<script>window.pwned = 7</script>"),
@@ -1018,21 +950,9 @@ fn browser_hostile_message_runs_no_script_and_loads_nothing_remote() {
 
         // The plain-text message with markup in its subject and body.
         b.goto(&format!("{base}/message/{plain}")).await.unwrap();
-        let subject = b
-            .find(Locator::Css("#subject"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let subject = text_at(&b, "#subject").await;
         assert_eq!(subject, "<script>window.pwned = 4</script>");
-        let text = b
-            .find(Locator::Css("#text"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text_at(&b, "#text").await;
         assert!(
             text.contains("<script>window.pwned = 5</script><img"),
             "{text}"
@@ -1121,25 +1041,7 @@ fn browser_downloads_an_eml_and_exports_a_result_set_as_a_checkable_zip() {
         .unwrap();
     let (eml, all, selected) = rt.block_on(async {
         let b = browser_saving_to(&driver, &dir).await;
-        b.goto(&format!("{base}/login")).await.unwrap();
-        b.find(Locator::Css("input[name=user]"))
-            .await
-            .unwrap()
-            .send_keys("admin")
-            .await
-            .unwrap();
-        b.find(Locator::Css("input[name=password]"))
-            .await
-            .unwrap()
-            .send_keys(super::console::PASSWORD)
-            .await
-            .unwrap();
-        b.find(Locator::Css("#login"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        log_in(&b, &base, "admin", "Archive summary").await;
 
         // One message's .eml, from its page's link.
         b.goto(&format!("{base}/message/{quarterly}"))
@@ -1222,4 +1124,14 @@ fn browser_downloads_an_eml_and_exports_a_result_set_as_a_checkable_zip() {
             .iter()
             .any(|a| a.1 == "console+download" && a.2["id"] == quarterly.as_str())
     );
+}
+
+/// The text of the first element `css` selects on the browser's page.
+async fn text_at(b: &fantoccini::Client, css: &str) -> String {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
