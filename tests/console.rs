@@ -232,24 +232,8 @@ impl Client {
 
     /// A client that speaks HTTPS, trusting only the certificate in PEM file `ca`.
     pub fn https(port: u16, ca: &std::path::Path) -> Client {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        use tokio_rustls::rustls;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Client {
-            tls: Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-                config,
-            ))),
+            tls: Some(tls_trusting(ca)),
             ..Client::new(port)
         }
     }
@@ -1160,21 +1144,7 @@ fn console_password_page_changes_the_password_and_ends_other_sessions() {
 /// The certificate the console at `port` presents (DER), trusting the CA in `ca`; `None` when
 /// the handshake fails.
 fn served_certificate(port: u16, ca: &std::path::Path) -> Option<Vec<u8>> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = tls_trusting(ca);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1924,4 +1894,23 @@ fn console_summary_tells_how_far_the_index_is_behind() {
         t.contains("<th>Newest archived message (indexed)</th><td>none</td>"),
         "{t}"
     );
+}
+
+/// A TLS connector that trusts only the certificates in PEM file `ca`.
+fn tls_trusting(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }

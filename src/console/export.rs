@@ -970,18 +970,7 @@ mod tests {
 
     #[test]
     fn the_manifest_and_the_sums_name_every_file() {
-        let head = Head {
-            format: MANIFEST_FORMAT,
-            exported_at: "2026-12-06T00:00:00Z".into(),
-            exported_by: Exporter {
-                user: "dora".into(),
-                role: "archive_admin",
-                source: "127.0.0.1".into(),
-                departments: vec!["sales".into()],
-            },
-            selection: serde_json::json!({ "ids": ["1-56"], "count": 1 }),
-            count: 1,
-        };
+        let head = head();
         let e = Entry {
             id: "1-56".into(),
             file: "1-56.eml".into(),
