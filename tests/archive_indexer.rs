@@ -298,6 +298,14 @@ fn archive_search_while_the_daemon_indexes_answers_from_the_index_and_reindex_re
     let addr = lmtp_addr(&d);
     for n in 0..5 {
         assert!(send_lmtp(addr, &format!("first-{n}")).unwrap());
+        if n == 0 {
+            // The daemon's indexer holds the index from its first message on (until then a
+            // search finding the index free catches it up itself; the indexer, at nice 19,
+            // can be slow to start on a loaded machine).
+            wait_for(Duration::from_secs(30), "the daemon's indexer", || {
+                (d.metric("handoff_index_records_total") >= Some(1.0)).then_some(())
+            });
+        }
         let (code, ids, err) = search(&d, &["--text", &format!("first-{n}")]);
         assert_eq!(code, 0, "{err}");
         assert!(!err.contains(FELL_BACK), "{err}");
