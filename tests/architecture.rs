@@ -31,6 +31,7 @@ const PURE: &[&str] = &[
     "src/import/message.rs",
     "src/import/csv.rs",
     "src/imap/proto.rs",
+    "src/console/totp.rs",
     "src/csvtable.rs",
 ];
 
