@@ -89,26 +89,14 @@ impl Console {
             );
         }
         drop(w);
-        for (name, role, dept) in [
-            ("admin", "archive_admin", None),
-            ("sales", "archive_admin", Some("sales")),
-            ("auditor", "auditor", None),
-        ] {
-            let mut args = vec![
-                "console",
-                "user",
-                "add",
-                name,
-                "--role",
-                role,
-                "--password-stdin",
-            ];
-            if let Some(dep) = dept {
-                args.extend(["--department", dep]);
-            }
-            let out = cli_with_stdin(&d, &args, &format!("{PASSWORD}\n"));
-            assert_eq!(out.0, 0, "{out:?}");
-        }
+        add_users(
+            &d,
+            &[
+                ("admin", "archive_admin", None),
+                ("sales", "archive_admin", Some("sales")),
+                ("auditor", "auditor", None),
+            ],
+        );
         d.spawn(&[]);
         let c = Console {
             d,
@@ -150,6 +138,26 @@ impl Console {
                 )
             })
             .collect()
+    }
+}
+
+/// Adds console users (name, role, department) with [`PASSWORD`], through `console user add`.
+pub fn add_users(d: &Daemon, users: &[(&str, &str, Option<&str>)]) {
+    for &(name, role, dept) in users {
+        let mut args = vec![
+            "console",
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ];
+        if let Some(dep) = dept {
+            args.extend(["--department", dep]);
+        }
+        let out = cli_with_stdin(d, &args, &format!("{PASSWORD}\n"));
+        assert_eq!(out.0, 0, "console user add {name}: {out:?}");
     }
 }
 

@@ -272,41 +272,15 @@ fn varied_console() -> Console {
         ids.insert(key.to_string(), w.append(&mut e).unwrap().0[0].to_string());
     }
     drop(w);
-    for (name, role, dept) in [
-        ("admin", "archive_admin", None),
-        ("sales", "archive_admin", Some("sales")),
-        ("auditor", "auditor", None),
-        ("probe", "archive_admin", None),
-    ] {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"));
-        cmd.args([
-            "console",
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-        ]);
-        if let Some(dep) = dept {
-            cmd.args(["--department", dep]);
-        }
-        let mut child = cmd
-            .arg("--config")
-            .arg(d.config_path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n", super::console::PASSWORD).as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "console user add {name}");
-    }
+    super::console::add_users(
+        &d,
+        &[
+            ("admin", "archive_admin", None),
+            ("sales", "archive_admin", Some("sales")),
+            ("auditor", "auditor", None),
+            ("probe", "archive_admin", None),
+        ],
+    );
     d.spawn(&[]);
     wait_for(Duration::from_secs(10), "the console to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
