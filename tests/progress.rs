@@ -1,6 +1,7 @@
-//! Long archive commands show progress on stderr: off a terminal, a plain line every few
-//! seconds (here every 20 ms, through the test knob `HANDOFF_PROGRESS_EVERY`), ending at the
-//! total; stdout stays byte for byte what it is with `--quiet`.
+//! Long archive commands (`verify`, `reindex`, a search that rebuilds a deleted index) show
+//! progress on stderr: off a terminal, a plain line every few seconds (here every 20 ms,
+//! through the test knob `HANDOFF_PROGRESS_EVERY`), ending at the total; stdout stays byte for
+//! byte what it is with `--quiet`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -45,10 +46,13 @@ fn run(c: &mut Command) -> (Output, String, String) {
 
 /// What a line such as `verify: 2.00 MiB of 48.2 MiB (4%), 251 records, 1,255 records/s,
 /// about 9s left` says: (the total as printed, the percentage, the records).
-fn parse(line: &str) -> (String, u64, u64) {
+fn parse(verb: &str, line: &str) -> (String, u64, u64) {
     let parts: Vec<&str> = line.split(", ").collect();
     assert!(parts.len() >= 4, "{line:?}");
-    let head = parts[0].strip_prefix("verify: ").expect(line);
+    let head = parts[0]
+        .strip_prefix(verb)
+        .and_then(|l| l.strip_prefix(": "))
+        .expect(line);
     let (_, rest) = head.split_once(" of ").expect(line);
     let (total, percent) = rest.split_once(" (").expect(line);
     let percent = percent.strip_suffix("%)").expect(line).parse().expect(line);
@@ -80,12 +84,27 @@ fn verify_off_a_terminal_prints_progress_lines_that_end_at_the_total() {
         .and_then(|n| n.parse().ok())
         .expect(&stdout);
     assert!(records > 6000, "{stdout}");
-    let lines: Vec<&str> = stderr.lines().collect();
+    lines_end_at_the_total("verify", &stderr, records);
+
+    // --quiet (and -q): nothing on stderr, the same stdout.
+    for flag in ["--quiet", "-q"] {
+        let (_, quiet_out, quiet_err) =
+            run(verify().arg(flag).env("HANDOFF_PROGRESS_EVERY", "20ms"));
+        assert_eq!(quiet_out, stdout);
+        assert_eq!(quiet_err, "", "{flag}");
+    }
+}
+
+/// Checks `verb`'s progress lines in `stderr`: at least two while it ran, then the last one;
+/// one total throughout, records and percentage growing, and the last line at 100 % and
+/// `records`, saying how long it took.
+fn lines_end_at_the_total(verb: &str, stderr: &str, records: u64) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(verb)).collect();
     assert!(
         lines.len() >= 3,
         "some progress lines, then the last one:\n{stderr}"
     );
-    let seen: Vec<_> = lines.iter().map(|l| parse(l)).collect();
+    let seen: Vec<_> = lines.iter().map(|l| parse(verb, l)).collect();
     let (total, _, _) = &seen[0];
     for pair in seen.windows(2) {
         let ((t0, p0, r0), (t1, p1, r1)) = (&pair[0], &pair[1]);
@@ -105,12 +124,67 @@ fn verify_off_a_terminal_prints_progress_lines_that_end_at_the_total() {
     for l in &lines[..lines.len() - 1] {
         assert!(l.contains(" left"), "{l}");
     }
+}
 
-    // --quiet (and -q): nothing on stderr, the same stdout.
-    for flag in ["--quiet", "-q"] {
-        let (_, quiet_out, quiet_err) =
-            run(verify().arg(flag).env("HANDOFF_PROGRESS_EVERY", "20ms"));
-        assert_eq!(quiet_out, stdout);
-        assert_eq!(quiet_err, "", "{flag}");
-    }
+/// `reindex` reads the whole journal: lines while it runs, the last at every record; and a
+/// search whose index was deleted rebuilds it first, saying so the same way (`index: …`).
+#[test]
+fn reindex_and_a_search_that_rebuilds_the_index_print_progress_lines() {
+    use handoff::index::corpus::{Params, write_journal};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let index = dir.path().join("index");
+    let count = 3_000;
+    write_journal(&journal, &Params::default(), count, 1024 * 1024).unwrap();
+    let archive = |args: &[&str]| {
+        let mut c = handoff();
+        c.arg("archive")
+            .args(args)
+            .arg("--journal")
+            .arg(&journal)
+            .arg("--index")
+            .arg(&index);
+        c
+    };
+
+    // `INDEX: N messages indexed from M journal records in S s`
+    let records = |stdout: &str| -> u64 {
+        assert!(
+            stdout.contains(&format!(": {count} messages indexed from ")),
+            "{stdout}"
+        );
+        stdout
+            .split(" from ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect(stdout)
+    };
+    let (_, stdout, stderr) = run(archive(&["reindex"]).env("HANDOFF_PROGRESS_EVERY", "10ms"));
+    // The messages, each segment's first record, and the audit record the command wrote
+    // before it read them.
+    let read = records(&stdout);
+    assert!(read > count, "{stdout}");
+    lines_end_at_the_total("reindex", &stderr, read);
+
+    let (_, quiet_out, quiet_err) =
+        run(archive(&["reindex", "--quiet"]).env("HANDOFF_PROGRESS_EVERY", "10ms"));
+    // One more: this reindex's own audit record.
+    let read = records(&quiet_out);
+    // (No policy: a warning that a new segment would get the default size; no progress.)
+    assert!(!quiet_err.contains("reindex:"), "{quiet_err}");
+
+    // The index deleted: the search catches up from the start of the journal first.
+    std::fs::remove_dir_all(&index).unwrap();
+    let (_, stdout, stderr) =
+        run(archive(&["search", "--limit", "1"]).env("HANDOFF_PROGRESS_EVERY", "10ms"));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stderr.ends_with(&format!(
+            "showing 1-1 of {count} messages, newest first; --limit/--offset for more\n"
+        )),
+        "{stderr}"
+    );
+    // Every record the last reindex read (the search's audit record comes after).
+    lines_end_at_the_total("index", &stderr, read);
 }

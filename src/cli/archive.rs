@@ -93,6 +93,8 @@ pub struct ReindexArgs {
     pub journal: JournalArg,
     #[command(flatten)]
     pub index: IndexArg,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// `archive search`'s exit status when the index is behind the journal and the daemon's
@@ -207,7 +209,7 @@ pub struct SearchArgs {
     /// How long to wait for the daemon's indexer when the index is behind the journal
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub wait: u64,
-    // --quiet: no progress for the export.
+    // --quiet: no progress for the index catch-up or the export.
     #[command(flatten)]
     pub progress: ProgressArg,
 }
@@ -649,7 +651,7 @@ fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
     let wait = std::time::Duration::from_secs(a.wait);
     let page = match a.scan {
         true => scan()?,
-        false => match archive_index::search(dir, &index, &s, wait) {
+        false => match search_index(dir, &index, &s, wait, &a.progress) {
             Ok(page) => page,
             // Never silently incomplete: say how far behind, and let scripts tell.
             Err(e @ archive_index::Unusable::Behind { .. }) => {
@@ -717,6 +719,21 @@ fn search_cmd(t: &Target, a: &SearchArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// [`archive_index::search`] with its progress shown: a search whose index was deleted
+/// rebuilds it first, which on a large journal takes minutes.
+pub(super) fn search_index(
+    journal: &Path,
+    index: &Path,
+    s: &Search,
+    wait: std::time::Duration,
+    arg: &ProgressArg,
+) -> Result<Page, archive_index::Unusable> {
+    let mut progress = Reporter::new("index", arg);
+    let result = archive_index::search(journal, index, s, wait, &mut progress);
+    progress.finish(result.is_ok());
+    result
+}
+
 fn reindex_cmd(t: &Target, a: &ReindexArgs) -> Outcome {
     let dir = t.dir.as_path();
     let index = archive_index::index_dir(dir, a.index.index.as_deref(), t.policy.as_ref());
@@ -729,7 +746,10 @@ fn reindex_cmd(t: &Target, a: &ReindexArgs) -> Outcome {
         0,
     )
     .map_err(|e| fail(format!("cannot write the audit record: {e}")))?;
-    let done = archive_index::rebuild(dir, &index).map_err(fail)?;
+    let mut progress = Reporter::new("reindex", &a.progress);
+    let done = archive_index::rebuild(dir, &index, &mut progress);
+    progress.finish(done.is_ok());
+    let done = done.map_err(fail)?;
     println!(
         "{}: {} messages indexed from {} journal records in {:.1} s",
         index.display(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::index::{self, Index, Page, Progress, Search};
-use crate::journal::writer::durable_end;
+use crate::journal::{self, writer::durable_end};
 
 /// Journal records between two commits while catching up: a crash loses at most this much
 /// work, and a commit (an fsync of the new segment files) is not paid per record.
@@ -86,7 +86,8 @@ fn journal_end(journal: &Path) -> Result<index::Position, Unusable> {
     })
 }
 
-/// Brings the index in `dir` up to the journal's durable end, then runs `s` on it.
+/// Brings the index in `dir` up to the journal's durable end (showing `progress`: a search
+/// after the index was deleted rebuilds it first), then runs `s` on it.
 ///
 /// When another process holds the index's writer (the daemon's indexer, usually a second or
 /// less behind), the search waits up to `wait` for it to index everything the journal held
@@ -97,13 +98,14 @@ pub(super) fn search(
     dir: &Path,
     s: &Search,
     wait: Duration,
+    progress: &mut dyn journal::Progress,
 ) -> Result<Page, Unusable> {
     let index = open(journal, dir)?;
     let end = journal_end(journal)?;
     match index.writer() {
         Ok(mut writer) => {
             index.check_follows(journal)?;
-            index::catch_up_to(journal, &index, &mut writer, BATCH, Some(end))?;
+            index::catch_up_to(journal, &index, &mut writer, BATCH, Some(end), progress)?;
         }
         Err(e) if e.is_locked() => {
             let started = Instant::now();
@@ -214,7 +216,11 @@ pub(super) struct Rebuilt {
 /// Builds a new index of `journal` in `DIR.new` and puts it in `dir`'s place. A build that
 /// is interrupted (kill -9) leaves only `DIR.new`, which no search opens and the next
 /// reindex removes: a half-built index is never taken for a complete one.
-pub(super) fn rebuild(journal: &Path, dir: &Path) -> Result<Rebuilt, Unusable> {
+pub(super) fn rebuild(
+    journal: &Path,
+    dir: &Path,
+    progress: &mut dyn journal::Progress,
+) -> Result<Rebuilt, Unusable> {
     let started = Instant::now();
     let Some(name) = dir.file_name() else {
         return Err(io(dir)(std::io::Error::other(
@@ -244,7 +250,14 @@ pub(super) fn rebuild(journal: &Path, dir: &Path) -> Result<Rebuilt, Unusable> {
     };
     let index = open(journal, &new)?;
     let mut writer = index.rebuild_writer()?;
-    let progress = index::catch_up(journal, &index, &mut writer, rebuild_batch())?;
+    let progress = index::catch_up_to(
+        journal,
+        &index,
+        &mut writer,
+        rebuild_batch(),
+        None,
+        progress,
+    )?;
     // Waits for the writer's threads: every file of the last commit is written. The rebuild
     // merges nothing (its segments are as large as its heap: see `Index::rebuild_writer`).
     writer.finish()?;

@@ -1,4 +1,5 @@
-//! Progress of the long archive commands (`verify`, `prune`, `export`), on stderr so that
+//! Progress of the long archive commands (`verify`, `prune`, `export`, `reindex`, and a search
+//! that must first bring the index up to the journal), on stderr so that
 //! stdout (verify's head hash, export's file names) stays what scripts read.
 //!
 //! The journal counts ([`journal::Progress`]); this file decides what a person sees:

@@ -11,13 +11,15 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use super::archive::{Filters, IndexArg, JournalArg};
+use super::archive::{Filters, IndexArg, JournalArg, search_index};
 use super::archive_index;
 use super::import::PASSWORD_ENV;
+use super::progress::ProgressArg;
 use crate::imap::{Client, Connect, Secret, Server, proto};
 use crate::index::Search;
 use crate::journal::{RecordId, search};
@@ -148,7 +150,8 @@ fn hits(
         ..Search::all(q.clone())
     };
     let index = archive_index::index_dir(dir, a.index.index.as_deref(), policy);
-    match archive_index::search(dir, &index, &s, std::time::Duration::from_secs(60)) {
+    let shown = ProgressArg { quiet: false };
+    match search_index(dir, &index, &s, Duration::from_secs(60), &shown) {
         Ok(page) => Ok(page.hits),
         Err(e) => {
             eprintln!(

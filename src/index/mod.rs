@@ -39,7 +39,7 @@ use crate::journal::reader::PruneMeta;
 use crate::journal::records::Problem;
 use crate::journal::search::Hit;
 use crate::journal::segment::{list_segments, stored_hash_before};
-use crate::journal::{Kind, RecordId, Records};
+use crate::journal::{self, Kind, RecordId, Records, Silent};
 
 /// Where the index has reached in the journal: every record before it is in the index, none
 /// after (the journal's own resumable walk position).
@@ -562,12 +562,14 @@ pub fn catch_up(
     writer: &mut Writer,
     batch: u64,
 ) -> Result<Progress, IndexError> {
-    catch_up_to(journal, index, writer, batch, None)
+    catch_up_to(journal, index, writer, batch, None, &mut Silent)
 }
 
 /// [`catch_up`], reading no record that starts at or after `until` (when given): the daemon's
 /// indexer stops at what the journal has made durable, since a record after it may still be
-/// cut back by a failed batch and its place reused by another.
+/// cut back by a failed batch and its place reused by another. `progress` is told the journal
+/// bytes ahead when it starts (all of them: `until` is not counted out) and each record as it
+/// reaches the index.
 ///
 /// With a writer that may use every core ([`Index::writer`]) the messages are decoded on
 /// several threads (one per core) while tantivy indexes on its own; the records still reach the
@@ -578,18 +580,21 @@ pub fn catch_up_to(
     writer: &mut Writer,
     batch: u64,
     until: Option<Position>,
+    shown: &mut dyn journal::Progress,
 ) -> Result<Progress, IndexError> {
     let mut progress = Progress {
         reached: index.position()?,
         ..Progress::default()
     };
     let from = progress.reached;
+    shown.total(Records::from(journal, from).bytes_ahead());
     let mut committed = from;
     let mut last_hash = None;
     let fields = writer.fields.clone();
     let decoders = writer.decoders;
     let mut take = |r: Decoded| -> Result<(), IndexError> {
         progress.records += 1;
+        shown.advance(r.len, 1);
         last_hash = Some(r.hash);
         if let Some(doc) = r.doc {
             writer.w.add_document(doc).map_err(|e| writer.tantivy(e))?;
@@ -627,6 +632,8 @@ struct Decoded {
     pruned: Vec<u64>,
     next: Position,
     hash: Hash,
+    /// The record's bytes in the journal, for progress.
+    len: u64,
 }
 
 fn decode(
@@ -651,6 +658,8 @@ fn decode(
         pruned,
         next,
         hash: *hash,
+        // `next` is in the record's segment (see `Position::after`).
+        len: next.offset.saturating_sub(id.offset),
     }
 }
 

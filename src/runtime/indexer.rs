@@ -264,7 +264,14 @@ impl Indexer {
                 self.open.insert((index, writer, opened))
             }
         };
-        index::catch_up_to(&self.config.journal, index, writer, BATCH, Some(until))
+        index::catch_up_to(
+            &self.config.journal,
+            index,
+            writer,
+            BATCH,
+            Some(until),
+            &mut journal::Silent,
+        )
     }
 
     fn publish_lag(&mut self, latest: &Durable, caught_up: bool) {
