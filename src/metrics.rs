@@ -464,10 +464,11 @@ pub const INDEX_RECORDS: &str = "handoff_index_records_total";
 pub const INDEX_LAG_RECORDS: &str = "handoff_index_lag_records";
 /// How long the oldest durable record not yet in the index has waited for it, in seconds.
 pub const INDEX_LAG_SECONDS: &str = "handoff_index_lag_seconds";
-/// Failed attempts to open or write the index (each retried with backoff; mail flows on).
+/// Failed attempts to open or write the index (each retried with backoff; mail flows on);
+/// an attempt that found the index held by another process is not one.
 pub const INDEX_ERRORS: &str = "handoff_index_errors_total";
-/// 1 while the indexer's last attempt succeeded (or it has not tried yet), 0 while it fails;
-/// absent when the indexer is off.
+/// 1 while the indexer's last attempt succeeded (or it has not tried yet), 0 while it fails
+/// or another process holds the index; absent when the indexer is off.
 pub const INDEX_WRITABLE: &str = "handoff_index_writable";
 /// Time to answer a search from the index, in the process that ran it: searches that the
 /// daemon serves (none yet; the web console's will). `handoff archive search` runs in its own
@@ -532,6 +533,12 @@ pub fn index_outcome(ok: bool) {
         counter!(INDEX_ERRORS).increment(1);
     }
     gauge!(INDEX_WRITABLE).set(if ok { 1.0 } else { 0.0 });
+}
+
+/// Another process holds the index (a search or prune catching it up, a reindex): not
+/// writable meanwhile, and no error.
+pub fn index_held() {
+    gauge!(INDEX_WRITABLE).set(0.0);
 }
 
 /// A search answered from the index took `took`.

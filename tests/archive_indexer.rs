@@ -333,6 +333,62 @@ fn archive_search_while_the_daemon_indexes_answers_from_the_index_and_reindex_re
     assert_eq!((code, ids.len()), (0, 6), "{err}");
 }
 
+/// Another process holding the index (a search or `archive prune` catching it up, `archive
+/// reindex`) is no fault of the index: the daemon's indexer says so once, as information,
+/// counts no error, and indexes on when the holder lets go.
+#[test]
+fn an_index_held_by_another_process_is_waited_for_without_an_error() {
+    let (d, _sink) = daemon("");
+    let addr = lmtp_addr(&d);
+    assert!(send_lmtp(addr, "first").unwrap());
+    wait_for(Duration::from_secs(30), "the first message indexed", || {
+        (d.metric("handoff_index_records_total") == Some(1.0)).then_some(())
+    });
+    // Deleted under the daemon, and a new index taken by this process before the daemon's
+    // indexer comes back to it (it does when a message arrives).
+    std::fs::remove_dir_all(d.path("index")).unwrap();
+    let held = handoff::index::Index::open_for(&d.journal_dir(), &d.path("index")).unwrap();
+    let writer = held.writer().unwrap();
+    for n in 0..3 {
+        assert!(send_lmtp(addr, &format!("while-held-{n}")).unwrap());
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the indexer to find it held",
+        || (d.metric("handoff_index_writable") == Some(0.0)).then_some(()),
+    );
+    // A few retries (after 1, 2 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("held by another process").count(),
+        1,
+        "one line for the episode:\n{log}"
+    );
+    assert!(!log.contains("not searchable until"), "no error:\n{log}");
+    assert!(!log.contains("ERROR"), "no error:\n{log}");
+    assert_eq!(d.metric("handoff_index_errors_total"), Some(0.0));
+
+    drop(writer);
+    drop(held);
+    wait_for(
+        Duration::from_secs(40),
+        "the indexer to take the index",
+        || {
+            (d.metric("handoff_index_writable") == Some(1.0)
+                && d.metric("handoff_index_lag_records") == Some(0.0))
+            .then_some(())
+        },
+    );
+    assert!(d.log_text().contains("writable again"));
+    assert_eq!(d.metric("handoff_index_errors_total"), Some(0.0));
+    // The new index holds every message, from the start of the journal.
+    let (code, ids, err) = search(&d, &["--text", "filler"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sorted(ids), sorted(journaled(&d.journal_dir())));
+    assert_eq!(journaled(&d.journal_dir()).len(), 4);
+}
+
 /// `[storage] indexer = false`: the daemon leaves the index alone; each search catches it up.
 #[test]
 fn with_the_indexer_off_the_daemon_leaves_the_index_alone() {

@@ -8,9 +8,10 @@
 //! (and whose place the next batch would reuse) reaches the index.
 //!
 //! When the index cannot be opened or written (disk full, a damaged index, a directory it may
-//! not write, `archive reindex` holding it), mail flows on and `/readyz` stays ready: the
-//! failure is logged once per episode, counted ([`crate::metrics::INDEX_ERRORS`]), and retried
-//! with backoff; recovery is logged too. The index is derived: whatever it misses, the next
+//! not write, another process holding it), mail flows on and `/readyz` stays ready: the
+//! failure is logged once per episode, counted ([`crate::metrics::INDEX_ERRORS`]; not when the
+//! index is merely held, by a search for a moment or by `archive reindex`, which is logged as
+//! information), and retried with backoff; recovery is logged too. The index is derived: whatever it misses, the next
 //! pass reads from the journal (its position is in its last commit).
 
 use std::path::PathBuf;
@@ -75,8 +76,8 @@ struct Indexer {
     config: Config,
     /// The open index, its writer and the directory's inode when it was opened.
     open: Option<(Index, Writer, u64)>,
-    /// The error of the failure episode under way (logged once, when it began).
-    failing: Option<Instant>,
+    /// The failure episode under way (logged once, when it began).
+    failing: Option<Failing>,
     backoff: Duration,
     /// Where the index has reached in the journal (unknown before the first pass).
     reached: Option<Position>,
@@ -85,6 +86,14 @@ struct Indexer {
     reached_records: u64,
     /// Since when a durable record has waited for the index.
     behind_since: Option<SystemTime>,
+}
+
+/// A run of failed attempts.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    since: Instant,
+    /// Every attempt so far found the index held by another process.
+    held: bool,
 }
 
 impl Indexer {
@@ -170,10 +179,10 @@ impl Indexer {
                     Ok(progress) => {
                         metrics::index_outcome(true);
                         metrics::index_added(progress.indexed);
-                        if let Some(since) = self.failing.take() {
+                        if let Some(failing) = self.failing.take() {
                             tracing::info!(
                                 index = %self.config.index.display(),
-                                failed_for_s = since.elapsed().as_secs(),
+                                failed_for_s = failing.since.elapsed().as_secs(),
                                 reached = %progress.reached,
                                 "archive index: writable again, caught up with the journal"
                             );
@@ -199,9 +208,16 @@ impl Indexer {
         }
     }
 
-    /// One failed attempt: counted, logged when it begins an episode.
+    /// One failed attempt: counted, logged when it begins an episode. Another process holding
+    /// the index (a search or `archive prune` catching it up, for a moment; `archive reindex`,
+    /// for minutes) is no fault of the index: it is logged as information and not counted as
+    /// an error, though the index is not writable meanwhile.
     fn failed(&mut self, e: IndexError) {
-        metrics::index_outcome(false);
+        let held = e.is_locked();
+        match held {
+            true => metrics::index_held(),
+            false => metrics::index_outcome(false),
+        }
         // Back to the last commit, keeping the writer's lock (a search then waits for this
         // indexer, or says how far behind it is, rather than racing it for the lock); a
         // writer that cannot roll back is dropped and opened again at the next attempt.
@@ -210,18 +226,34 @@ impl Indexer {
         {
             self.open = None;
         }
+        // Logged once per episode, and again when one that began with the index held turns
+        // into a fault (the holder went, the disk is full).
+        let turned = self.failing.is_some_and(|f| f.held && !held);
         match self.failing {
-            None => {
-                tracing::error!(
-                    index = %self.config.index.display(),
-                    retry_in_s = self.backoff.as_secs(),
-                    "archive index: {e}; new messages are not searchable until it works again \
-                     (mail is not affected; retrying)"
-                );
-                self.failing = Some(Instant::now());
-            }
-            Some(_) => tracing::debug!("archive index: still failing: {e}"),
+            Some(_) if !turned => tracing::debug!("archive index: still failing: {e}"),
+            _ if held => tracing::info!(
+                index = %self.config.index.display(),
+                retry_in_s = self.backoff.as_secs(),
+                "archive index: held by another process (a search or prune catching it up, or \
+                 a reindex); new messages become searchable when it lets go (retrying)"
+            ),
+            _ => tracing::error!(
+                index = %self.config.index.display(),
+                retry_in_s = self.backoff.as_secs(),
+                "archive index: {e}; new messages are not searchable until it works again \
+                 (mail is not affected; retrying)"
+            ),
         }
+        self.failing = Some(match self.failing {
+            Some(f) => Failing {
+                since: f.since,
+                held: f.held && held,
+            },
+            None => Failing {
+                since: Instant::now(),
+                held,
+            },
+        });
     }
 
     /// One pass: opens the index (and its writer) if need be, indexes up to `until`, commits.
