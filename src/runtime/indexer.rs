@@ -11,8 +11,9 @@
 //! not write, another process holding it), mail flows on and `/readyz` stays ready: the
 //! failure is logged once per episode, counted ([`crate::metrics::INDEX_ERRORS`]; not when the
 //! index is merely held, by a search for a moment or by `archive reindex`, which is logged as
-//! information), and retried with backoff; recovery is logged too. The index is derived: whatever it misses, the next
-//! pass reads from the journal (its position is in its last commit).
+//! information), and retried with backoff; recovery is logged too. The index is derived:
+//! whatever it misses, the next pass reads from the journal (its position is in its last
+//! commit).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
