@@ -1,6 +1,7 @@
 //! What the operator reads: `archive search` and `handoff status` print wire text escaped (no
-//! terminal control sequence, no forged line or column), and the operator endpoint stays
-//! reachable however many idle connections it holds.
+//! terminal control sequence, no forged line or column), the operator endpoint stays
+//! reachable however many idle connections it holds, and an archive command pointed at a
+//! journal that is not there says so instead of starting one.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +48,41 @@ fn archive_search_prints_hostile_subjects_and_addresses_escaped() {
         cols[4],
         "hi\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r\\n1-1\\t2026=forged\\tcol"
     );
+}
+
+/// A mistyped `--journal`: every archive command but `import` refuses, names the directory
+/// and creates nothing (no empty journal to answer from, no audit record in a new one).
+#[test]
+fn archive_commands_refuse_a_journal_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("jounral");
+    let commands: &[&[&str]] = &[
+        &["search", "--text", "x"],
+        &["reindex"],
+        &["verify"],
+        &["export", "--out", "out", "--id", "1-0"],
+        &["audit"],
+    ];
+    for args in commands {
+        let out = handoff()
+            .env("HANDOFF_CONFIG", "/nonexistent/handoff.toml")
+            .arg("archive")
+            .args(*args)
+            .arg("--journal")
+            .arg(&journal)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("no journal at {}", journal.display())),
+            "{args:?}: {stderr}"
+        );
+        assert!(!journal.exists(), "{args:?} created the journal");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
 }
 
 /// Runs `handoff status` against a fake metrics port that answers `answer` to every request;

@@ -283,26 +283,37 @@ pub fn run(config: PathBuf, cmd: &ArchiveCommand) -> ExitCode {
         ArchiveCommand::Import(a) => super::import::needs_policy(a),
         _ => false,
     };
-    let result = target(&config, arg, need_policy, writes).and_then(|t| match cmd {
-        ArchiveCommand::Verify(a) => verify(&t, a),
-        ArchiveCommand::Search(a) => search_cmd(&t, a),
-        ArchiveCommand::Reindex(a) => reindex_cmd(&t, a),
-        ArchiveCommand::Export(a) => export_cmd(&t, a),
-        ArchiveCommand::Prune(a) => prune_cmd(&t, a),
-        ArchiveCommand::Audit(a) => audit_cmd(&t, a),
-        ArchiveCommand::Import(a) => Ok(super::import::run(
-            &t.dir,
-            t.segment_bytes,
-            t.policy.as_ref(),
-            a,
-        )),
-        ArchiveCommand::Restore(a) => Ok(super::restore::run(
-            &t.dir,
-            t.segment_bytes,
-            t.policy.as_ref(),
-            a,
-        )),
-    });
+    // Only an import may start a journal: any other command pointed at a directory that does
+    // not exist (a mistyped --journal) would otherwise answer from, or audit into, a new empty
+    // journal of its own making.
+    let result = target(&config, arg, need_policy, writes)
+        .and_then(|t| match (cmd, t.dir.is_dir()) {
+            (ArchiveCommand::Import(_), _) | (_, true) => Ok(t),
+            (_, false) => Err(fail(format!(
+                "no journal at {} (--journal DIR, or [storage] journal in the policy)",
+                t.dir.display()
+            ))),
+        })
+        .and_then(|t| match cmd {
+            ArchiveCommand::Verify(a) => verify(&t, a),
+            ArchiveCommand::Search(a) => search_cmd(&t, a),
+            ArchiveCommand::Reindex(a) => reindex_cmd(&t, a),
+            ArchiveCommand::Export(a) => export_cmd(&t, a),
+            ArchiveCommand::Prune(a) => prune_cmd(&t, a),
+            ArchiveCommand::Audit(a) => audit_cmd(&t, a),
+            ArchiveCommand::Import(a) => Ok(super::import::run(
+                &t.dir,
+                t.segment_bytes,
+                t.policy.as_ref(),
+                a,
+            )),
+            ArchiveCommand::Restore(a) => Ok(super::restore::run(
+                &t.dir,
+                t.segment_bytes,
+                t.policy.as_ref(),
+                a,
+            )),
+        });
     result.unwrap_or_else(|code| code)
 }
 
