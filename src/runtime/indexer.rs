@@ -176,7 +176,7 @@ impl Indexer {
                 offset: 0,
                 reason: e.to_string(),
             }) {
-                Ok(end) => match self.pass(end) {
+                Ok(end) => match self.pass(end, &durable) {
                     Ok(progress) => {
                         metrics::index_outcome(true);
                         metrics::index_added(progress.indexed);
@@ -258,7 +258,17 @@ impl Indexer {
     }
 
     /// One pass: opens the index (and its writer) if need be, indexes up to `until`, commits.
-    fn pass(&mut self, until: Position) -> Result<index::Progress, IndexError> {
+    fn pass(
+        &mut self,
+        until: Position,
+        durable: &watch::Receiver<Durable>,
+    ) -> Result<index::Progress, IndexError> {
+        let mut lag = PassLag {
+            durable,
+            reached_records: self.reached_records,
+            since: self.behind_since,
+            next: Instant::now() + INTERVAL,
+        };
         use std::os::unix::fs::MetadataExt;
         let dir = &self.config.index;
         let inode = || std::fs::metadata(dir).map(|m| m.ino()).ok();
@@ -303,7 +313,7 @@ impl Indexer {
             writer,
             BATCH,
             Some(until),
-            &mut journal::Silent,
+            &mut lag,
         )
     }
 
@@ -314,17 +324,91 @@ impl Indexer {
             return;
         }
         let records = latest.records.saturating_sub(self.reached_records);
-        let seconds = self
-            .behind_since
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        metrics::index_lag(records, seconds);
+        metrics::index_lag(records, waited(self.behind_since));
+    }
+}
+
+/// Seconds since `since` (0 when nothing waits).
+fn waited(since: Option<SystemTime>) -> f64 {
+    since
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The lag gauges while a pass runs: under a load that leaves the indexer (at nice 19) few
+/// moments, one pass can take several seconds, and gauges refreshed only between passes would
+/// stand still meanwhile. Refreshed at most once an [`INTERVAL`], as upper bounds (the pass
+/// may already have indexed some of them): the records made durable since the last pass
+/// began, and the time since the oldest record the pass began behind became durable.
+struct PassLag<'a> {
+    durable: &'a watch::Receiver<Durable>,
+    /// [`Indexer::reached_records`] when the pass began.
+    reached_records: u64,
+    since: Option<SystemTime>,
+    next: Instant,
+}
+
+impl journal::Progress for PassLag<'_> {
+    fn total(&mut self, _bytes: u64) {}
+
+    fn advance(&mut self, _bytes: u64, _records: u64) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + INTERVAL;
+        let latest = self.durable.borrow().records;
+        metrics::index_lag(
+            latest.saturating_sub(self.reached_records),
+            waited(self.since),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use journal::Progress;
+
+    /// The gauge `name`'s value in Prometheus text.
+    fn gauge(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn a_long_pass_refreshes_the_lag_gauges_once_an_interval() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (tx, rx) = watch::channel(Durable {
+            position: Position::START,
+            records: 10,
+            at: SystemTime::now(),
+        });
+        let mut lag = PassLag {
+            durable: &rx,
+            reached_records: 4,
+            since: Some(SystemTime::now() - Duration::from_secs(5)),
+            next: Instant::now(),
+        };
+        let advance = |lag: &mut PassLag| {
+            ::metrics::with_local_recorder(&recorder, || lag.advance(1000, 1));
+            let text = handle.render();
+            (
+                gauge(&text, metrics::INDEX_LAG_RECORDS),
+                gauge(&text, metrics::INDEX_LAG_SECONDS),
+            )
+        };
+        let (records, seconds) = advance(&mut lag);
+        assert_eq!(records, 6.0);
+        assert!((5.0..60.0).contains(&seconds), "{seconds}");
+        // More became durable: within the interval the gauges stay, after it they follow.
+        tx.send_modify(|d| d.records = 50);
+        assert_eq!(advance(&mut lag).0, 6.0);
+        lag.next = Instant::now();
+        assert_eq!(advance(&mut lag).0, 46.0);
+    }
 
     #[test]
     fn the_indexer_thread_and_the_threads_it_starts_run_at_the_lowest_priority() {
