@@ -623,3 +623,25 @@ fn archive_prune_removes_exactly_the_pruned_messages_from_the_index() {
     assert_eq!(index["expected"], after.len(), "{index}");
     assert_eq!(indexed_ids(&a), after, "exactly the journal's messages");
 }
+
+/// With no daemon's indexer, each search that finds new mail catches the index up and commits
+/// a segment: it waits for the merges that commit starts (of small segments only), so the
+/// segments do not pile up one per search (they did: 17 searches, 17 segments more).
+#[test]
+fn searches_that_each_catch_up_a_little_do_not_pile_up_segments() {
+    let (a, _) = Archive::new();
+    let rounds = 17;
+    for n in 0..rounds {
+        let (mut w, _) = Writer::open(&a.journal, DEFAULT_SEGMENT_BYTES).unwrap();
+        let meta = crate::support::message_meta("a@example.net");
+        let body = format!("Subject: round{n}\r\n\r\nround{n}\r\n").into_bytes();
+        let mut entries = [Entry::new(Kind::Message, &meta, Body::Bytes(body))];
+        w.append(&mut entries).unwrap();
+        drop(w);
+        assert_eq!(a.indexed(&["--text", &format!("round{n}")]).len(), 1);
+    }
+    let index = handoff::index::Index::open_or_create(&a.index).unwrap();
+    assert_eq!(index.records().unwrap(), (MESSAGES.len() + rounds) as u64);
+    let segments = index.segments().unwrap();
+    assert!(segments <= 8, "{segments} segments after {rounds} searches");
+}

@@ -106,6 +106,8 @@ pub(super) fn search(
         Ok(mut writer) => {
             index.check_follows(journal)?;
             index::catch_up_to(journal, &index, &mut writer, BATCH, Some(end), progress)?;
+            // The merges the commit started (usually none, or a few small segments).
+            writer.finish()?;
         }
         Err(e) if e.is_locked() => {
             let started = Instant::now();
@@ -328,5 +330,7 @@ pub(super) fn follow(journal: &Path, dir: &Path) -> Result<Option<Progress>, Unu
         return Ok(None);
     };
     index.check_follows(journal)?;
-    Ok(Some(index::catch_up(journal, &index, &mut writer, BATCH)?))
+    let progress = index::catch_up(journal, &index, &mut writer, BATCH)?;
+    writer.finish()?;
+    Ok(Some(progress))
 }

@@ -286,9 +286,17 @@ impl Index {
 
     /// The index's only writer (tantivy locks the directory: a second one is an error). It
     /// uses every core: tantivy's indexing threads, and as many threads decoding messages.
+    ///
+    /// It is the writer of a command that catches the index up and ends (a search, `archive
+    /// prune`): such a command ends it with [`Writer::finish`], or each would leave a segment
+    /// of its own (the merges its commit starts die with the writer) and the segments would
+    /// pile up when no daemon's indexer merges them. Its merges take only small segments
+    /// ([`SmallSegments`]), so that waiting for them stays short.
     pub fn writer(&self) -> Result<Writer, IndexError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.writer_of(None, WRITER_HEAP, cores)
+        let w = self.writer_of(None, WRITER_HEAP, cores)?;
+        w.w.set_merge_policy(Box::new(SmallSegments));
+        Ok(w)
     }
 
     /// The daemon's writer: one indexing thread, and messages decoded on the caller's thread
@@ -451,6 +459,41 @@ pub fn try_lock(dir: &Path) -> Result<Option<tantivy::directory::DirectoryLock>,
 /// The file in the index directory naming the journal it follows (its canonical path): an
 /// index caught up on another journal would resume at a position that means nothing there.
 pub const JOURNAL_FILE: &str = "handoff-journal";
+
+/// The merge policy of a command's catch-up ([`Index::writer`]): once
+/// [`SmallSegments::AT_LEAST`] segments hold fewer than [`SmallSegments::DOCS`] documents each,
+/// the smallest of them (at most [`SmallSegments::AT_MOST`]) are merged into one. Larger
+/// segments (`reindex` writes them thousands of documents each) are left to the daemon's
+/// indexer, so that a search that waits for its merges waits for little: at most about 64,000
+/// documents' worth, usually a few hundred.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallSegments;
+
+impl SmallSegments {
+    pub const DOCS: u32 = 2_000;
+    pub const AT_LEAST: usize = 8;
+    pub const AT_MOST: usize = 32;
+}
+
+impl tantivy::indexer::MergePolicy for SmallSegments {
+    fn compute_merge_candidates(
+        &self,
+        segments: &[tantivy::SegmentMeta],
+    ) -> Vec<tantivy::indexer::MergeCandidate> {
+        let mut small: Vec<_> = segments
+            .iter()
+            .filter(|s| s.max_doc() < Self::DOCS)
+            .collect();
+        if small.len() < Self::AT_LEAST {
+            return Vec::new();
+        }
+        small.sort_by_key(|s| s.max_doc());
+        small.truncate(Self::AT_MOST);
+        vec![tantivy::indexer::MergeCandidate(
+            small.iter().map(|s| s.id()).collect(),
+        )]
+    }
+}
 
 /// Adds and deletes documents; nothing is visible, or durable, before [`Writer::commit`].
 pub struct Writer {

@@ -653,3 +653,47 @@ fn the_daemon_starts_an_index_of_other_fields_over_and_keeps_its_journal_name() 
     drop((index, w));
     assert!(!Index::open_for_or_start_over(&journal, &dir).unwrap().1);
 }
+
+/// A command's catch-up merges only small segments, once there are enough of them, and at
+/// most [`SmallSegments::AT_MOST`] of the smallest at a time: never `reindex`'s large ones.
+#[test]
+fn a_catch_up_merges_only_small_segments_a_bounded_number_at_a_time() {
+    use tantivy::indexer::MergePolicy;
+    let mut schema = tantivy::schema::Schema::builder();
+    schema.add_u64_field("n", tantivy::schema::INDEXED);
+    let index = tantivy::Index::create_in_ram(schema.build());
+    let metas = |sizes: &[u32]| -> Vec<tantivy::SegmentMeta> {
+        sizes
+            .iter()
+            .map(|&n| index.new_segment_meta(tantivy::index::SegmentId::generate_random(), n))
+            .collect()
+    };
+    let merged = |segments: &[tantivy::SegmentMeta]| -> Vec<Vec<u32>> {
+        SmallSegments
+            .compute_merge_candidates(segments)
+            .into_iter()
+            .map(|c| {
+                let mut docs: Vec<u32> =
+                    c.0.iter()
+                        .map(|id| segments.iter().find(|s| s.id() == *id).unwrap().max_doc())
+                        .collect();
+                docs.sort();
+                docs
+            })
+            .collect()
+    };
+    let big = SmallSegments::DOCS;
+    // Too few small ones: nothing, however many large ones.
+    assert!(merged(&metas(&[1, 2, 3, 4, 5, 6, 7, big, big * 10, big, big, big])).is_empty());
+    // Enough: the small ones, without the large.
+    assert_eq!(
+        merged(&metas(&[5, big, 1, 2, 3, big - 1, 4, 6, 7, big * 10])),
+        vec![vec![1, 2, 3, 4, 5, 6, 7, big - 1]]
+    );
+    // Many: the smallest AT_MOST.
+    let sizes: Vec<u32> = (1..=100).rev().collect();
+    assert_eq!(
+        merged(&metas(&sizes)),
+        vec![(1..=SmallSegments::AT_MOST as u32).collect::<Vec<_>>()]
+    );
+}
