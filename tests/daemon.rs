@@ -69,12 +69,13 @@ impl Daemon {
 
     /// Like [`Daemon::start_content_filter`], with more `[lmtp]` settings (`key = value` lines).
     pub fn start_content_filter_with(policy: &str, next_hop: &str, lmtp: &str) -> Daemon {
-        let lmtp_port = free_port();
-        let extra =
-            format!("lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n{lmtp}");
-        let mut d = Daemon::start_full(policy, None, None, &extra, &[]);
-        d.lmtp_port = Some(lmtp_port);
-        d
+        Daemon::start_full(policy, None, None, &[], || {
+            let lmtp_port = free_port();
+            let extra = format!(
+                "lmtp = \"127.0.0.1:{lmtp_port}\"\n[lmtp]\nnext_hop = \"{next_hop}\"\n{lmtp}"
+            );
+            (extra, Some(lmtp_port))
+        })
     }
 
     /// Starts handoff with its journal in `journal` instead of its temp directory.
@@ -84,22 +85,36 @@ impl Daemon {
         journal: Option<&Path>,
         args: &[&str],
     ) -> Daemon {
-        let mut d = Daemon::prepare(policy, milter, journal);
-        d.spawn(args);
-        d
+        Daemon::start_full(policy, milter, journal, args, || (String::new(), None))
     }
 
-    /// `extra`: lines that go at the end of the `[listen]` table (and may open more tables).
+    /// `extra()`: lines that go at the end of the `[listen]` table (and may open more tables),
+    /// and the content filter's port if they give it one.
+    ///
+    /// A port [`free_port`] picked can be taken by another test before handoff binds it; then
+    /// handoff exits (`Address already in use`) and the start is tried again with new ports, a
+    /// few times: nothing knows the ports of a first start yet.
     fn start_full(
         policy: &str,
         milter: Option<&str>,
         journal: Option<&Path>,
-        extra: &str,
         args: &[&str],
+        extra: impl Fn() -> (String, Option<u16>),
     ) -> Daemon {
-        let mut d = Daemon::prepare_full(policy, milter, journal, extra);
-        d.spawn(args);
-        d
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let (lines, lmtp_port) = extra();
+            let mut d = Daemon::prepare_full(policy, milter, journal, &lines);
+            d.lmtp_port = lmtp_port;
+            match d.try_spawn(args) {
+                Ok(()) => return d,
+                Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {
+                    eprintln!("daemon: a port was taken meanwhile (attempt {attempt}); retrying");
+                }
+                Err(log) => panic!("handoff exited early:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Writes the policy and picks the ports, without starting the process (see [`spawn`]).
@@ -138,6 +153,14 @@ impl Daemon {
 
     /// (Re)starts the process on the same ports and files.
     pub fn spawn(&mut self, args: &[&str]) {
+        if let Err(log) = self.try_spawn(args) {
+            panic!("handoff exited early:\n{log}");
+        }
+    }
+
+    /// [`Daemon::spawn`], or the log of a process that exited before it listened.
+    fn try_spawn(&mut self, args: &[&str]) -> Result<(), String> {
+        let logged = self.log_text().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -156,19 +179,25 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        // handoff binds its milter listener before the metrics one, so a metrics port that
-        // accepts means mail can flow.
+        // handoff binds its milter listener before the metrics one, so a metrics endpoint that
+        // listens means mail can flow. Its log says so: a port that accepts could be another
+        // process's that took it after `free_port` let it go.
         let port = self.metrics_port;
+        let listening = format!("metrics endpoint listening address=127.0.0.1:{port}");
         wait_for(Duration::from_secs(10), "handoff to listen", || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("handoff exited early ({status}):\n{}", self.log_text());
+                self.child = None;
+                return Some(Err(format!("({status})\n{}", self.log_text())));
             }
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+            let log = self.log_text();
+            log.get(logged..)
+                .is_some_and(|new| new.contains(&listening))
+                .then_some(Ok(()))
+        })
     }
 
     pub fn pid(&self) -> u32 {
