@@ -31,7 +31,7 @@ use handoff::index::{self, Index, Search};
 use handoff::journal::search::{self, Parts, Query};
 use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry};
-use queries::{KINDS, Kind, ms, percentile, query};
+use queries::{KINDS, Kind, ms, percentile, query, text_field};
 
 /// Journal records between two commits of the build: as `archive reindex`, one commit at the
 /// end.
@@ -189,15 +189,7 @@ fn args(q: &Query) -> Vec<String> {
         flag("--department", x.clone());
     }
     if !q.text.is_empty() {
-        let quoted: Vec<String> = q
-            .text
-            .iter()
-            .map(|t| match t.contains(' ') {
-                true => format!("\"{t}\""),
-                false => t.clone(),
-            })
-            .collect();
-        flag("--text", quoted.join(" "));
+        flag("--text", text_field(q));
     }
     if q.parts != Parts::default() {
         flag("--in", "attachment".into());

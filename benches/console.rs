@@ -39,7 +39,7 @@ use handoff::index::corpus::{self, Params, Rng};
 use handoff::index::{self, Index};
 use handoff::journal::writer::{DEFAULT_SEGMENT_BYTES, Writer};
 use handoff::journal::{Body, Entry};
-use queries::{KINDS, Kind, ms, percentile, query};
+use queries::{KINDS, Kind, ms, percentile, query, text_field};
 
 /// Messages per journal append (one fsync each).
 const APPEND: u64 = 1_000;
@@ -168,16 +168,8 @@ fn band(k: Kind) -> &'static str {
 fn form(k: Kind, r: &mut Rng, p: &Params, n: u64) -> Vec<(&'static str, String)> {
     let q = query(k, r, p, n);
     let mut f = Vec::new();
-    let text: Vec<String> = q
-        .text
-        .iter()
-        .map(|t| match t.contains(' ') {
-            true => format!("\"{t}\""),
-            false => t.clone(),
-        })
-        .collect();
-    if !text.is_empty() {
-        f.push(("text", text.join(" ")));
+    if !q.text.is_empty() {
+        f.push(("text", text_field(&q)));
     }
     if q.parts.attachment && !q.parts.subject && !q.parts.body {
         f.push(("in_attachment", "on".into()));

@@ -114,6 +114,20 @@ pub fn query(k: Kind, r: &mut Rng, p: &Params, n: u64) -> Query {
     q
 }
 
+/// A query's words as a search takes them (`--text`, the form's text field): a phrase in
+/// double quotes, the words separated by spaces.
+pub fn text_field(q: &Query) -> String {
+    let words: Vec<String> = q
+        .text
+        .iter()
+        .map(|t| match t.contains(' ') {
+            true => format!("\"{t}\""),
+            false => t.clone(),
+        })
+        .collect();
+    words.join(" ")
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
