@@ -334,10 +334,12 @@ fn a_running_daemon_picks_up_an_edit() {
         "bob@corp.example",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    wait_for(Duration::from_secs(10), "generation 2", || {
-        (d.metric("handoff_policy_generation") == Some(2.0)).then_some(())
+    // The gauge moves just before the reload is logged, so wait for both.
+    wait_for(Duration::from_secs(10), "generation 2, logged", || {
+        (d.metric("handoff_policy_generation") == Some(2.0)
+            && d.log_text().contains("policy reloaded"))
+        .then_some(())
     });
-    assert!(d.log_text().contains("policy reloaded"), "{}", d.log_text());
     assert_eq!(
         d.metric(r#"handoff_policy_accounts{state="departed"}"#),
         Some(1.0)
