@@ -216,6 +216,66 @@ fn the_commit_keeps_the_journal_position_and_an_uncommitted_batch_is_gone() {
     assert_eq!(index.records().unwrap() as usize, scan.len());
 }
 
+/// Sees the index's commits from outside while a catch-up runs: before each record it is
+/// handed, the position of the last commit, and the journal bytes handed to it by then.
+struct Commits<'a> {
+    index: &'a Index,
+    read: u64,
+    /// Journal bytes read when each commit was first seen.
+    seen_at: Vec<u64>,
+    last: Position,
+}
+
+impl journal::Progress for Commits<'_> {
+    fn total(&mut self, _bytes: u64) {}
+
+    fn advance(&mut self, bytes: u64, _records: u64) {
+        let now = self.index.position().unwrap();
+        if now != self.last {
+            self.last = now;
+            self.seen_at.push(self.read);
+        }
+        self.read += bytes;
+    }
+}
+
+#[test]
+fn a_catch_up_commits_each_time_its_writer_has_taken_its_bound_in_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let (journal, index_dir) = (t.path().join("journal"), t.path().join("index"));
+    corpus::write_journal(&journal, &Params::default(), 200, 1 << 20).unwrap();
+    let total = Records::from(&journal, Position::START).bytes_ahead();
+    let run = |commit_bytes: u64| {
+        let _ = std::fs::remove_dir_all(&index_dir);
+        let index = Index::open_or_create(&index_dir).unwrap();
+        let mut w = index.daemon_writer().unwrap();
+        w.commit_bytes = commit_bytes;
+        let mut commits = Commits {
+            index: &index,
+            read: 0,
+            seen_at: Vec::new(),
+            last: Position::START,
+        };
+        let done = catch_up_to(&journal, &index, &mut w, 10_000, None, &mut commits).unwrap();
+        assert_eq!((done.indexed, index.records().unwrap()), (200, 200));
+        commits.seen_at
+    };
+    // No bound: one commit, at the end (none seen while records were handed over).
+    assert_eq!(run(u64::MAX), Vec::<u64>::new());
+    // A quarter of the journal: a commit after each quarter, each once its bytes were taken.
+    let quarter = total / 4;
+    let seen = run(quarter);
+    assert!((3..=4).contains(&seen.len()), "{seen:?} of {total}");
+    let mut before = 0;
+    for at in seen {
+        assert!(
+            at - before >= quarter,
+            "{at} after {before}, bound {quarter}"
+        );
+        before = at;
+    }
+}
+
 #[test]
 fn deleting_by_id_and_by_segment() {
     let t = tempfile::tempdir().unwrap();
