@@ -263,12 +263,7 @@ impl Indexer {
         until: Position,
         durable: &watch::Receiver<Durable>,
     ) -> Result<index::Progress, IndexError> {
-        let mut lag = PassLag {
-            durable,
-            reached_records: self.reached_records,
-            since: self.behind_since,
-            next: Instant::now() + INTERVAL,
-        };
+        let mut lag = PassLag::new(durable, self.reached_records, self.behind_since);
         use std::os::unix::fs::MetadataExt;
         let dir = &self.config.index;
         let inode = || std::fs::metadata(dir).map(|m| m.ino()).ok();
@@ -307,14 +302,16 @@ impl Indexer {
                 self.open.insert((index, writer, opened))
             }
         };
-        index::catch_up_to(
+        let progress = index::catch_up_to(
             &self.config.journal,
             index,
             writer,
             BATCH,
             Some(until),
             &mut lag,
-        )
+        )?;
+        lag.finish();
+        Ok(progress)
     }
 
     fn publish_lag(&mut self, latest: &Durable, caught_up: bool) {
@@ -340,18 +337,77 @@ fn waited(since: Option<SystemTime>) -> f64 {
 /// stand still meanwhile. Refreshed at most once an [`INTERVAL`], as upper bounds (the pass
 /// may already have indexed some of them): the records made durable since the last pass
 /// began, and the time since the oldest record the pass began behind became durable.
+///
+/// A pass that runs longer than [`PROGRESS_EVERY`] (catching up a backlog after a start, or
+/// rebuilding the index) also logs how far it has got, once each [`PROGRESS_EVERY`] and when it
+/// ends: the records it reads were written before this process started, and the lag gauges
+/// count only records this process made durable.
 struct PassLag<'a> {
     durable: &'a watch::Receiver<Durable>,
     /// [`Indexer::reached_records`] when the pass began.
     reached_records: u64,
     since: Option<SystemTime>,
     next: Instant,
+    began: Instant,
+    /// Journal bytes ahead when the pass began, bytes and records read since.
+    total: u64,
+    read: u64,
+    records: u64,
+    next_line: Instant,
+    logged: bool,
+}
+
+/// How often a long pass logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+impl<'a> PassLag<'a> {
+    fn new(
+        durable: &'a watch::Receiver<Durable>,
+        reached_records: u64,
+        since: Option<SystemTime>,
+    ) -> PassLag<'a> {
+        let now = Instant::now();
+        PassLag {
+            durable,
+            reached_records,
+            since,
+            next: now + INTERVAL,
+            began: now,
+            total: 0,
+            read: 0,
+            records: 0,
+            next_line: now + PROGRESS_EVERY,
+            logged: false,
+        }
+    }
+
+    fn line(&self, done: bool) -> String {
+        crate::cli::progress::line(
+            "archive index: catching up",
+            self.read,
+            self.total,
+            self.records,
+            self.began.elapsed(),
+            done,
+        )
+    }
+
+    /// The last line of a pass that logged its progress.
+    fn finish(&self) {
+        if self.logged {
+            tracing::info!("{}", self.line(true));
+        }
+    }
 }
 
 impl journal::Progress for PassLag<'_> {
-    fn total(&mut self, _bytes: u64) {}
+    fn total(&mut self, bytes: u64) {
+        self.total = bytes;
+    }
 
-    fn advance(&mut self, _bytes: u64, _records: u64) {
+    fn advance(&mut self, bytes: u64, records: u64) {
+        self.read += bytes;
+        self.records += records;
         let now = Instant::now();
         if now < self.next {
             return;
@@ -362,6 +418,11 @@ impl journal::Progress for PassLag<'_> {
             latest.saturating_sub(self.reached_records),
             waited(self.since),
         );
+        if now >= self.next_line {
+            self.next_line = now + PROGRESS_EVERY;
+            self.logged = true;
+            tracing::info!("{}", self.line(false));
+        }
     }
 }
 
@@ -378,6 +439,30 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_longer_than_a_minute_logs_how_far_it_has_got() {
+        let (_tx, rx) = watch::channel(Durable {
+            position: Position::START,
+            records: 0,
+            at: SystemTime::now(),
+        });
+        let mut lag = PassLag::new(&rx, 0, None);
+        lag.total(4096);
+        lag.next = Instant::now();
+        lag.advance(1024, 1);
+        assert!(!lag.logged, "nothing logged in a pass's first minute");
+        lag.next = Instant::now();
+        lag.next_line = Instant::now();
+        lag.advance(1024, 1);
+        assert!(lag.logged);
+        let line = lag.line(false);
+        assert!(
+            line.starts_with("archive index: catching up: 2.00 KiB of 4.00 KiB (50%), 2 records"),
+            "{line}"
+        );
+        assert!(lag.line(true).contains("done in"));
+    }
+
+    #[test]
     fn a_long_pass_refreshes_the_lag_gauges_once_an_interval() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
@@ -386,12 +471,8 @@ mod tests {
             records: 10,
             at: SystemTime::now(),
         });
-        let mut lag = PassLag {
-            durable: &rx,
-            reached_records: 4,
-            since: Some(SystemTime::now() - Duration::from_secs(5)),
-            next: Instant::now(),
-        };
+        let mut lag = PassLag::new(&rx, 4, Some(SystemTime::now() - Duration::from_secs(5)));
+        lag.next = Instant::now();
         let advance = |lag: &mut PassLag| {
             ::metrics::with_local_recorder(&recorder, || lag.advance(1000, 1));
             let text = handle.render();
