@@ -382,7 +382,7 @@ impl<'a> PassLag<'a> {
     }
 
     fn line(&self, done: bool) -> String {
-        crate::cli::progress::line(
+        journal::progress::line(
             "archive index: catching up",
             self.read,
             self.total,
