@@ -76,8 +76,8 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 /// buffers of its merges come from per-thread arenas, which keep them when they are freed, so
 /// each of the indexer's and tantivy's threads held its own high-water mark. Fixing the
 /// threshold (mallopt(3): setting it turns the adjustment off) took the daemon's peak RSS in
-/// `bench/run` from 53-57 MiB to 39-42 MiB, and from 59-68 to 47 MiB under sustained load (see
-/// the README). An operator's own setting in the environment (`MALLOC_MMAP_THRESHOLD_`, or
+/// `bench/run` from 52.9-57.0 MiB to 36.0-43.6 MiB, and under sustained load from 59-68 MiB to
+/// 46.9-56.5 MiB (the README's Performance section has the runs). An operator's own setting in the environment (`MALLOC_MMAP_THRESHOLD_`, or
 /// `glibc.malloc.mmap_threshold` in `GLIBC_TUNABLES`) is left alone.
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
